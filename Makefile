@@ -1,0 +1,27 @@
+# Two entry points (README): `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Re-install only when the package metadata changes (a second `make test` does not reinstall).
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?= -n 2
+
+.PHONY: test demo lint docs clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	@touch $@
+
+test: $(STAMP)
+	@start=$$(date +%s); \
+	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	echo "test suite wall time: $$(( $$(date +%s) - start )) s"; exit $$status
+
+lint: $(STAMP)
+	$(BIN)/ruff check diffgen tests benchmarks
+
+clean:
+	rm -rf $(VENV) out .pytest_cache build *.egg-info

@@ -1,0 +1,83 @@
+"""Shared timing and reporting for the benchmark scripts.
+
+Every benchmark measures diffgen and its baseline in the same process, so that ratios
+hold on a noisy machine, and prints events/s plus the ratio to the baseline it names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+__all__ = ["block", "time_compile_and_run", "best_time", "machine_info", "print_table", "write_json"]
+
+
+def block(x: Any) -> Any:
+    """Wait for every array in ``x`` to be computed."""
+    return jax.block_until_ready(x)
+
+
+def time_compile_and_run(fn: Callable[..., Any], *args: Any, repeat: int = 5) -> tuple[float, float]:
+    """Compile time of the first call and best wall time of ``repeat`` further calls (seconds)."""
+    t0 = time.perf_counter()
+    block(fn(*args))
+    compile_s = time.perf_counter() - t0
+    return compile_s, best_time(fn, *args, repeat=repeat)
+
+
+def best_time(fn: Callable[..., Any], *args: Any, repeat: int = 5) -> float:
+    """Best wall time (seconds) of ``repeat`` calls; the minimum is the least noisy estimate."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        block(fn(*args))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine and software a measurement was made on."""
+    return {
+        "machine": platform.node(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": len(jax.devices()),
+    }
+
+
+def print_table(title: str, rows: list[dict[str, Any]]) -> None:
+    """Print rows (dicts with the same keys) as an aligned text table."""
+    if not rows:
+        return
+    keys = list(rows[0])
+    cells = [[_fmt(r.get(k)) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    print(f"\n{title}")
+    print("  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for c in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
+    return str(v)
+
+
+def write_json(path: str, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as JSON atomically (temp file + rename)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as fh:
+        json.dump(payload, fh, indent=2, default=float)
+    os.replace(tmp, path)

@@ -1,0 +1,5 @@
+import sys
+
+from diffgen.cli import main
+
+sys.exit(main())

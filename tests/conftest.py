@@ -1,0 +1,27 @@
+"""Strict test configuration (DESIGN.md §8): float64, strict dtype promotion, rank promotion raises.
+
+Warnings are errors (pyproject ``filterwarnings``). Statistical tests are seeded; long ones
+are marked ``slow`` and still run in CI.
+"""
+
+import os
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax
+import pytest
+from hypothesis import HealthCheck, settings
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# JIT compilation makes the first example slow; deadlines would only measure the compiler.
+settings.register_profile("diffgen", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("diffgen")
+
+
+@pytest.fixture
+def key():
+    """A fixed PRNG key; tests derive sub-keys from it."""
+    return jax.random.key(20261122)
