@@ -20,6 +20,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	echo "test suite wall time: $$(( $$(date +%s) - start )) s"; exit $$status
 
+demo: $(STAMP)
+	$(BIN)/diffgen demo --out out
+
 lint: $(STAMP)
 	$(BIN)/ruff check diffgen tests benchmarks
 
