@@ -85,7 +85,9 @@ def format_from_path(path: str | os.PathLike[str], fmt: str | None = None) -> st
         if suffix in suffixes:
             return name
     allowed = ", ".join(s for _, sfx in FORMATS.values() for s in sfx)
-    raise ValueError(f"cannot infer the event-file format from {str(path)!r}: use a suffix {allowed} or give the format")
+    raise ValueError(
+        f"cannot infer the event-file format from {str(path)!r}: use a suffix {allowed} or give the format"
+    )
 
 
 def open_writer(

@@ -48,7 +48,7 @@ class AtomicFile:
         self.path = Path(path)
         _check_target(self.path)
         self.tmp_path = partial_path(self.path)
-        self.file: IO[Any] = open(self.tmp_path, mode, encoding=None if "b" in mode else "utf-8")  # noqa: SIM115
+        self.file: IO[Any] = open(self.tmp_path, mode, encoding=None if "b" in mode else "utf-8")
         self.closed = False
 
     def commit(self) -> Path:

@@ -103,7 +103,9 @@ class EventWriter:
         for name in names:
             shape = events.extra[RWGT_PREFIX + name].shape
             if shape != (events.n_events,):
-                raise ValueError(f"Events.extra[{RWGT_PREFIX + name!r}]: expected shape [N] = [{events.n_events}], got {list(shape)}")
+                raise ValueError(
+                    f"Events.extra[{RWGT_PREFIX + name!r}]: expected shape [N] = [{events.n_events}], got {list(shape)}"
+                )
         data = events.to_numpy()
         w = data["weight"].astype(np.float64)
         self.n_events += int(w.shape[0])

@@ -196,7 +196,9 @@ def _parse_init(text: str) -> dict[str, Any]:
     }
 
 
-def _parse_event(elem: ET.Element) -> tuple[float, list[tuple[int, int, int, float, float, float, float]], dict[str, float]]:
+def _parse_event(
+    elem: ET.Element,
+) -> tuple[float, list[tuple[int, int, int, float, float, float, float]], dict[str, float]]:
     lines = [ln for ln in (elem.text or "").strip().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         raise ValueError("LHE <event>: empty event block")

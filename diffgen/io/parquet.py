@@ -117,7 +117,9 @@ class ParquetWriter(EventWriter):
                 f"{self._capacity} (set by the first chunk)"
             )
         if data["p"].dtype != self._dtype:
-            raise ValueError(f"ParquetWriter.write: chunk dtype {data['p'].dtype} differs from the file's {self._dtype}")
+            raise ValueError(
+                f"ParquetWriter.write: chunk dtype {data['p'].dtype} differs from the file's {self._dtype}"
+            )
         if ("colour" in data) != self._has_colour:
             raise ValueError("ParquetWriter.write: either every chunk has colour or none has")
         table = self._table(data)
@@ -151,9 +153,7 @@ class ParquetWriter(EventWriter):
             os.unlink(self.tmp_path)
 
 
-def write_parquet(
-    path: str | os.PathLike[str], events: Events, metadata: Mapping[str, Any] | None = None
-) -> Path:
+def write_parquet(path: str | os.PathLike[str], events: Events, metadata: Mapping[str, Any] | None = None) -> Path:
     """Write one ``Events`` batch to a parquet file atomically (see :class:`ParquetWriter`)."""
     with ParquetWriter(path, metadata) as w:
         w.write(events)
@@ -199,9 +199,7 @@ def _table_to_events(table: pa.Table, meta: Mapping[str, Any]) -> Events:
     return Events.from_numpy(data)
 
 
-def iter_parquet(
-    path: str | os.PathLike[str], chunk_size: int = 100_000
-) -> Iterator[tuple[Events, dict[str, Any]]]:
+def iter_parquet(path: str | os.PathLike[str], chunk_size: int = 100_000) -> Iterator[tuple[Events, dict[str, Any]]]:
     """Read a diffgen parquet file in chunks of at most ``chunk_size`` events (constant memory).
 
     Yields:

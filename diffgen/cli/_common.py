@@ -1,0 +1,249 @@
+"""Helpers shared by the subcommands: common options, run files, progress bars, signals.
+
+Usage in a subcommand module::
+
+    from diffgen.cli import _common
+
+    def add_arguments(parser):
+        _common.add_common_options(parser)          # --seed, --config, --quiet
+        ...
+
+    def run(args):
+        _common.handle_sigterm()                    # SIGTERM -> clean abort, exit 130
+        cfg = _common.resolve(args, "generate", FIELDS, DEFAULTS)
+        with _common.progress(total, "generating", quiet=args.quiet) as bar:
+            ...
+            bar.advance(k)
+
+Nothing here imports JAX (``--help`` stays instant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from diffgen.cli import UsageError
+
+__all__ = [
+    "EventProgress",
+    "add_common_options",
+    "add_config_option",
+    "add_quiet_option",
+    "add_seed_option",
+    "handle_sigterm",
+    "parse_overrides",
+    "progress",
+    "resolve",
+]
+
+
+def add_seed_option(parser: argparse.ArgumentParser, default: int = 0) -> None:
+    """``--seed N``: the random seed (default None on the parser, so a run file can set it)."""
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"random seed, an integer >= 0; the same seed gives the same events (default: {default})",
+    )
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """``--config run.toml``: read the subcommand's table of a run file."""
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="RUN.toml",
+        help="run configuration (TOML, table named after the subcommand); command-line options override it. "
+        "The effective configuration is written next to every output as <output>.run.toml (default: none)",
+    )
+
+
+def add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    """``--quiet``: no progress bars or summaries (errors are still printed)."""
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar and no summary; errors are still printed to stderr (default: off)",
+    )
+
+
+def add_common_options(parser: argparse.ArgumentParser, *, seed_default: int = 0) -> None:
+    """Add ``--seed``, ``--config`` and ``--quiet``."""
+    add_seed_option(parser, seed_default)
+    add_config_option(parser)
+    add_quiet_option(parser)
+
+
+def resolve(
+    args: argparse.Namespace,
+    section: str,
+    fields: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    *,
+    dest: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The effective settings: command line > run file (``args.config``) > defaults.
+
+    Args:
+      args: parsed arguments; options left at ``None`` count as not given.
+      section: the run-file table to read (the subcommand name).
+      fields: :class:`diffgen.config.Field` per key, to check the run file.
+      defaults: value of every key when neither the command line nor the file sets it.
+      dest: argparse destination of a key when it differs from the key.
+
+    Returns:
+      dict with every key of ``defaults`` (and any other key the file sets).
+    """
+    from diffgen.config import check_table, load_section
+
+    from_file = load_section(getattr(args, "config", None), section, fields)
+    out = {**defaults, **from_file}
+    for key in set(defaults) | set(fields):
+        value = getattr(args, (dest or {}).get(key, key), None)
+        if value is not None:
+            out[key] = value
+    # Command-line values pass the same checks as file values.
+    check_table({k: v for k, v in out.items() if k in fields and v is not None}, fields, f"diffgen {section}")
+    return out
+
+
+def parse_overrides(items: list[str] | None, option: str = "--param") -> dict[str, dict[str, float]]:
+    """Parse ``STAGE.NAME=VALUE`` strings into ``{stage: {name: value}}``.
+
+    Raises:
+      UsageError: malformed item or non-numeric value.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        stage, dot, name = key.strip().rpartition(".")
+        if not sep or not dot or not stage or not name:
+            raise UsageError(f"{option} must look like STAGE.NAME=VALUE (e.g. source.m_z=91.19), got {item!r}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise UsageError(f"{option} {key}: value must be a number, got {value!r}") from None
+        out.setdefault(stage, {})[name] = number
+    return out
+
+
+def handle_sigterm() -> None:
+    """Turn SIGTERM into ``KeyboardInterrupt``, so writers abort and leave no partial output.
+
+    The CLI prints ``interrupted`` and exits with code 130. Only installable from the main thread.
+    """
+
+    def _raise(signum: int, frame: Any) -> None:
+        del signum, frame
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise)
+
+
+class EventProgress:
+    """A rich progress bar with events/s that appears only if the step lasts over ``delay`` seconds.
+
+    Args:
+      total: number of items (events).
+      description: what is being done.
+      quiet: never show anything.
+      unit: name of the items in the rate column.
+      delay: seconds before the bar appears (short steps stay silent).
+    """
+
+    def __init__(self, total: int, description: str, *, quiet: bool = False, unit: str = "events", delay: float = 1.0):
+        self.total = int(total)
+        self.description = description
+        self.quiet = quiet or not sys.stderr
+        self.unit = unit
+        self.delay = delay
+        self.done = 0
+        self._start = time.perf_counter()
+        self._progress: Any = None
+        self._task: Any = None
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def _show(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        unit, start = self.unit, self._start
+
+        class _Rate(TextColumn):
+            def render(self, task: Any) -> Any:
+                elapsed = time.perf_counter() - start
+                self.text_format = f"{task.completed / elapsed:,.0f} {unit}/s" if elapsed > 0 else ""
+                return super().render(task)
+
+        with self._lock:
+            if self._progress is not None or self.quiet:
+                return
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                _Rate(""),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._task = self._progress.add_task(self.description, total=self.total, completed=self.done)
+            self._progress.start()
+
+    def __enter__(self) -> EventProgress:
+        if not self.quiet:
+            self._timer = threading.Timer(self.delay, self._show)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def advance(self, n: int) -> None:
+        """Record ``n`` more items done."""
+        self.done += int(n)
+        with self._lock:
+            if self._progress is not None:
+                self._progress.update(self._task, completed=self.done)
+
+    @property
+    def rate(self) -> float:
+        """Items per second so far."""
+        elapsed = time.perf_counter() - self._start
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the step started."""
+        return time.perf_counter() - self._start
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            if self._progress is not None:
+                self._progress.stop()
+
+
+@contextmanager
+def progress(total: int, description: str, *, quiet: bool = False, unit: str = "events") -> Iterator[EventProgress]:
+    """Context manager form of :class:`EventProgress`."""
+    with EventProgress(total, description, quiet=quiet, unit=unit) as bar:
+        yield bar

@@ -1,0 +1,287 @@
+"""``diffgen generate``: generate events and write them to an LHE, HepMC3 or parquet file.
+
+Events are generated and written in chunks (``--chunk-size``), so memory is bounded for
+any ``--n``; the output appears atomically when the run completes (an interrupted run
+leaves no output file), followed by the effective configuration ``<output>.run.toml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any
+
+from diffgen.cli import UsageError
+from diffgen.cli import _common
+
+NAME = "generate"
+HELP = "generate events (hard process [+ shower, hadronization, detector]) and write an LHE/HepMC3/parquet file"
+
+#: Process name -> (factory in diffgen.processes, positional/keyword arguments, description).
+PROCESSES: dict[str, tuple[str, dict[str, Any], str]] = {
+    "ee_to_mumu": ("ee_to_ffbar", {"flavour": "mu"}, "e+e- -> gamma*/Z -> mu+mu-"),
+    "ee_to_tautau": ("ee_to_ffbar", {"flavour": "tau"}, "e+e- -> gamma*/Z -> tau+tau-"),
+    "ee_to_ee_s": ("ee_to_ffbar", {"flavour": "e"}, "e+e- -> gamma*/Z -> e+e- (s-channel only)"),
+    **{
+        f"ee_to_{q}{q}bar": ("ee_to_ffbar", {"flavour": q}, f"e+e- -> gamma*/Z -> {q} {q}bar")
+        for q in ("d", "u", "s", "c", "b")
+    },
+    "ee_to_qqbar": ("ee_to_qqbar", {}, "e+e- -> gamma*/Z -> q qbar summed over udscb (input of the shower)"),
+    "ee_to_qqbarg": ("ee_to_qqbarg", {}, "e+e- -> q qbar g"),
+    "ee_to_ttbar_6f": ("ee_to_ttbar_6f", {}, "e+e- -> t tbar -> 6 fermions"),
+}
+
+LAYERS = ("shower", "hadronization", "detector")
+DETECTORS = ("smearing", "lep_like", "toy")
+
+DEFAULTS: dict[str, Any] = {
+    "process": "ee_to_mumu",
+    "sqrt_s": 91.1876,
+    "n": 10_000,
+    "layers": [],
+    "detector": "smearing",
+    "output": "events.parquet",
+    "format": None,
+    "seed": 0,
+    "chunk_size": 100_000,
+    "dtype": "float64",
+    "params": {},
+}
+
+
+def _layers(text: str) -> list[str]:
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in items if s not in LAYERS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown layer(s) {bad}; allowed: {', '.join(LAYERS)}")
+    return items
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``diffgen generate``."""
+    names = ", ".join(PROCESSES)
+    parser.add_argument(
+        "--process",
+        "-p",
+        default=None,
+        metavar="NAME",
+        help=f"hard process, one of: {names} (default: {DEFAULTS['process']})",
+    )
+    parser.add_argument(
+        "--sqrt-s",
+        type=float,
+        default=None,
+        metavar="GEV",
+        help=f"centre-of-mass energy √s in GeV, above the production threshold (default: {DEFAULTS['sqrt_s']})",
+    )
+    parser.add_argument(
+        "--n", "-n", type=int, default=None, metavar="N", help=f"number of events, >= 1 (default: {DEFAULTS['n']})"
+    )
+    parser.add_argument(
+        "--layers",
+        type=_layers,
+        default=None,
+        metavar="L1,L2",
+        help="comma-separated layers applied after the hard process, in order: shower, hadronization, "
+        "detector (the shower needs a q qbar process such as ee_to_qqbar) (default: none)",
+    )
+    parser.add_argument(
+        "--detector",
+        default=None,
+        metavar="NAME",
+        help="detector of the 'detector' layer: smearing (1%% Gaussian smearing of every component), "
+        f"lep_like, toy, or a detector TOML file (default: {DEFAULTS['detector']})",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        metavar="FILE",
+        help="output event file; the format follows the suffix (.lhe, .hepmc/.hepmc3, .parquet) unless "
+        f"--format is given; written atomically (default: {DEFAULTS['output']})",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("lhe", "hepmc3", "parquet"),
+        default=None,
+        help="output format (default: from the output suffix)",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="events generated and written per chunk; bounds the memory use. The events depend on it "
+        f"(each chunk has its own key) (default: {DEFAULTS['chunk_size']})",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default=None,
+        help=f"floating dtype of momenta and weights (default: {DEFAULTS['dtype']})",
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=None,
+        metavar="STAGE.NAME=VALUE",
+        dest="param_overrides",
+        help="override a parameter, e.g. source.m_z=91.19 (GeV) or shower.alpha_s_mz=0.12; stages are "
+        "source, shower, hadronization, detector; repeatable (default: the process's PDG values)",
+    )
+    parser.add_argument(
+        "--all-extra",
+        action="store_true",
+        help="keep every per-event bookkeeping array in parquet output; by default only per-event scalars "
+        "(e.g. overflow flags, log-probabilities) are kept (default: off)",
+    )
+    _common.add_common_options(parser, seed_default=DEFAULTS["seed"])
+
+
+# ---------------------------------------------------------------------------- building the chain
+
+
+def build_source(process: str, sqrt_s: float, dtype: Any) -> Any:
+    """The ``Source`` of a named process (see :data:`PROCESSES`)."""
+    if process not in PROCESSES:
+        raise UsageError(f"unknown process {process!r}; choose one of: {', '.join(PROCESSES)}")
+    factory_name, kwargs, _ = PROCESSES[process]
+    try:
+        import diffgen.processes as processes
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        raise UsageError(f"the hard processes are not available: {err}") from None
+    factory = getattr(processes, factory_name, None)
+    if factory is None:
+        raise UsageError(f"process {process!r} is not available in this version of diffgen")
+    return factory(sqrt_s=sqrt_s, dtype=dtype, **kwargs)
+
+
+def build_layer(name: str, detector: str, dtype: Any) -> Any:
+    """The ``Layer`` of a named stage (shower, hadronization, detector)."""
+    if name == "shower":
+        from diffgen.shower import final_state_shower
+
+        return final_state_shower()
+    if name == "hadronization":
+        from diffgen.hadronization import hadronize
+
+        return hadronize()
+    if name == "detector":
+        import diffgen.detector as det
+
+        if detector == "smearing":
+            return det.gaussian_smearing(dtype=dtype)
+        if detector in ("lep_like", "toy"):
+            return getattr(det, detector)(dtype=dtype)
+        return det.detector(detector, dtype=dtype)
+    raise UsageError(f"unknown layer {name!r}; allowed: {', '.join(LAYERS)}")
+
+
+def apply_overrides(params: dict[str, Any], overrides: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """``params`` with ``{stage: {name: value}}`` replaced (same dtype); unknown names are errors."""
+    import jax.numpy as jnp
+
+    out = {stage: dict(p) if isinstance(p, dict) else p for stage, p in params.items()}
+    for stage, values in overrides.items():
+        if stage not in out:
+            raise UsageError(f"--param: unknown stage {stage!r}; stages of this run: {sorted(out)}")
+        for name, value in values.items():
+            if not isinstance(out[stage], dict) or name not in out[stage]:
+                allowed = sorted(out[stage]) if isinstance(out[stage], dict) else []
+                raise UsageError(f"--param: stage {stage!r} has no scalar parameter {name!r}; allowed: {allowed}")
+            old = out[stage][name]
+            if getattr(old, "ndim", 1) != 0:
+                raise UsageError(f"--param: {stage}.{name} is not a scalar parameter")
+            if not math.isfinite(float(value)):
+                raise UsageError(f"--param: {stage}.{name} must be finite, got {value!r}")
+            out[stage][name] = jnp.asarray(value, dtype=old.dtype)
+    return out
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate ``n`` events in chunks and stream them into the output file."""
+    from diffgen.config import GENERATE_FIELDS
+
+    _common.handle_sigterm()
+    cfg = _common.resolve(args, NAME, GENERATE_FIELDS, DEFAULTS)
+    cli_params = _common.parse_overrides(getattr(args, "param_overrides", None))
+    overrides = {stage: {**cfg["params"].get(stage, {}), **v} for stage, v in cli_params.items()}
+    overrides = {**cfg["params"], **overrides}
+    for stage, values in overrides.items():
+        if not isinstance(values, dict):
+            raise UsageError(f"params.{stage} must be a table of name = number, got {values!r}")
+    layers = list(cfg["layers"])
+    bad = [x for x in layers if x not in LAYERS]
+    if bad:
+        raise UsageError(f"unknown layer(s) {bad}; allowed: {', '.join(LAYERS)}")
+    if cfg["process"] not in PROCESSES:
+        raise UsageError(f"unknown process {cfg['process']!r}; choose one of: {', '.join(PROCESSES)}")
+
+    from diffgen import io as dio
+
+    fmt = dio.format_from_path(cfg["output"], cfg["format"])
+    n, chunk = int(cfg["n"]), min(int(cfg["chunk_size"]), int(cfg["n"]))
+
+    import jax
+
+    if cfg["dtype"] == "float64":
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from diffgen.core import chain
+
+    dtype = jnp.dtype(cfg["dtype"])
+    source = build_source(cfg["process"], float(cfg["sqrt_s"]), dtype)
+    stages = [(name, build_layer(name, cfg["detector"], dtype)) for name in layers]
+    sim = chain(("source", source), *stages)
+    key = jax.random.key(int(cfg["seed"]))
+    params = sim.init(jax.random.fold_in(key, 0))
+    if "sqrt_s" in params["source"]:
+        params["source"]["sqrt_s"] = jnp.asarray(cfg["sqrt_s"], dtype=params["source"]["sqrt_s"].dtype)
+    params = apply_overrides(params, overrides)
+    sample = jax.jit(sim.sample, static_argnums=2)
+    sample_key = jax.random.fold_in(key, 1)
+
+    effective = {**cfg, "format": fmt, "layers": layers, "params": dio.params_to_metadata(params)}
+    metadata = {
+        "process": cfg["process"],
+        "sqrt_s": float(cfg["sqrt_s"]),
+        "layers": layers,
+        "seed": int(cfg["seed"]),
+        "chunk_size": chunk,
+        "dtype": cfg["dtype"],
+        "params": effective["params"],
+    }
+    if "detector" in layers:
+        metadata["detector"] = cfg["detector"]
+    keep_all = bool(getattr(args, "all_extra", False))
+    quiet = bool(args.quiet)
+    n_chunks = -(-n // chunk)
+    with (
+        _common.progress(n, f"generating {cfg['process']}", quiet=quiet) as bar,
+        dio.open_writer(cfg["output"], fmt, metadata=metadata) as writer,
+    ):
+        for i in range(n_chunks):
+            events = sample(params, jax.random.fold_in(sample_key, i), chunk)
+            k = min(chunk, n - i * chunk)
+            if k < chunk:
+                events = events[:k]
+            if not keep_all or fmt != "parquet":
+                events = events.replace(extra={k_: v for k_, v in events.extra.items() if v.ndim == 1})
+            writer.write(events)
+            bar.advance(k)
+    sigma, err = writer.metadata["cross_section_pb"], writer.metadata["cross_section_error_pb"]
+    from diffgen.config import write_effective_config
+
+    cfg_path = write_effective_config(cfg["output"], NAME, effective)
+    if not quiet:
+        print(
+            f"wrote {n} events to {cfg['output']} ({fmt}); σ = {sigma:.6g} ± {err:.2g} pb; "
+            f"{bar.rate:,.0f} events/s; configuration in {cfg_path}",
+            file=sys.stderr,
+        )
+    return 0
