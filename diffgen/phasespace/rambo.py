@@ -134,4 +134,3 @@ def rambo(
         - jnp.log(jnp.sum(k_abs * k_abs / ek, axis=-1))
     )
     return jnp.concatenate([ek[..., None], k3], axis=-1), log_w
-

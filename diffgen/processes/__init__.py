@@ -10,10 +10,13 @@
 from diffgen.processes import constants
 from diffgen.processes.born import born_me2, born_sigma_total
 from diffgen.processes.ee_ffbar import ee_to_ffbar, ee_to_qqbar
+from diffgen.processes.ee_qqbarg import ee_to_qqbarg
+from diffgen.processes.ee_ttbar import W_DECAYS, ee_to_ttbar_6f
 from diffgen.processes.observables import afb, cos_theta_star
 from diffgen.processes.xsec import cross_section, unweight, weighted_mean_error
 
 __all__ = [
+    "W_DECAYS",
     "afb",
     "born_me2",
     "born_sigma_total",
@@ -22,6 +25,8 @@ __all__ = [
     "cross_section",
     "ee_to_ffbar",
     "ee_to_qqbar",
+    "ee_to_qqbarg",
+    "ee_to_ttbar_6f",
     "unweight",
     "weighted_mean_error",
 ]

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from diffgen.kinematics import safe_sqrt
 from diffgen.typing import Array, ArrayLike
 
-__all__ = ["WIDTH_SCHEMES", "born_couplings", "born_me2", "born_sigma_total"]
+__all__ = ["WIDTH_SCHEMES", "born_couplings", "born_me2", "born_me2_beta", "born_sigma_total"]
 
 #: Allowed ``width`` options: fixed width ``i m_Z Γ_Z`` or s-dependent ``i s Γ_Z/m_Z``.
 WIDTH_SCHEMES = ("fixed", "running")
@@ -98,9 +98,32 @@ def born_me2(
     Returns:
       [...] |M̄|², dimensionless; 0 below threshold.
     """
+    beta = safe_sqrt(1.0 - 4.0 * mass * mass / s)
+    return born_me2_beta(cos_theta, s, beta, charge, t3, colours, params, width)
+
+
+def born_me2_beta(
+    cos_theta: ArrayLike,
+    s: ArrayLike,
+    beta: ArrayLike,
+    charge: ArrayLike,
+    t3: ArrayLike,
+    colours: ArrayLike,
+    params: Mapping[str, Array],
+    width: str = "fixed",
+) -> Array:
+    """:func:`born_me2` with the fermion velocity β given instead of the mass.
+
+    Used for off-shell pairs of unequal masses (β = λ^½(s, m₁², m₂²)/s), where it is a
+    toy extension of the equal-mass formula.
+
+    Args:
+      beta: [...] or scalar velocity in [0, 1]; other arguments as :func:`born_me2`.
+
+    Returns:
+      [...] |M̄|², dimensionless.
+    """
     c = jnp.asarray(cos_theta)
-    beta2 = 1.0 - 4.0 * mass * mass / s
-    beta = safe_sqrt(beta2)
     beta2 = beta * beta
     k = born_couplings(s, charge, t3, params, width)
     sin2 = 1.0 - c * c

@@ -159,7 +159,9 @@ def ee_to_ffbar(
     f = C.FERMIONS[flavour]
     threshold = 2.0 * f.mass
     if not float(sqrt_s) > threshold:
-        raise ValueError(f"{where}: sqrt_s must be above the {flavour} pair threshold {threshold:g} GeV, got {sqrt_s!r}")
+        raise ValueError(
+            f"{where}: sqrt_s must be above the {flavour} pair threshold {threshold:g} GeV, got {sqrt_s!r}"
+        )
     if qcd_correction and f.colours == 1:
         raise ValueError(f"{where}: qcd_correction applies to quarks only (flavour in 'udscb'), got {flavour!r}")
     ranges = _ranges(threshold, qcd_correction)
@@ -194,7 +196,7 @@ def ee_to_ffbar(
 
 
 def _parse_quark_flavours(where: str, flavours: str | Sequence[str]) -> list[str]:
-    names = list(flavours) if isinstance(flavours, str) else list(flavours)
+    names = list(flavours)
     if not names or any(q not in QUARK_FLAVOURS for q in names) or len(set(names)) != len(names):
         raise ValueError(f"{where}: flavours must be distinct quark names from {QUARK_FLAVOURS!r}, got {flavours!r}")
     return names

@@ -59,9 +59,7 @@ def cross_section(source: Source, params: Params, key: Key, n: int) -> tuple[Arr
     return weighted_mean_error(events.weight)
 
 
-def unweight(
-    events: Events, key: Key, *, max_weight: Any = None, compact: bool = True
-) -> tuple[Events, Array]:
+def unweight(events: Events, key: Key, *, max_weight: Any = None, compact: bool = True) -> tuple[Events, Array]:
     """Hit-or-miss unweighting against the maximum |weight|.
 
     Event i is kept with probability ``|w_i| / w_max``; kept events get the weight
