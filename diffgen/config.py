@@ -107,7 +107,7 @@ def check_table(table: Any, fields: Mapping[str, Field], where: str) -> dict[str
         field = fields[key]
         if float in field.types and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if isinstance(value, bool) and bool not in field.types or not isinstance(value, field.types):
+        if (isinstance(value, bool) and bool not in field.types) or not isinstance(value, field.types):
             names = "/".join("table" if t is dict else "array" if t is list else t.__name__ for t in field.types)
             raise ValueError(f"{where}: {key} must be {names} ({field.help}), got {value!r}")
         if field.minimum is not None and isinstance(value, (int, float)):

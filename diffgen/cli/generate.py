@@ -8,12 +8,12 @@ leaves no output file), followed by the effective configuration ``<output>.run.t
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 from typing import Any
 
-from diffgen.cli import UsageError
-from diffgen.cli import _common
+from diffgen.cli import UsageError, _common
 
 NAME = "generate"
 HELP = "generate events (hard process [+ shower, hadronization, detector]) and write an LHE/HepMC3/parquet file"
@@ -202,85 +202,124 @@ def apply_overrides(params: dict[str, Any], overrides: dict[str, dict[str, float
 # ---------------------------------------------------------------------------- the run
 
 
-def run(args: argparse.Namespace) -> int:
-    """Generate ``n`` events in chunks and stream them into the output file."""
-    from diffgen.config import GENERATE_FIELDS
-
-    _common.handle_sigterm()
-    cfg = _common.resolve(args, NAME, GENERATE_FIELDS, DEFAULTS)
-    cli_params = _common.parse_overrides(getattr(args, "param_overrides", None))
-    overrides = {stage: {**cfg["params"].get(stage, {}), **v} for stage, v in cli_params.items()}
-    overrides = {**cfg["params"], **overrides}
-    for stage, values in overrides.items():
-        if not isinstance(values, dict):
-            raise UsageError(f"params.{stage} must be a table of name = number, got {values!r}")
-    layers = list(cfg["layers"])
-    bad = [x for x in layers if x not in LAYERS]
-    if bad:
-        raise UsageError(f"unknown layer(s) {bad}; allowed: {', '.join(LAYERS)}")
-    if cfg["process"] not in PROCESSES:
-        raise UsageError(f"unknown process {cfg['process']!r}; choose one of: {', '.join(PROCESSES)}")
-
-    from diffgen import io as dio
-
-    fmt = dio.format_from_path(cfg["output"], cfg["format"])
-    n, chunk = int(cfg["n"]), min(int(cfg["chunk_size"]), int(cfg["n"]))
-
+@functools.lru_cache(maxsize=8)
+def _simulator(process: str, sqrt_s: float, layers: tuple[str, ...], detector: str, dtype: str) -> tuple[Any, Any]:
+    """The chain and its jitted ``sample`` (cached, so repeated runs in one process compile once)."""
     import jax
-
-    if cfg["dtype"] == "float64":
-        jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
     from diffgen.core import chain
 
-    dtype = jnp.dtype(cfg["dtype"])
-    source = build_source(cfg["process"], float(cfg["sqrt_s"]), dtype)
-    stages = [(name, build_layer(name, cfg["detector"], dtype)) for name in layers]
+    source = build_source(process, sqrt_s, jnp.dtype(dtype))
+    stages = [(name, build_layer(name, detector, jnp.dtype(dtype))) for name in layers]
     sim = chain(("source", source), *stages)
-    key = jax.random.key(int(cfg["seed"]))
-    params = sim.init(jax.random.fold_in(key, 0))
-    if "sqrt_s" in params["source"]:
-        params["source"]["sqrt_s"] = jnp.asarray(cfg["sqrt_s"], dtype=params["source"]["sqrt_s"].dtype)
-    params = apply_overrides(params, overrides)
-    sample = jax.jit(sim.sample, static_argnums=2)
-    sample_key = jax.random.fold_in(key, 1)
+    return sim, jax.jit(sim.sample, static_argnums=2)
 
-    effective = {**cfg, "format": fmt, "layers": layers, "params": dio.params_to_metadata(params)}
-    metadata = {
-        "process": cfg["process"],
-        "sqrt_s": float(cfg["sqrt_s"]),
-        "layers": layers,
-        "seed": int(cfg["seed"]),
-        "chunk_size": chunk,
-        "dtype": cfg["dtype"],
-        "params": effective["params"],
-    }
-    if "detector" in layers:
-        metadata["detector"] = cfg["detector"]
-    keep_all = bool(getattr(args, "all_extra", False))
-    quiet = bool(args.quiet)
-    n_chunks = -(-n // chunk)
-    with (
-        _common.progress(n, f"generating {cfg['process']}", quiet=quiet) as bar,
-        dio.open_writer(cfg["output"], fmt, metadata=metadata) as writer,
-    ):
-        for i in range(n_chunks):
-            events = sample(params, jax.random.fold_in(sample_key, i), chunk)
-            k = min(chunk, n - i * chunk)
-            if k < chunk:
-                events = events[:k]
-            if not keep_all or fmt != "parquet":
-                events = events.replace(extra={k_: v for k_, v in events.extra.items() if v.ndim == 1})
-            writer.write(events)
-            bar.advance(k)
-    sigma, err = writer.metadata["cross_section_pb"], writer.metadata["cross_section_error_pb"]
+
+class Generation:
+    """A configured generation run: the chain, its params and the per-chunk keys.
+
+    ``chunk(i)`` returns the ``Events`` of chunk ``i`` (the last one trimmed to the
+    remaining events), exactly what ``diffgen generate`` writes; tests and benchmarks use it
+    to reproduce a file in-process.
+
+    Args:
+      cfg: settings with the keys of :data:`DEFAULTS` (``params`` = overrides by stage).
+    """
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        import jax
+
+        if cfg["dtype"] == "float64":
+            jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
+
+        from diffgen import io as dio
+
+        layers = list(cfg["layers"])
+        bad = [x for x in layers if x not in LAYERS]
+        if bad:
+            raise UsageError(f"unknown layer(s) {bad}; allowed: {', '.join(LAYERS)}")
+        self.n = int(cfg["n"])
+        self.chunk_size = min(int(cfg["chunk_size"]), self.n)
+        self.n_chunks = -(-self.n // self.chunk_size)
+        self.dtype = jnp.dtype(cfg["dtype"])
+        self.sim, self._sample = _simulator(
+            cfg["process"], float(cfg["sqrt_s"]), tuple(layers), cfg["detector"], cfg["dtype"]
+        )
+        key = jax.random.key(int(cfg["seed"]))
+        params = self.sim.init(jax.random.fold_in(key, 0))
+        if "sqrt_s" in params["source"]:
+            params["source"]["sqrt_s"] = jnp.asarray(cfg["sqrt_s"], dtype=params["source"]["sqrt_s"].dtype)
+        self.params = apply_overrides(params, cfg["params"])
+        self._key = jax.random.fold_in(key, 1)
+        self.metadata: dict[str, Any] = {
+            "process": cfg["process"],
+            "sqrt_s": float(cfg["sqrt_s"]),
+            "layers": layers,
+            "seed": int(cfg["seed"]),
+            "chunk_size": self.chunk_size,
+            "dtype": cfg["dtype"],
+            "params": dio.params_to_metadata(self.params),
+        }
+        if "detector" in layers:
+            self.metadata["detector"] = cfg["detector"]
+
+    def chunk(self, i: int) -> Any:
+        """The ``Events`` of chunk ``i`` (0 ≤ i < n_chunks)."""
+        import jax
+
+        if not 0 <= i < self.n_chunks:
+            raise ValueError(f"chunk index must be in [0, {self.n_chunks}), got {i}")
+        events = self._sample(self.params, jax.random.fold_in(self._key, i), self.chunk_size)
+        k = min(self.chunk_size, self.n - i * self.chunk_size)
+        return events[:k] if k < self.chunk_size else events
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The effective settings of ``diffgen generate``: options > run file > defaults, checked."""
+    from diffgen.config import GENERATE_FIELDS
+
+    cfg = _common.resolve(args, NAME, GENERATE_FIELDS, DEFAULTS)
+    params = {stage: dict(values) for stage, values in cfg["params"].items()}
+    for stage, values in params.items():
+        if not isinstance(values, dict):
+            raise UsageError(f"params.{stage} must be a table of name = number, got {values!r}")
+    for stage, values in _common.parse_overrides(getattr(args, "param_overrides", None)).items():
+        params.setdefault(stage, {}).update(values)
+    cfg["params"] = params
+    if cfg["process"] not in PROCESSES:
+        raise UsageError(f"unknown process {cfg['process']!r}; choose one of: {', '.join(PROCESSES)}")
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate ``n`` events in chunks and stream them into the output file."""
+    _common.handle_sigterm()
+    cfg = settings(args)
+    from diffgen import io as dio
     from diffgen.config import write_effective_config
 
+    fmt = dio.format_from_path(cfg["output"], cfg["format"])
+    gen = Generation(cfg)
+    effective = {**cfg, "format": fmt, "params": gen.metadata["params"]}
+    keep_all = bool(getattr(args, "all_extra", False)) and fmt == "parquet"
+    quiet = bool(args.quiet)
+    with (
+        _common.progress(gen.n, f"generating {cfg['process']}", quiet=quiet) as bar,
+        dio.open_writer(cfg["output"], fmt, metadata=gen.metadata) as writer,
+    ):
+        for i in range(gen.n_chunks):
+            events = gen.chunk(i)
+            if not keep_all:
+                events = events.replace(extra={k: v for k, v in events.extra.items() if v.ndim == 1})
+            writer.write(events)
+            bar.advance(events.n_events)
+    sigma, err = writer.metadata["cross_section_pb"], writer.metadata["cross_section_error_pb"]
     cfg_path = write_effective_config(cfg["output"], NAME, effective)
     if not quiet:
         print(
-            f"wrote {n} events to {cfg['output']} ({fmt}); σ = {sigma:.6g} ± {err:.2g} pb; "
+            f"wrote {gen.n} events to {cfg['output']} ({fmt}); σ = {sigma:.6g} ± {err:.2g} pb; "
             f"{bar.rate:,.0f} events/s; configuration in {cfg_path}",
             file=sys.stderr,
         )

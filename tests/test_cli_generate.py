@@ -1,0 +1,183 @@
+"""``diffgen generate``: files read by pylhe/pyhepmc, run files, errors, interrupted runs (subprocesses)."""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyhepmc
+import pylhe
+import pytest
+
+from diffgen import io as dio
+from diffgen.cli import generate as gen_cli
+from diffgen.cli import main
+from diffgen.config import effective_config_path, load_run_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DIFFGEN = [sys.executable, "-m", "diffgen.cli"]
+
+
+def _settings(**changes):
+    return {**gen_cli.DEFAULTS, **changes}
+
+
+def _reference(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The events ``generate`` writes for ``cfg``, made in-process: p [N,P,4], pid [N,P], weight [N]."""
+    gen = gen_cli.Generation(cfg)
+    chunks = [gen.chunk(i).to_numpy() for i in range(gen.n_chunks)]
+    return tuple(np.concatenate([c[k] for c in chunks]) for k in ("p", "pid", "weight"))
+
+
+def test_generate_lhe_subprocess_read_by_pylhe(tmp_path):
+    out = tmp_path / "mumu.lhe"
+    n, sqrt_s = 300, 91.0
+    proc = subprocess.run(
+        [*DIFFGEN, "generate", "--n", str(n), "--sqrt-s", str(sqrt_s), "-o", str(out), "--seed", "5",
+         "--chunk-size", "128", "--quiet"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # --quiet
+    p, pid, w = _reference(_settings(n=n, sqrt_s=sqrt_s, seed=5, chunk_size=128))
+    lhe = pylhe.LHEFile.fromfile(out)
+    (proc_info,) = lhe.init.procInfo
+    assert lhe.init.initInfo.energyA == lhe.init.initInfo.energyB == sqrt_s / 2
+    # σ = mean weight with its MC error; the Born μμ cross section near the Z pole is ≈ 2 nb.
+    assert proc_info.xSection == pytest.approx(w.mean(), rel=1e-13)
+    assert proc_info.error == pytest.approx(w.std(ddof=1) / math.sqrt(n), rel=1e-9)
+    events = list(lhe.events)
+    assert len(events) == n
+    for i, ev in enumerate(events):
+        assert ev.eventinfo.nparticles == 4 and len(ev.particles) == 4
+        assert ev.eventinfo.weight == w[i]
+        final = ev.particles[2:]
+        assert [q.id for q in final] == pid[i].tolist() == [13, -13]
+        assert [[q.e, q.px, q.py, q.pz] for q in final] == p[i].tolist()
+        for q in final:
+            assert q.m == pytest.approx(0.1056583755, rel=1e-6)  # muon mass, PDG
+    cfg = load_run_config(effective_config_path(out))["generate"]
+    assert cfg["n"] == n and cfg["seed"] == 5 and cfg["format"] == "lhe"
+    assert cfg["params"]["source"]["sqrt_s"] == sqrt_s
+
+
+def test_generate_hepmc3_read_by_pyhepmc(tmp_path):
+    out = tmp_path / "mumu.hepmc"
+    assert main(["generate", "--n", "50", "-o", str(out), "--seed", "2", "--quiet"]) == 0
+    p, pid, w = _reference(_settings(n=50, seed=2))
+    with pyhepmc.open(out) as f:
+        events = list(f)
+    assert len(events) == 50
+    for i, ev in enumerate(events):
+        final = [q for q in ev.particles if q.status == 1]
+        assert [q.pid for q in final] == pid[i].tolist()
+        assert [[q.momentum.e, q.momentum.px, q.momentum.py, q.momentum.pz] for q in final] == p[i].tolist()
+        assert list(ev.weights) == [w[i]]
+        assert ev.cross_section.xsec() == pytest.approx(w.mean(), rel=1e-13)
+
+
+def test_generate_parquet_config_file_and_reproducible_rerun(tmp_path, capsys):
+    run_toml = tmp_path / "run.toml"
+    run_toml.write_text(
+        '[generate]\nprocess = "ee_to_mumu"\nsqrt_s = 90\nn = 40\nseed = 11\nchunk_size = 16\n'
+        f'output = "{tmp_path / "a.parquet"}"\n[generate.params.source]\nm_z = 91.19\n'
+    )
+    assert main(["generate", "--config", str(run_toml), "--param", "source.gamma_z=2.5"]) == 0
+    err = capsys.readouterr().err
+    assert "wrote 40 events" in err and "pb" in err
+    events, meta = dio.read_events(tmp_path / "a.parquet")
+    assert events.n_events == 40 and meta["seed"] == 11 and meta["sqrt_s"] == 90.0
+    assert meta["params"]["source"]["m_z"] == 91.19 and meta["params"]["source"]["gamma_z"] == 2.5
+    assert meta["cross_section_pb"] == pytest.approx(float(np.mean(np.asarray(events.weight))), rel=1e-13)
+    # The effective configuration repeats the run exactly (command-line options override the file).
+    eff = effective_config_path(tmp_path / "a.parquet")
+    assert main(["generate", "--config", str(eff), "-o", str(tmp_path / "b.parquet"), "-q"]) == 0
+    again, _ = dio.read_events(tmp_path / "b.parquet")
+    for k, v in events.to_numpy().items():
+        np.testing.assert_array_equal(again.to_numpy()[k], v)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--n", "0"], "n must be >= 1"),
+        (["--process", "ee_to_nothing"], "unknown process"),
+        (["-o", "x.root"], "cannot infer the event-file format"),
+        (["--param", "source.m_z"], "STAGE.NAME=VALUE"),
+        (["--param", "source.m_w=80"], "no scalar parameter 'm_w'"),
+        (["--config", "missing.toml"], "does not exist"),
+        (["-o", "no/such/dir/x.lhe"], "does not exist"),
+    ],
+)
+def test_generate_user_errors_are_one_line(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--n", "5", "-q", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not any(tmp_path.glob("*.lhe")) and not any(tmp_path.glob("*.parquet"))
+
+
+def test_run_file_unknown_key(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[generate]\nn_events = 10\n")
+    assert main(["generate", "--config", str(bad)]) == 2
+    assert "unknown key(s) ['n_events']" in capsys.readouterr().err
+    bad.write_text("[generat]\nn = 10\n")
+    assert main(["generate", "--config", str(bad)]) == 2
+    assert "unknown top-level key(s) ['generat']" in capsys.readouterr().err
+    bad.write_text("[generate]\nn = 'ten'\n")
+    assert main(["generate", "--config", str(bad)]) == 2
+    assert "n must be int" in capsys.readouterr().err
+
+
+def test_killed_runs_leave_no_complete_looking_file(tmp_path):
+    """SIGTERM (clean abort, exit 130) and SIGKILL (no clean-up at all) mid-way through writing."""
+    runs = {}
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        d = tmp_path / sig.name
+        d.mkdir()
+        runs[sig] = (d, subprocess.Popen(
+            [*DIFFGEN, "generate", "--n", "5000000", "--chunk-size", "20000", "-o", "big.lhe", "--quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=d,
+        ))  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        for sig, (d, proc) in runs.items():
+            # Wait until events are being written (the temporary file has grown), then signal.
+            while time.monotonic() < deadline:
+                assert proc.poll() is None, proc.communicate()
+                partial = list(d.glob(".big.lhe.partial-*"))
+                if partial and partial[0].stat().st_size > 100_000:
+                    break
+                time.sleep(0.05)
+            proc.send_signal(sig)
+        results = {sig: proc.communicate(timeout=60) for sig, (_, proc) in runs.items()}
+    finally:
+        for _, proc in runs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for sig, (d, proc) in runs.items():
+        assert not (d / "big.lhe").exists()
+        assert not effective_config_path(d / "big.lhe").exists()
+        if sig == signal.SIGTERM:
+            assert proc.returncode == 130 and "interrupted" in results[sig][1]
+            assert list(d.iterdir()) == []  # the temporary file is removed too
+        else:
+            assert proc.returncode == -signal.SIGKILL
+            # Only the hidden temporary file can remain; no reader takes it for a finished output.
+            assert [p.name.startswith(".big.lhe.partial-") for p in d.iterdir()] == [True]
+
+
+def test_help_documents_units_and_defaults(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for phrase in ("GeV", "(default: 91.1876)", "(default: 10000)", "(default: events.parquet)", "--seed", "--quiet"):
+        assert phrase in text
