@@ -1,0 +1,617 @@
+"""Classifier-based likelihood ratios: the building block of OmniFold and classifier losses.
+
+A classifier ``f(x) ∈ (0, 1)`` trained with (weighted) binary cross-entropy to separate a
+sample with label 1 (density ``p₁``) from one with label 0 (density ``p₀``), with the two
+classes given equal total weight, converges to ``f = p₁ / (p₀ + p₁)``, so that
+``f / (1 − f) = exp(logit) = p₁(x) / p₀(x)`` (the likelihood-ratio trick, e.g.
+arXiv:1506.02169; used by OmniFold, arXiv:1911.09107, eq. 3).
+
+The networks are flax NNX modules (:class:`MLP` for fixed-length feature vectors,
+:class:`DeepSets` for masked, variable-length particle sets, arXiv:1703.06114 /
+arXiv:1810.05165). Training is a pure, jit-compiled loop over ``nnx.split`` states with
+optax Adam; several networks (ensemble members, bootstrap replicas) are trained in
+lock-step with ``jax.vmap``, each with its own initialisation and event weights, and each
+with its own early stopping on a held-out validation split.
+
+Inputs (``features``) are either
+
+- an array ``[N]`` or ``[N, F]`` of per-event features (→ :class:`MLP`), or
+- a pair ``(particles [N, P, F], mask [N, P] bool)`` (→ :class:`DeepSets`).
+
+Event weights may be non-uniform and negative (e.g. NLO MC); the loss is the weighted
+sum, which is bounded below as long as the weighted densities are positive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+__all__ = [
+    "MLP",
+    "DeepSets",
+    "TrainConfig",
+    "TrainInfo",
+    "Classifier",
+    "train_classifier",
+    "likelihood_ratio",
+    "weighted_auc",
+    "as_features",
+]
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+class MLP(nnx.Module):
+    """A fully connected network returning one logit per event.
+
+    Args:
+      in_features: F, the number of input features.
+      hidden: widths of the hidden layers (ReLU).
+      rngs: ``nnx.Rngs`` for the initialisation.
+      dtype: parameter and computation dtype (default float32: faster, and the ratio does
+        not need float64).
+
+    Call: ``model(x)`` with ``x`` [N, F] → logits [N].
+    """
+
+    def __init__(self, in_features: int, hidden: Sequence[int] = (64, 64), *, rngs: nnx.Rngs, dtype: Any = jnp.float32):
+        widths = [int(in_features), *map(int, hidden)]
+        self.layers = nnx.List(
+            [nnx.Linear(a, b, rngs=rngs, dtype=dtype, param_dtype=dtype) for a, b in zip(widths[:-1], widths[1:])]
+        )
+        self.out = nnx.Linear(widths[-1], 1, rngs=rngs, dtype=dtype, param_dtype=dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = x
+        for layer in self.layers:
+            h = jax.nn.relu(layer(h))
+        return self.out(h)[..., 0]
+
+
+class DeepSets(nnx.Module):
+    """A particle-flow network (DeepSets): per-particle map Φ, masked sum, event map F.
+
+    ``logit = F(Σ_{i real} Φ(x_i))`` (arXiv:1810.05165, eq. 1); padding slots are excluded
+    by the mask, so the output is invariant under permutations of the real particles and
+    independent of the padding.
+
+    Args:
+      in_features: F, per-particle features.
+      phi: widths of Φ's layers (ReLU); the last one is the latent dimension.
+      rho: widths of F's hidden layers (ReLU).
+      rngs: ``nnx.Rngs``.
+      dtype: parameter and computation dtype.
+
+    Call: ``model(x, mask)`` with ``x`` [N, P, F], ``mask`` [N, P] → logits [N].
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        phi: Sequence[int] = (32, 32),
+        rho: Sequence[int] = (32,),
+        *,
+        rngs: nnx.Rngs,
+        dtype: Any = jnp.float32,
+    ):
+        w_phi = [int(in_features), *map(int, phi)]
+        w_rho = [w_phi[-1], *map(int, rho)]
+        kw = {"rngs": rngs, "dtype": dtype, "param_dtype": dtype}
+        self.phi = nnx.List([nnx.Linear(a, b, **kw) for a, b in zip(w_phi[:-1], w_phi[1:])])
+        self.rho = nnx.List([nnx.Linear(a, b, **kw) for a, b in zip(w_rho[:-1], w_rho[1:])])
+        self.out = nnx.Linear(w_rho[-1], 1, **kw)
+
+    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        h = x
+        for layer in self.phi:
+            h = jax.nn.relu(layer(h))
+        h = jnp.sum(jnp.where(mask[..., None], h, jnp.zeros((), h.dtype)), axis=1)
+        for layer in self.rho:
+            h = jax.nn.relu(layer(h))
+        return self.out(h)[..., 0]
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def as_features(x: Any, name: str = "features") -> tuple[np.ndarray, ...]:
+    """Validate and normalise classifier inputs to a tuple of host arrays.
+
+    Args:
+      x: ``[N]`` or ``[N, F]`` array, or ``(particles [N, P, F], mask [N, P])``.
+      name: argument name used in error messages.
+
+    Returns:
+      ``(x [N, F],)`` or ``(particles [N, P, F], mask [N, P] bool)``.
+
+    Raises:
+      TypeError / ValueError naming ``name`` for wrong types, shapes, NaN/inf or N = 0.
+    """
+    if isinstance(x, tuple) and len(x) == 1:
+        x = x[0]
+    if isinstance(x, tuple | list) and len(x) == 2 and np.ndim(x[0]) == 3:
+        parts = np.asarray(x[0])
+        mask = np.asarray(x[1])
+        if not np.issubdtype(parts.dtype, np.floating):
+            raise TypeError(f"{name}: particle features must be floating, got dtype {parts.dtype}")
+        if mask.dtype != np.bool_ or mask.shape != parts.shape[:2]:
+            raise ValueError(f"{name}: mask must be bool with shape [N, P] = {list(parts.shape[:2])}, got {mask.dtype} {list(mask.shape)}")
+        if parts.shape[0] == 0:
+            raise ValueError(f"{name}: needs at least one event, got N = 0")
+        if not np.isfinite(parts[mask]).all():
+            raise ValueError(f"{name}: particle features must be finite, got {int((~np.isfinite(parts[mask])).sum())} NaN/inf entries")
+        return (parts, mask)
+    if isinstance(x, tuple | list) or not hasattr(x, "shape") and not isinstance(x, np.ndarray):
+        try:
+            arr = np.asarray(x)
+        except Exception as err:  # noqa: BLE001 - reported as a TypeError naming the argument
+            raise TypeError(f"{name}: expected an array [N] or [N, F] or (particles, mask), got {type(x).__name__}") from err
+    else:
+        arr = np.asarray(x)
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected shape [N] or [N, F], got {list(arr.shape)}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name}: needs at least one event, got N = 0")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name}: needs at least one feature, got shape {list(arr.shape)}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: features must be finite, got {int((~np.isfinite(arr)).sum())} NaN/inf entries")
+    return (arr.astype(np.float64) if np.issubdtype(arr.dtype, np.integer) else arr,)
+
+
+def _n_events(x: tuple[np.ndarray, ...]) -> int:
+    return int(x[0].shape[0])
+
+
+def _take(x: tuple[np.ndarray, ...], idx: np.ndarray) -> tuple[np.ndarray, ...]:
+    return tuple(a[idx] for a in x)
+
+
+def _concat(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...], name: str) -> tuple[np.ndarray, ...]:
+    if len(a) != len(b) or a[0].shape[1:] != b[0].shape[1:] and len(a) == 1:
+        raise ValueError(f"{name}: the two samples need the same feature layout, got {a[0].shape[1:]} and {b[0].shape[1:]}")
+    if len(a) == 2:
+        if a[0].shape[2] != b[0].shape[2]:
+            raise ValueError(f"{name}: particle feature counts differ: {a[0].shape[2]} vs {b[0].shape[2]}")
+        cap = max(a[0].shape[1], b[0].shape[1])
+        a, b = (_pad_particles(t, cap) for t in (a, b))
+    return tuple(np.concatenate([u, v], axis=0) for u, v in zip(a, b, strict=True))
+
+
+def _pad_particles(x: tuple[np.ndarray, ...], cap: int) -> tuple[np.ndarray, ...]:
+    parts, mask = x
+    extra = cap - parts.shape[1]
+    if extra == 0:
+        return x
+    return (np.pad(parts, ((0, 0), (0, extra), (0, 0))), np.pad(mask, ((0, 0), (0, extra))))
+
+
+def check_weights(w: Any, n: int, name: str) -> np.ndarray:
+    """Validate event weights: shape [n], finite, not all zero. ``None`` is not accepted here.
+
+    Args:
+      w: weights.
+      n: expected number of events.
+      name: argument name for messages.
+
+    Returns:
+      float64 host array [n].
+    """
+    arr = np.asarray(w)
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"{name}: expected numeric weights, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if arr.shape != (n,):
+        raise ValueError(f"{name}: expected shape [N] = [{n}] (one weight per event), got {list(arr.shape)}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: weights must be finite, got {int((~np.isfinite(arr)).sum())} NaN/inf entries")
+    if not np.any(arr != 0):
+        raise ValueError(f"{name}: all weights are zero")
+    if arr.sum() <= 0:
+        raise ValueError(f"{name}: the sum of weights must be positive, got {arr.sum():.4g}")
+    return arr
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of classifier training.
+
+    Attributes:
+      hidden: MLP hidden widths.
+      phi, rho: DeepSets widths (per-particle map, event map).
+      epochs: maximum number of passes over the training split.
+      batch_size: events per optimiser step.
+      learning_rate: Adam step size.
+      val_fraction: fraction of events held out for early stopping and the AUC, in (0, 1).
+      patience: epochs without improvement of the validation loss before stopping.
+      min_delta: relative improvement of the validation loss that counts.
+      clip: ratios are clipped to ``[1/clip, clip]`` (logit to ±log clip), > 1.
+      dtype: network dtype.
+    """
+
+    hidden: tuple[int, ...] = (64, 64)
+    phi: tuple[int, ...] = (32, 32)
+    rho: tuple[int, ...] = (32,)
+    epochs: int = 20
+    batch_size: int = 2048
+    learning_rate: float = 2e-3
+    val_fraction: float = 0.2
+    patience: int = 3
+    min_delta: float = 1e-4
+    clip: float = 100.0
+    dtype: Any = jnp.float32
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            raise ValueError(f"TrainConfig.epochs must be an integer >= 1, got {self.epochs!r}")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ValueError(f"TrainConfig.batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"TrainConfig.val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if not (isinstance(self.patience, int) and self.patience >= 1):
+            raise ValueError(f"TrainConfig.patience must be an integer >= 1, got {self.patience!r}")
+        if not self.clip > 1:
+            raise ValueError(f"TrainConfig.clip must be > 1, got {self.clip!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainInfo:
+    """What happened during training (per member m of M networks).
+
+    Attributes:
+      epochs: number of epochs run.
+      best_epoch: [M] epoch (1-based) of the kept parameters.
+      val_loss: [M] best validation loss (weighted BCE per unit weight).
+      auc: [M] weighted ROC AUC on the validation split (0.5 = indistinguishable).
+      history: [epochs, M] validation losses.
+    """
+
+    epochs: int
+    best_epoch: np.ndarray
+    val_loss: np.ndarray
+    auc: np.ndarray
+    history: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Classifier:
+    """M trained networks sharing one architecture (stacked NNX states) and one standardisation.
+
+    Attributes:
+      graphdef: the NNX graph definition.
+      params: NNX parameter state with a leading member axis M.
+      shift, scale: feature standardisation ``(x − shift) / scale`` ([F]).
+      kind: ``"mlp"`` or ``"deepsets"``.
+      clip: ratio clipping bound (ratio in ``[1/clip, clip]``).
+    """
+
+    graphdef: Any
+    params: Any
+    shift: np.ndarray
+    scale: np.ndarray
+    kind: str
+    clip: float
+
+    @property
+    def n_members(self) -> int:
+        """M, the number of stacked networks."""
+        return int(jax.tree.leaves(self.params)[0].shape[0])
+
+    def logits(self, x: Any) -> jax.Array:
+        """Logits ``log(p₁/p₀)`` (unclipped) of every member: [M, N].
+
+        Args:
+          x: features in the layout used for training (``[N]``/``[N, F]`` or ``(particles, mask)``).
+            JAX arrays pass through differentiably (standardisation is done in ``jnp``).
+        """
+        dtype = jax.tree.leaves(self.params)[0].dtype
+        if self.kind == "mlp":
+            arr = x[0] if isinstance(x, tuple) else x
+            arr = jnp.asarray(arr)
+            if arr.ndim == 1:
+                arr = arr[:, None]
+            shift, scale = jnp.asarray(self.shift, arr.dtype)[None, :], jnp.asarray(self.scale, arr.dtype)[None, :]
+            inputs: tuple[jax.Array, ...] = ((arr - shift) / scale,)
+        else:
+            parts, mask = jnp.asarray(x[0]), jnp.asarray(x[1])
+            shift = jnp.asarray(self.shift, parts.dtype)[None, None, :]
+            scale = jnp.asarray(self.scale, parts.dtype)[None, None, :]
+            inputs = (jnp.where(mask[..., None], (parts - shift) / scale, jnp.zeros((), parts.dtype)), mask)
+        inputs = tuple(a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a for a in inputs)
+        return _predict(self.graphdef, self.params, inputs)
+
+    def ratio(self, x: Any) -> tuple[jax.Array, jax.Array]:
+        """Clipped likelihood ratios ``p₁/p₀ = f/(1−f)`` of every member and the clipped flags.
+
+        Returns:
+          ``(ratio [M, N], clipped [M, N] bool)``; the ratio is ``exp(clip(logit, ±log clip))``.
+        """
+        logit = self.logits(x)
+        bound = float(np.log(self.clip))
+        return jnp.exp(jnp.clip(logit, -bound, bound)), jnp.abs(logit) > bound
+
+
+@jax.jit
+def _predict_impl(graphdef: Any, params: Any, inputs: tuple[jax.Array, ...]) -> jax.Array:
+    return jax.vmap(lambda p: nnx.merge(graphdef, p)(*inputs))(params)
+
+
+def _predict(graphdef: Any, params: Any, inputs: tuple[jax.Array, ...]) -> jax.Array:
+    return _predict_impl(graphdef, params, inputs)
+
+
+def likelihood_ratio(classifier: Classifier, x: Any, *, reduce: str = "mean") -> jax.Array:
+    """Clipped ratio ``p₁(x)/p₀(x)`` from a trained classifier.
+
+    Args:
+      classifier: from :func:`train_classifier`.
+      x: features [N] / [N, F] or ``(particles, mask)``.
+      reduce: ``"mean"`` averages the M members' ratios (ensemble), ``"none"`` keeps them.
+
+    Returns:
+      [N] (``"mean"``) or [M, N] (``"none"``) ratios in ``[1/clip, clip]``.
+    """
+    if reduce not in ("mean", "none"):
+        raise ValueError(f"likelihood_ratio: reduce must be 'mean' or 'none', got {reduce!r}")
+    r, _ = classifier.ratio(x)
+    return jnp.mean(r, axis=0) if reduce == "mean" else r
+
+
+def weighted_auc(score: np.ndarray, label: np.ndarray, weight: np.ndarray) -> float:
+    """Weighted area under the ROC curve, ``P(score₁ > score₀)`` with ties counted ½.
+
+    Args:
+      score: [N] classifier outputs.
+      label: [N] 0/1 labels.
+      weight: [N] event weights (negative weights enter with their sign).
+
+    Returns:
+      the AUC; NaN if a class has no net weight.
+    """
+    score, label, weight = (np.asarray(a) for a in (score, label, weight))
+    order = np.argsort(score, kind="stable")
+    s, y, w = score[order], label[order], weight[order]
+    w1 = np.where(y == 1, w, 0.0)
+    w0 = np.where(y == 0, w, 0.0)
+    total1, total0 = w1.sum(), w0.sum()
+    if total1 == 0 or total0 == 0:
+        return float("nan")
+    # Group ties: class-0 weight strictly below each score plus half of the tied class-0 weight.
+    uniq, start = np.unique(s, return_index=True)
+    del uniq
+    w0_groups = np.add.reduceat(w0, start)
+    w1_groups = np.add.reduceat(w1, start)
+    below = np.cumsum(w0_groups) - w0_groups
+    return float(np.sum(w1_groups * (below + 0.5 * w0_groups)) / (total1 * total0))
+
+
+@functools.lru_cache(maxsize=32)
+def _epoch_fn(graphdef: Any, learning_rate: float) -> tuple[Callable, Any]:
+    opt = optax.adam(learning_rate)
+
+    def loss_fn(params, xb, w_neg, w_pos):
+        # Weighted BCE with per-row class weights: w_neg·(−log(1−f)) + w_pos·(−log f).
+        logits = nnx.merge(graphdef, params)(*xb)
+        return jnp.sum(w_neg * jax.nn.softplus(logits) + w_pos * jax.nn.softplus(-logits))
+
+    def epoch(params, opt_state, x, w_neg, w_pos, batches, valid, xv, wv_neg, wv_pos):
+        def step(carry, batch):
+            params, opt_state = carry
+            idx, ok = batch
+            xb = tuple(a[idx] for a in x)
+            okf = ok.astype(w_neg.dtype)[None, :]
+            wbn, wbp = w_neg[:, idx] * okf, w_pos[:, idx] * okf
+
+            def member(p, o, wn, wp):
+                loss, g = jax.value_and_grad(loss_fn)(p, xb, wn, wp)
+                upd, o = opt.update(g, o, p)
+                return optax.apply_updates(p, upd), o, loss
+
+            params, opt_state, loss = jax.vmap(member)(params, opt_state, wbn, wbp)
+            return (params, opt_state), loss
+
+        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (batches, valid))
+        norm = jnp.sum(jnp.abs(wv_neg) + jnp.abs(wv_pos), axis=1)
+        val = jax.vmap(lambda p, wn, wp: loss_fn(p, xv, wn, wp))(params, wv_neg, wv_pos) / norm
+        return params, opt_state, val, jnp.sum(losses, axis=0)
+
+    return jax.jit(epoch), opt
+
+
+def _build_model(kind: str, n_features: int, config: TrainConfig, key: jax.Array) -> nnx.Module:
+    seed = jax.random.randint(key, (), 0, 2**31 - 1)
+    rngs = nnx.Rngs(params=int(seed))
+    if kind == "mlp":
+        return MLP(n_features, config.hidden, rngs=rngs, dtype=config.dtype)
+    return DeepSets(n_features, config.phi, config.rho, rngs=rngs, dtype=config.dtype)
+
+
+def _standardisation(x: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+    flat = x[0] if len(x) == 1 else x[0][x[1]]
+    if flat.shape[0] == 0:
+        flat = np.zeros((1, x[0].shape[-1]))
+    shift = flat.mean(axis=0)
+    scale = flat.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    return shift, scale
+
+
+def _numpy_rng(key: jax.Array) -> np.random.Generator:
+    """A numpy generator seeded from a JAX key (host-side shuffles need no compilation)."""
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+
+def train_classifier(
+    x0: Any,
+    x1: Any,
+    *,
+    key: jax.Array,
+    w0: Any = None,
+    w1: Any = None,
+    config: TrainConfig | None = None,
+    n_members: int = 1,
+    member_w0: Any = None,
+    member_w1: Any = None,
+    init: Classifier | None = None,
+) -> tuple[Classifier, TrainInfo]:
+    """Train M classifiers separating sample 1 (label 1) from sample 0 (label 0).
+
+    Each class is normalised to the same total weight, so the trained ``f/(1−f)`` estimates
+    the ratio of the *normalised* densities ``p₁/p₀`` (arXiv:1911.09107, eq. 3). The loss is
+    ``Σ_i [w0_i·(−log(1−f(x_i))) + w1_i·(−log f(x_i))]``. Early stopping keeps, for every
+    member separately, the parameters with the lowest weighted validation loss.
+
+    Args:
+      x0, x1: features of the two samples (``[N]``/``[N, F]`` or ``(particles, mask)``).
+        ``x1=None`` means "the same events as ``x0`` with other weights" (OmniFold step 2):
+        each event then enters both classes, with weights ``w0`` and ``w1``, at the cost of one.
+      key: PRNG key (initialisation, split, shuffling).
+      w0, w1: [N₀], [N₁] event weights (may be negative; default 1).
+      config: :class:`TrainConfig`.
+      n_members: M networks trained in lock-step (ensemble); each gets its own initialisation.
+      member_w0, member_w1: optional [M, N₀], [M, N₁] per-member weights (e.g. bootstrap
+        replicas); override ``w0``/``w1``.
+      init: a previous :class:`Classifier` with the same layout and M to start from (warm start;
+        its standardisation is kept).
+
+    Returns:
+      ``(classifier, info)``.
+    """
+    config = config or TrainConfig()
+    if not (isinstance(n_members, int) and n_members >= 1):
+        raise ValueError(f"train_classifier: n_members must be an integer >= 1, got {n_members!r}")
+    same = x1 is None
+    xa = as_features(x0, "x0")
+    xb = xa if same else as_features(x1, "x1")
+    n0, n1 = _n_events(xa), _n_events(xb)
+    m = n_members
+
+    def member_weights(per_member: Any, w: Any, n: int, name: str) -> np.ndarray:
+        if per_member is not None:
+            arr = np.asarray(per_member, dtype=np.float64)
+            if arr.shape != (m, n):
+                raise ValueError(f"train_classifier: {name} must have shape [M, N] = [{m}, {n}], got {list(arr.shape)}")
+            for i in range(m):
+                check_weights(arr[i], n, f"{name}[{i}]")
+            return arr
+        base = np.ones(n) if w is None else check_weights(w, n, name.replace("member_", ""))
+        return np.broadcast_to(base, (m, n))
+
+    wa = member_weights(member_w0, w0, n0, "member_w0")
+    wb = member_weights(member_w1, w1, n1, "member_w1")
+    # Equal total weight ½ per class, per member.
+    wa = 0.5 * wa / wa.sum(axis=1, keepdims=True)
+    wb = 0.5 * wb / wb.sum(axis=1, keepdims=True)
+    if same:
+        x, w_neg, w_pos = xa, wa, wb
+    else:
+        x = _concat(xa, xb, "train_classifier")
+        w_neg = np.concatenate([wa, np.zeros((m, n1))], axis=1)
+        w_pos = np.concatenate([np.zeros((m, n0)), wb], axis=1)
+    kind = "mlp" if len(x) == 1 else "deepsets"
+    n = _n_events(x)
+
+    k_init, k_np = jax.random.split(key)
+    rng = _numpy_rng(k_np)
+    perm = rng.permutation(n)
+    n_val = max(1, int(round(config.val_fraction * n)))
+    if n - n_val < 1:
+        raise ValueError(f"train_classifier: too few events ({n}) for a validation split of {config.val_fraction}")
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+
+    if init is not None:
+        if init.kind != kind or init.n_members != m:
+            raise ValueError("train_classifier: init has a different layout or number of members")
+        graphdef, params, shift, scale = init.graphdef, init.params, init.shift, init.scale
+    else:
+        shift, scale = _standardisation(x)
+        n_features = x[0].shape[-1]
+        states = []
+        graphdef = None
+        for k in jax.random.split(k_init, m):
+            graphdef, state = nnx.split(_build_model(kind, n_features, config, k), nnx.Param)
+            states.append(state)
+        params = jax.tree.map(lambda *a: jnp.stack(a), *states)
+
+    dtype = jax.tree.leaves(params)[0].dtype
+    if kind == "mlp":
+        xs: tuple[np.ndarray, ...] = (((x[0] - shift) / scale).astype(dtype),)
+    else:
+        xs = (np.where(x[1][..., None], (x[0] - shift) / scale, 0.0).astype(dtype), x[1])
+    x_train = tuple(jnp.asarray(a[train_idx]) for a in xs)
+    x_val = tuple(jnp.asarray(a[val_idx]) for a in xs)
+    wn_train, wp_train = jnp.asarray(w_neg[:, train_idx], dtype), jnp.asarray(w_pos[:, train_idx], dtype)
+    wn_val, wp_val = jnp.asarray(w_neg[:, val_idx], dtype), jnp.asarray(w_pos[:, val_idx], dtype)
+
+    epoch, opt = _epoch_fn(graphdef, float(config.learning_rate))
+    # optax's bias correction mixes Python floats with int32 step counts.
+    with jax.numpy_dtype_promotion("standard"):
+        opt_state = jax.vmap(opt.init)(params)
+    n_train = train_idx.shape[0]
+    bs = min(config.batch_size, n_train)
+    n_batches = -(-n_train // bs)
+    pad = n_batches * bs - n_train
+    valid = jnp.asarray(np.concatenate([np.ones(n_train, bool), np.zeros(pad, bool)]).reshape(n_batches, bs))
+
+    best_params, best_loss = jax.tree.map(np.asarray, params), np.full(m, np.inf)
+    best_epoch = np.zeros(m, dtype=int)
+    waited = np.zeros(m, dtype=int)
+    history = []
+    run = 0
+    for e in range(config.epochs):
+        order = rng.permutation(n_train)
+        batches = np.concatenate([order, np.zeros(pad, dtype=order.dtype)]).reshape(n_batches, bs)
+        with jax.numpy_dtype_promotion("standard"):
+            params, opt_state, val, _ = epoch(
+                params, opt_state, x_train, wn_train, wp_train, jnp.asarray(batches), valid, x_val, wn_val, wp_val
+            )
+        val = np.asarray(val, dtype=np.float64)
+        history.append(val)
+        run = e + 1
+        finite = np.isfinite(best_loss)
+        threshold = np.where(finite, best_loss - config.min_delta * np.abs(np.where(finite, best_loss, 0.0)), 0.0)
+        improved = ~finite | (val < threshold)
+        best_params = jax.tree.map(
+            lambda new, old: np.where(improved.reshape((m,) + (1,) * (np.ndim(new) - 1)), np.asarray(new), old),
+            params,
+            best_params,
+        )
+        best_loss = np.where(improved, val, best_loss)
+        best_epoch = np.where(improved, run, best_epoch)
+        waited = np.where(improved, 0, waited + 1)
+        if np.all(waited >= config.patience):
+            break
+
+    best_params = jax.tree.map(jnp.asarray, best_params)
+    clf = Classifier(graphdef, best_params, np.asarray(shift), np.asarray(scale), kind, float(config.clip))
+    val_logits = np.asarray(_predict(graphdef, best_params, x_val))
+    labels = np.concatenate([np.zeros(n_val), np.ones(n_val)])
+    aucs = np.array(
+        [
+            weighted_auc(np.tile(val_logits[i], 2), labels, np.concatenate([w_neg[i, val_idx], w_pos[i, val_idx]]))
+            for i in range(m)
+        ]
+    )
+    info = TrainInfo(run, best_epoch, best_loss, aucs, np.asarray(history))
+    return clf, info
