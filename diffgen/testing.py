@@ -132,7 +132,7 @@ def assert_compatible(value: Any, expected: Any, sigma: Any, *, n_sigma: float =
 
 def assert_finite_grads(fn: Callable[..., Array], *args: Any) -> None:
     """Assert that ``jax.grad(fn)`` at ``args`` has only finite entries (all arguments)."""
-    grads = jax.grad(fn, argnums=tuple(range(len(args))))(*args)
+    grads = jax.jit(jax.grad(fn, argnums=tuple(range(len(args)))))(*args)
     for path, leaf in jax.tree_util.tree_leaves_with_path(grads):
         leaf = np.asarray(leaf)
         if not np.all(np.isfinite(leaf)):
