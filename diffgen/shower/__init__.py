@@ -1,0 +1,11 @@
+"""Differentiable final-state parton shower (Catani–Seymour dipoles, leading colour).
+
+See ``docs/shower.md``. Public API: :func:`final_state_shower` (the ``Layer``),
+:func:`reweight` (exact αs reweighting), :func:`score_function_term` (score correction of the
+pathwise event derivative), :func:`alpha_s` (running coupling).
+"""
+
+from diffgen.shower.alphas import alpha_s
+from diffgen.shower.layer import DEFAULT_CAPACITY, EXTRA_KEYS, final_state_shower, reweight, score_function_term
+
+__all__ = ["DEFAULT_CAPACITY", "EXTRA_KEYS", "alpha_s", "final_state_shower", "reweight", "score_function_term"]

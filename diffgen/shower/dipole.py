@@ -1,0 +1,325 @@
+"""Catani–Seymour dipole final-state shower in leading colour, vectorised over events.
+
+The physics follows the tutorial shower of S. Höche, "Introduction to parton-shower event
+generators", arXiv:1411.4085 (section 3 and its accompanying code), with the massless
+final-state dipole kinematics of S. Catani and M.H. Seymour, arXiv:hep-ph/9605323, section 5.1:
+
+* splitting kernels (n_f = 5, massless), with ``z`` the emitter's light-cone fraction and
+  ``y`` the dipole recoil variable, arXiv:1411.4085 eqs. (3.12)-(3.14):
+  ``P_qq(z, y) = C_F [2/(1 − z(1 − y)) − (1 + z)]``,
+  ``P_gg(z, y) = C_A/2 [2/(1 − z(1 − y)) − 2 + z(1 − z)]``,
+  ``P_gq(z)    = T_R/2 [1 − 2 z(1 − z)]`` per flavour;
+  a gluon radiates in both of its colour dipoles, hence the factors 1/2;
+* evolution variable ``t = p_T² = Q² y z(1 − z)`` with ``Q² = 2 p̃_ij·p̃_k``, emission density
+  ``αs(t)/(2π) dt/t dz (1 − y) P(z, y)``, cut-off ``t0``;
+* veto algorithm with the overestimates ``α̂ = αs(t0)``, ``C_F 2/(1 − z)``, ``C_A/(1 − z)``,
+  ``T_R/2`` on ``z ∈ [z₋, z₊]``, ``z± = (1 ± sqrt(1 − 4 t0/Q²))/2`` (arXiv:1411.4085 eq. 3.16);
+  the competition of all dipole ends is sampled with the *summed* overestimate and a
+  probabilistic choice of the channel (the veto algorithm of arXiv:hep-ph/0603175, section 4.2);
+* kinematics (arXiv:hep-ph/9605323 eq. 5.3; arXiv:1411.4085 eq. 3.10):
+  ``p_i = z p̃_ij + (1 − z) y p̃_k + k_⊥``, ``p_j = (1 − z) p̃_ij + z y p̃_k − k_⊥``,
+  ``p_k = (1 − y) p̃_k`` with ``k_⊥² = −t``: the spectator absorbs the recoil, so the event's
+  four-momentum is conserved exactly and every parton stays massless.
+
+The per-event state is a fixed-capacity array of partons plus, for every parton, the index of
+its colour partner on the colour (0) and anti-colour (1) side; dipole ends are (parton, side)
+pairs. Random numbers are drawn per trial from ``fold_in(event_key, trial)``, so they do not
+depend on the parameters (common random numbers for pathwise derivatives).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffgen.kinematics import minkowski_dot, safe_div, safe_log, safe_sqrt
+from diffgen.shower.alphas import CA, CF, NF, TR, alpha_s, dlog_alpha_s
+from diffgen.typing import Array
+
+__all__ = ["ShowerState", "shower_one_event"]
+
+_TWO_PI = 2.0 * math.pi
+
+
+class ShowerState(NamedTuple):
+    """Carry of the per-event emission loop (all fixed-shape)."""
+
+    p: Array  # [P, 4]
+    pid: Array  # [P] int32
+    col: Array  # [P, 2] int32
+    partner: Array  # [P, 2] int32, -1 for none
+    n: Array  # () int32, number of partons
+    g: Array  # [P, 2] overestimate coefficient of each dipole end (incl. α̂/2π)
+    t: Array  # () current evolution scale, GeV²
+    next_tag: Array  # () int32
+    trial: Array  # () int32, trials made
+    n_emissions: Array  # () int32
+    log_prob: Array  # () log-probability of the discrete decisions taken
+    score: Array  # () d log w / d αs(m_Z) of the reweighting weight, at the generating value
+    rec_t: Array  # [R] scales of trials with 0 < f/g
+    rec_r: Array  # [R] their acceptance probabilities f/g
+    rec_acc: Array  # [R] bool, accepted
+    n_rec: Array  # () int32
+    overflow: Array  # () bool, particle capacity or trial bound reached
+    rec_overflow: Array  # () bool, record buffer full (reweight() unavailable for this event)
+    done: Array  # () bool
+
+
+def _transverse_basis(pa: Array, pb: Array) -> tuple[Array, Array]:
+    """Two unit space-like vectors (e1² = e2² = −1, e1·e2 = 0) orthogonal to light-like pa, pb.
+
+    The lab axes x, y, z are projected onto the plane orthogonal to pa and pb; e1 is the
+    longest projection, e2 the longest of the others made orthogonal to e1 (Gram–Schmidt).
+    """
+    dtype = pa.dtype
+    pab = minkowski_dot(pa, pb)
+    axes = jnp.asarray(np.concatenate([np.zeros((3, 1)), np.eye(3)], axis=1), dtype=dtype)  # [3, 4]
+    ra = minkowski_dot(axes, pa[None, :])
+    rb = minkowski_dot(axes, pb[None, :])
+    cand = axes - safe_div(rb, pab)[:, None] * pa[None, :] - safe_div(ra, pab)[:, None] * pb[None, :]
+    norm2 = -minkowski_dot(cand, cand)
+    best = jnp.argmax(norm2)
+    e1 = cand[best] / safe_sqrt(norm2[best])
+    # e1² = −1, so removing the e1 component of v is v + (v·e1) e1
+    rest = cand + minkowski_dot(cand, e1[None, :])[:, None] * e1[None, :]
+    norm2r = -minkowski_dot(rest, rest)
+    second = jnp.argmax(norm2r)
+    e2 = rest[second] / safe_sqrt(norm2r[second])
+    return e1, e2
+
+
+def _end_overestimate(p, pid, partner, a, side, t0, amax):
+    """Overestimate coefficient g of dipole end (a, side): trial density g dt/t.
+
+    ``g = α̂/(2π) ∫ dz Ĝ(z)`` over ``[z₋, z₊]`` summed over the kernels of the end
+    (arXiv:1411.4085 eq. 3.16): quark ``2 C_F log(z₊/z₋)``; gluon
+    ``C_A log(z₊/z₋) + n_f T_R/2 (z₊ − z₋)``. Zero if the end has no partner or
+    ``Q² ≤ 4 t0`` (no phase space).
+    """
+    b = partner[a, side]
+    valid = b >= 0
+    q2 = 2.0 * minkowski_dot(p[a], p[jnp.maximum(b, 0)])
+    ok = valid & (q2 > 4.0 * t0)
+    disc = safe_sqrt(1.0 - safe_div(4.0 * t0, q2, fill=1.0))
+    zp = 0.5 * (1.0 + disc)
+    lg = safe_log(safe_div(zp, 1.0 - zp, fill=1.0))
+    is_g = pid[a] == 21
+    coef = jnp.where(is_g, CA * lg + 0.5 * TR * NF * disc, 2.0 * CF * lg)
+    return jnp.where(ok, amax / _TWO_PI * coef, 0.0)
+
+
+def _all_overestimates(p, pid, partner, t0, amax):
+    cap = p.shape[0]
+    idx = jnp.arange(cap)
+    f = jax.vmap(jax.vmap(_end_overestimate, in_axes=(None, None, None, None, 0, None, None)),
+                 in_axes=(None, None, None, 0, None, None, None))
+    return f(p, pid, partner, idx, jnp.arange(2), t0, amax)
+
+
+def initial_state(p, pid, col, mask, t0, amax, max_records: int) -> ShowerState:
+    """Per-event initial shower state: colour partners from the tags, start scale t = Q²."""
+    dtype = p.dtype
+    cap = p.shape[0]
+    # partner on the colour side: the parton whose anti-colour equals my colour (and vice versa)
+    c, ac = col[:, 0], col[:, 1]
+    conn0 = (c[:, None] == ac[None, :]) & (c[:, None] != 0) & mask[:, None] & mask[None, :]
+    conn1 = (ac[:, None] == c[None, :]) & (ac[:, None] != 0) & mask[:, None] & mask[None, :]
+    partner = jnp.stack(
+        [jnp.where(conn0.any(1), jnp.argmax(conn0, 1), -1), jnp.where(conn1.any(1), jnp.argmax(conn1, 1), -1)],
+        axis=1,
+    ).astype(jnp.int32)
+    total = jnp.sum(jnp.where(mask[:, None], p, 0.0), axis=0)
+    n = jnp.sum(mask, dtype=jnp.int32)
+    g = _all_overestimates(p, pid, partner, t0, amax)
+    zero = jnp.zeros((), dtype)
+    return ShowerState(
+        p=p,
+        pid=pid,
+        col=col,
+        partner=partner,
+        n=n,
+        g=g,
+        t=minkowski_dot(total, total),
+        next_tag=jnp.maximum(jnp.max(col), 500).astype(jnp.int32) + 1,
+        trial=jnp.zeros((), jnp.int32),
+        n_emissions=jnp.zeros((), jnp.int32),
+        log_prob=zero,
+        score=zero,
+        rec_t=jnp.zeros((max_records,), dtype),
+        rec_r=jnp.zeros((max_records,), dtype),
+        rec_acc=jnp.zeros((max_records,), bool),
+        n_rec=jnp.zeros((), jnp.int32),
+        overflow=jnp.zeros((), bool),
+        rec_overflow=jnp.zeros((), bool),
+        done=jnp.zeros((), bool),
+    )
+
+
+def _step(state: ShowerState, key, alpha, t0, amax, order: int, max_trials: int) -> ShowerState:
+    dtype = state.p.dtype
+    cap = state.p.shape[0]
+    u = jax.random.uniform(jax.random.fold_in(key, state.trial), (7,), dtype=dtype)
+    gflat = state.g.reshape(-1)
+    gsum = jnp.sum(gflat)
+    # trial scale from the summed overestimate: Δ̂(t, t') = (t'/t)^Σg
+    t_new = state.t * jnp.exp(safe_div(jnp.log1p(-u[0]), gsum, fill=-jnp.inf))
+    physical = t_new > t0
+
+    # channel (dipole end) with probability g_c/Σg
+    cum = jnp.cumsum(jax.lax.stop_gradient(gflat))
+    idx = jnp.minimum(jnp.sum(cum <= u[1] * cum[-1]), 2 * cap - 1).astype(jnp.int32)
+    a = idx // 2
+    s = idx % 2
+    b = jnp.maximum(state.partner[a, s], 0)
+    pa, pb = state.p[a], state.p[b]
+    q2 = 2.0 * minkowski_dot(pa, pb)
+    disc = safe_sqrt(1.0 - safe_div(4.0 * t0, q2, fill=1.0))
+    zp = 0.5 * (1.0 + disc)
+    one_m_zp = 0.5 * (1.0 - disc)
+    ratio_z = safe_div(zp, one_m_zp, fill=1.0)
+    lg = safe_log(ratio_z)
+    is_g = state.pid[a] == 21
+    w_soft = jnp.where(is_g, CA * lg, 2.0 * CF * lg)
+    w_split = jnp.where(is_g, 0.5 * TR * NF * disc, 0.0)
+    w_tot = w_soft + w_split
+    split = is_g & (u[2] * jax.lax.stop_gradient(w_tot) >= jax.lax.stop_gradient(w_soft))
+    # z from the overestimates by inversion (arXiv:1411.4085, GenerateZ)
+    z_soft = 1.0 - one_m_zp * jnp.exp(u[3] * lg)
+    z_split = one_m_zp + disc * u[3]
+    z = jnp.where(split, z_split, z_soft)
+    zz = z * (1.0 - z)
+    y = safe_div(t_new, q2 * zz, fill=2.0)
+    in_range = physical & (y < 1.0) & (zz > 0)
+    one_m_y = 1.0 - y
+    eik = safe_div(2.0, 1.0 - z * one_m_y, fill=0.0)
+    ratio_qq = one_m_y * (eik - (1.0 + z)) * (1.0 - z) / 2.0
+    ratio_gg = one_m_y * (eik - 2.0 + zz) * (1.0 - z) / 2.0
+    ratio_gq = one_m_y * (1.0 - 2.0 * zz)
+    kernel_ratio = jnp.where(split, ratio_gq, jnp.where(is_g, ratio_gg, ratio_qq))
+    a_t = alpha_s(jnp.where(physical, t_new, t0), alpha, order=order)
+    r = jnp.where(in_range, a_t / amax * kernel_ratio, 0.0)
+    accept = in_range & (u[5] < jax.lax.stop_gradient(r))
+
+    # log-probability of the discrete decisions (channel, kernel, accept/reject); the trial
+    # scale, z and φ are reparameterised and carry pathwise derivatives instead.
+    lp_channel = safe_log(safe_div(gflat[idx], gsum, fill=1.0))
+    lp_kernel = jnp.where(is_g, safe_log(safe_div(jnp.where(split, w_split, w_soft), w_tot, fill=1.0)), 0.0)
+    lp_accept = jnp.where(accept, safe_log(r), safe_log(1.0 - r))
+    log_prob = state.log_prob + jnp.where(physical, lp_channel + lp_kernel + lp_accept, 0.0)
+
+    # exact reweighting score: accepted f'/f = ρ, rejected (1 − rρ)/(1 − r), ρ = αs'(t)/αs(t)
+    dlog_as = jax.lax.stop_gradient(dlog_alpha_s(jnp.where(physical, t_new, t0), alpha, order=order))
+    r_sg = jax.lax.stop_gradient(r)
+    score = state.score + jnp.where(
+        in_range, jnp.where(accept, dlog_as, -safe_div(r_sg * dlog_as, 1.0 - r_sg)), 0.0
+    )
+    max_records = state.rec_t.shape[0]
+    record = in_range & (r > 0)
+    slot = jnp.minimum(state.n_rec, max_records - 1)
+    room_rec = state.n_rec < max_records
+    write = record & room_rec
+    rec_t = jnp.where(write, state.rec_t.at[slot].set(jax.lax.stop_gradient(t_new)), state.rec_t)
+    rec_r = jnp.where(write, state.rec_r.at[slot].set(r_sg), state.rec_r)
+    rec_acc = jnp.where(write, state.rec_acc.at[slot].set(accept), state.rec_acc)
+    n_rec = state.n_rec + write.astype(jnp.int32)
+    rec_overflow = state.rec_overflow | (record & ~room_rec)
+
+    # kinematics
+    room = state.n < cap
+    emit = accept & room
+    overflow = state.overflow | (accept & ~room)
+    j = jnp.minimum(state.n, cap - 1)
+    phi = _TWO_PI * u[4]
+    e1, e2 = _transverse_basis(pa, pb)
+    kt = safe_sqrt(t_new) * (jnp.cos(phi) * e1 + jnp.sin(phi) * e2)
+    new_pa = z * pa + (1.0 - z) * y * pb + kt
+    new_pj = (1.0 - z) * pa + z * y * pb - kt
+    new_pb = one_m_y * pb
+    p = state.p.at[a].set(new_pa).at[b].set(new_pb).at[j].set(new_pj)
+
+    # colour flow: a gluon j is inserted between a and b on side s; a g → q q̄ splitting cuts
+    # the gluon's colour line, a keeps the side facing b, j takes the other side.
+    tag = state.next_tag
+    col_a = state.col[a]
+    other = 1 - s
+    zero2 = jnp.zeros(2, jnp.int32)
+    col_a_g = col_a.at[s].set(tag)
+    col_j_g = zero2.at[s].set(col_a[s]).at[other].set(tag)
+    col_a_q = col_a.at[other].set(0)
+    col_j_q = zero2.at[other].set(col_a[other])
+    col = state.col.at[a].set(jnp.where(split, col_a_q, col_a_g)).at[j].set(jnp.where(split, col_j_q, col_j_g))
+    flavour = jnp.minimum((u[6] * NF).astype(jnp.int32), NF - 1) + 1
+    pid_a_q = jnp.where(s == 0, flavour, -flavour)
+    pid = state.pid.at[a].set(jnp.where(split, pid_a_q, state.pid[a])).at[j].set(
+        jnp.where(split, -pid_a_q, 21)
+    )
+    m = state.partner[a, other]
+    partner_g = state.partner.at[a, s].set(j).at[j, other].set(a).at[j, s].set(b).at[b, other].set(j)
+    partner_q = state.partner.at[a, other].set(-1).at[j, other].set(m).at[j, s].set(-1)
+    partner_q = partner_q.at[jnp.where(m >= 0, m, cap), s].set(j, mode="drop")
+    partner = jnp.where(split, partner_q, partner_g)
+    next_tag = tag + jnp.where(split, 0, 1).astype(jnp.int32)
+
+    # overestimates of the dipole ends whose invariant mass or partner changed
+    xs = jnp.stack([a, j, b])
+    own_x = jnp.repeat(xs, 2)
+    own_s = jnp.tile(jnp.arange(2), 3)
+    nb = partner[own_x, own_s]
+    ends_x = jnp.concatenate([own_x, nb])
+    ends_s = jnp.concatenate([own_s, 1 - own_s])
+    vals = jax.vmap(_end_overestimate, in_axes=(None, None, None, 0, 0, None, None))(
+        p, pid, partner, jnp.maximum(ends_x, 0), ends_s, t0, amax
+    )
+    g = state.g.at[jnp.where(ends_x >= 0, ends_x, cap), ends_s].set(vals, mode="drop")
+
+    def pick(new, old):
+        return jnp.where(emit, new, old)
+
+    trial = state.trial + 1
+    done = (~physical) | overflow | (trial >= max_trials)
+    return ShowerState(
+        p=pick(p, state.p),
+        pid=pick(pid, state.pid),
+        col=pick(col, state.col),
+        partner=pick(partner, state.partner),
+        n=state.n + emit.astype(jnp.int32),
+        g=pick(g, state.g),
+        t=jnp.where(physical, t_new, t0),
+        next_tag=pick(next_tag, state.next_tag),
+        trial=trial,
+        n_emissions=state.n_emissions + emit.astype(jnp.int32),
+        log_prob=log_prob,
+        score=score,
+        rec_t=rec_t,
+        rec_r=rec_r,
+        rec_acc=rec_acc,
+        n_rec=n_rec,
+        overflow=overflow | (physical & (trial >= max_trials)),
+        rec_overflow=rec_overflow,
+        done=done,
+    )
+
+
+def shower_one_event(p, pid, col, mask, key, alpha, t0, *, order: int, max_records: int, max_trials: int):
+    """Shower one event (to be ``vmap``ped): returns the final ``ShowerState``.
+
+    Args:
+      p: [P, 4] momenta (E, px, py, pz) GeV, padded to the shower capacity.
+      pid: [P] int32; col: [P, 2] int32 LHE colour tags; mask: [P] bool.
+      key: the event's PRNG key.
+      alpha: αs(m_Z); t0: cut-off in GeV² (0-d, dtype of p).
+      order: loops in the running of αs (static); max_records: reweighting record size
+        (static); max_trials: bound on the number of trials (static).
+    """
+    amax = alpha_s(t0, alpha, order=order)
+    state = initial_state(p, pid, col, mask, t0, amax, max_records)
+    state = state._replace(done=state.t <= t0)
+    return jax.lax.while_loop(
+        lambda st: ~st.done,
+        lambda st: _step(st, key, alpha, t0, amax, order, max_trials),
+        state,
+    )
