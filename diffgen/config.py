@@ -39,6 +39,7 @@ __all__ = [
     "SECTIONS",
     "Field",
     "GENERATE_FIELDS",
+    "PLOT_FIELDS",
     "check_table",
     "effective_config_path",
     "load_run_config",
@@ -80,6 +81,31 @@ GENERATE_FIELDS: dict[str, Field] = {
     "chunk_size": Field((int,), "events generated and written per chunk", minimum=1),
     "dtype": Field((str,), "floating dtype", choices=("float32", "float64")),
     "params": Field((dict,), "parameter overrides: {stage: {name: value}}"),
+}
+
+
+#: Keys of the ``[plot]`` table (``diffgen plot``).
+PLOT_FIELDS: dict[str, Field] = {
+    "files": Field((list,), "event files (LHE or parquet), one histogram each"),
+    "labels": Field((list,), "legend label of each file"),
+    "observable": Field((str,), "observable name (see `diffgen plot --help`)"),
+    "bins": Field((int,), "number of bins", minimum=1),
+    "edges": Field((list,), "bin edges (instead of bins and range)"),
+    "range": Field((list,), "histogram range [low, high] in the observable's unit"),
+    "norm": Field((str,), "normalisation", choices=("xsec", "density", "sum")),
+    "data": Field((str,), "CSV file with data points"),
+    "data_x": Field((str,), "CSV column of the data x values"),
+    "data_y": Field((str,), "CSV column of the data values"),
+    "data_yerr": Field((str,), "CSV column of the data errors"),
+    "data_label": Field((str,), "legend label of the data"),
+    "ratio": Field((bool,), "draw the ratio panel"),
+    "logx": Field((bool,), "logarithmic x axis"),
+    "logy": Field((bool,), "logarithmic y axis"),
+    "xlabel": Field((str,), "x-axis label"),
+    "ylabel": Field((str,), "y-axis label"),
+    "title": Field((str,), "label above the top-right corner"),
+    "output": Field((str,), "output image (.png or .pdf)"),
+    "chunk_size": Field((int,), "events read per chunk", minimum=1),
 }
 
 
