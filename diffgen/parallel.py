@@ -80,7 +80,9 @@ def event_mesh(devices: Sequence[jax.Device] | int | None = None, *, axis: str =
         chosen = list(all_devices)
     elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
         if not 1 <= int(devices) <= len(all_devices):
-            raise ValueError(f"event_mesh: devices must be in [1, {len(all_devices)}] (available devices), got {devices}")
+            raise ValueError(
+                f"event_mesh: devices must be in [1, {len(all_devices)}] (available devices), got {devices}"
+            )
         chosen = list(all_devices[: int(devices)])
     else:
         chosen = list(devices)
@@ -99,7 +101,9 @@ def event_sharding(mesh: Mesh, axis: str | None = None) -> NamedSharding:
 
 def _mesh_axis(mesh: Mesh, axis: str | None) -> str:
     if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh (see diffgen.parallel.event_mesh), got {type(mesh).__name__}")
+        raise TypeError(
+            f"mesh must be a jax.sharding.Mesh (see diffgen.parallel.event_mesh), got {type(mesh).__name__}"
+        )
     if axis is None:
         if len(mesh.axis_names) != 1:
             raise ValueError(f"axis: the mesh has axes {mesh.axis_names}; name the one that carries events")
@@ -160,7 +164,9 @@ def _sample_fn(source: Source, n: int, mesh: Mesh | None, axis: str | None) -> C
     return jax.jit(fn)
 
 
-def sample(source: Source, params: Params, key: Key, n: int, *, mesh: Mesh | None = None, axis: str | None = None) -> Events:
+def sample(
+    source: Source, params: Params, key: Key, n: int, *, mesh: Mesh | None = None, axis: str | None = None
+) -> Events:
     """``source.sample(params, key, n)`` compiled and, with a mesh, sharded across devices.
 
     The events are bit-for-bit those of one device for the same key (partitionable
@@ -190,7 +196,9 @@ def _apply_fn(layer: Layer, mesh: Mesh | None, axis: str | None) -> Callable[[Pa
     return jax.jit(fn)
 
 
-def apply(layer: Layer, params: Params, key: Key, events: Events, *, mesh: Mesh | None = None, axis: str | None = None) -> Events:
+def apply(
+    layer: Layer, params: Params, key: Key, events: Events, *, mesh: Mesh | None = None, axis: str | None = None
+) -> Events:
     """``layer.apply(params, key, events)`` compiled and, with a mesh, sharded along events.
 
     Args:
@@ -268,7 +276,9 @@ def _check_blocks(blocks: int, mesh: Mesh | None, axis: str | None) -> int:
     blocks = _check_n("blocks", blocks, 1, "")
     d = _mesh_size(mesh, axis)
     if blocks % d:
-        raise ValueError(f"blocks must be a multiple of the number of devices {d} (whole blocks per device), got {blocks}")
+        raise ValueError(
+            f"blocks must be a multiple of the number of devices {d} (whole blocks per device), got {blocks}"
+        )
     return blocks
 
 

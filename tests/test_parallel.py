@@ -95,7 +95,7 @@ def test_sample_matches_jit_on_one_device(key):
 def test_cross_section_is_unbiased_and_differentiable(key):
     src = toy_mumu()
     params = src.init(key)
-    n = 20_000
+    n = 8000
     sigma, err = parallel.cross_section(src, params, key, n)
     assert_compatible(sigma, SIGMA_PB, err, n_sigma=4.0, what="toy cross section")
     # The error is the standard error of the mean, σ_w/√N, with the exact variance of
