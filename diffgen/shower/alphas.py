@@ -45,16 +45,18 @@ def alpha_s(t: ArrayLike, alpha_s_mz: ArrayLike, *, order: int = 2, mz: float = 
     Args:
       t: [...] squared scale in GeV² (> Λ², i.e. w > 0; checked by the caller).
       alpha_s_mz: αs(m_Z), broadcast-compatible with ``t``.
-      order: 1 or 2 (static).
+      order: 0 (fixed coupling αs(m_Z)), 1 or 2 (static).
       mz: reference scale m_Z in GeV.
 
     Returns:
       [...] αs(t), dtype of ``t``.
     """
-    if order not in (1, 2):
-        raise ValueError(f"alpha_s: order must be 1 or 2, got {order!r}")
+    if order not in (0, 1, 2):
+        raise ValueError(f"alpha_s: order must be 0 (fixed), 1 or 2, got {order!r}")
     t = jnp.asarray(t)
     a = jnp.asarray(alpha_s_mz)
+    if order == 0:
+        return jnp.broadcast_to(a, jnp.broadcast_shapes(t.shape, a.shape)).astype(jnp.result_type(t, a))
     w = 1.0 + beta0() * a * safe_log(t / mz**2)
     one_loop = a / w
     if order == 1:
@@ -71,10 +73,12 @@ def dlog_alpha_s(t: ArrayLike, alpha_s_mz: ArrayLike, *, order: int = 2, mz: flo
     Returns:
       [...] derivative, 1/αs(m_Z) units.
     """
-    if order not in (1, 2):
-        raise ValueError(f"dlog_alpha_s: order must be 1 or 2, got {order!r}")
+    if order not in (0, 1, 2):
+        raise ValueError(f"dlog_alpha_s: order must be 0 (fixed), 1 or 2, got {order!r}")
     t = jnp.asarray(t)
     a = jnp.asarray(alpha_s_mz)
+    if order == 0:
+        return jnp.broadcast_to(1.0 / a, jnp.broadcast_shapes(t.shape, a.shape)).astype(jnp.result_type(t, a))
     b0 = beta0()
     ell = safe_log(t / mz**2)
     w = 1.0 + b0 * a * ell

@@ -123,7 +123,6 @@ def _all_overestimates(p, pid, partner, t0, amax):
 def initial_state(p, pid, col, mask, t0, amax, max_records: int) -> ShowerState:
     """Per-event initial shower state: colour partners from the tags, start scale t = Q²."""
     dtype = p.dtype
-    cap = p.shape[0]
     # partner on the colour side: the parton whose anti-colour equals my colour (and vice versa)
     c, ac = col[:, 0], col[:, 1]
     conn0 = (c[:, None] == ac[None, :]) & (c[:, None] != 0) & mask[:, None] & mask[None, :]
