@@ -1,0 +1,611 @@
+"""The diffgen benchmark suite: ``python -m benchmarks [--quick]`` (or ``diffgen bench``).
+
+One run measures, on this machine and in this process, with the baselines timed in the
+same run so that ratios hold on a noisy machine:
+
+- ``hard_process``: e⁺e⁻ → μ⁺μ⁻ weighted events/s (random numbers, momenta and weights),
+  float64 and float32, compile time; the vectorised NumPy generator of the same physics
+  (``benchmarks/baselines.py``) and, when installed, Pythia 8 (hard process only).
+- ``chains``: events/s of every stage alone and of whole chains — e⁺e⁻ → μ⁺μ⁻ + detector;
+  e⁺e⁻ → hadrons (shower + hadronization); the same + detector — float64 and float32,
+  against Pythia 8's full e⁺e⁻ → Z → hadrons when installed.
+- ``gradient``: time of ``jax.grad`` of a representative observable (weighted mean cos θ
+  for μ⁺μ⁻, weighted mean thrust for hadrons) relative to the forward pass.
+- ``memory``: compiled peak memory per event (XLA buffer assignment) of forward and gradient.
+- ``scaling_n``: time and memory for N = 10³ … 10⁷ (direct up to 10⁶, streamed for all N).
+- ``rambo``: RAMBO n = 2 … 10 events/s and memory per event.
+- ``areas``: each area's own script (``benchmarks/<area>.py``), when it exposes
+  ``suite(quick) -> dict | list[dict]`` (or ``run``/``benchmark``/``main``).
+
+Prints tables and writes ``benchmarks/results/<date>-<machine>[-quick].json`` atomically.
+Numbers on a shared machine are measured under load: compare ratios, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib
+import inspect
+import math
+import platform
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.common import best_time, machine_info, print_table, time_compile_and_run, write_json
+
+SECTIONS = ("hard_process", "chains", "gradient", "memory", "scaling_n", "rambo", "areas")
+AREAS = ("hard_process", "shower", "hadronization", "detector", "unfolding")
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+#: Targets of the performance issue, checked in the summary.
+TARGET_MUMU_RATE = 5e6
+TARGET_NUMPY_RATIO = 2.0
+TARGET_PYTHIA_RATIO = 10.0
+TARGET_GRAD_RATIO = 3.0
+
+
+def _sizes(quick: bool) -> dict[str, Any]:
+    if quick:
+        return {
+            "mumu": 100_000,
+            "chain_mumu": 100_000,
+            "hadrons": 1_000,
+            "pythia": {"mumu": 2_000, "hadrons": 200},
+            "scaling": [10**3, 10**4, 10**5],
+            "direct_max": 10**5,
+            "chunk": 10**4,
+            "rambo": 10_000,
+            "repeat": 3,
+        }
+    return {
+        "mumu": 1_000_000,
+        "chain_mumu": 1_000_000,
+        "hadrons": 10_000,
+        "pythia": {"mumu": 50_000, "hadrons": 2_000},
+        "scaling": [10**3, 10**4, 10**5, 10**6, 10**7],
+        "direct_max": 10**6,
+        "chunk": 10**5,
+        "rambo": 100_000,
+        "repeat": 5,
+    }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _key(i: int) -> jax.Array:
+    return jax.random.key(i)
+
+
+def _sampler(source: Any, n: int) -> Callable[..., Any]:
+    """Jitted ``params, key -> (p, weight)``: the work of generating n events."""
+
+    def fn(params, key):
+        ev = source.sample(params, key, n)
+        return ev.p, ev.weight
+
+    return jax.jit(fn)
+
+
+def _rate_row(name: str, dtype: Any, n: int, fn: Callable[..., Any], *args: Any, repeat: int) -> dict[str, Any]:
+    compile_s, best = time_compile_and_run(fn, *args, repeat=repeat)
+    return {"stage": name, "dtype": jnp.dtype(dtype).name, "n": n, "compile_s": compile_s, "events_per_s": n / best}
+
+
+def _float_params(params: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in params.items()}
+
+
+def _memory(fn: Callable[..., Any], *args: Any) -> dict[str, int]:
+    from diffgen.parallel import compiled_memory
+
+    return compiled_memory(fn, *args)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def section_hard_process(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool) -> list[dict[str, Any]]:
+    from benchmarks.baselines import numpy_mumu, numpy_mumu_sigma, pythia_rate
+    from diffgen.processes import ee_to_ffbar
+
+    n, rows = cfg["mumu"], []
+    params64 = ee_to_ffbar("mu").init(_key(0))
+    pf = _float_params(params64)
+    rng = np.random.default_rng(1)
+    numpy_mumu(pf, 1000, rng)
+    np_rate = n / best_time(lambda: numpy_mumu(pf, n, rng), repeat=cfg["repeat"])
+    for dtype in (jnp.float64, jnp.float32):
+        src = ee_to_ffbar("mu", dtype=dtype)
+        params = src.init(_key(0))
+        row = _rate_row("ee->mumu", dtype, n, _sampler(src, n), params, _key(1), repeat=cfg["repeat"])
+        row.update(baseline="numpy (same physics)", baseline_events_per_s=np_rate, ratio=row["events_per_s"] / np_rate)
+        rows.append(row)
+    rows.append(
+        {
+            "stage": "ee->mumu",
+            "dtype": "float64",
+            "n": n,
+            "compile_s": 0.0,
+            "events_per_s": np_rate,
+            "baseline": "(numpy itself)",
+            "baseline_events_per_s": np_rate,
+            "ratio": 1.0,
+        }
+    )
+    _, w = numpy_mumu(pf, n, rng)
+    src = ee_to_ffbar("mu")
+    _, w_jax = _sampler(src, n)(params64, _key(2))
+    out["mumu_sigma_pb"] = {
+        "diffgen": float(jnp.mean(w_jax)),
+        "numpy": float(np.mean(w)),
+        "analytic": numpy_mumu_sigma(pf),
+        "mc_error": float(np.std(w) / math.sqrt(n)),
+    }
+    if use_pythia:
+        py = pythia_rate("mumu", pf, cfg["pythia"]["mumu"])
+        if py is not None:
+            out["pythia_mumu"] = py
+            rows.append(
+                {
+                    "stage": "ee->mumu",
+                    "dtype": "float64",
+                    "n": cfg["pythia"]["mumu"],
+                    "compile_s": py["init_s"],
+                    "events_per_s": py["events_per_s"],
+                    "baseline": "(Pythia 8 itself)",
+                    "baseline_events_per_s": py["events_per_s"],
+                    "ratio": 1.0,
+                }
+            )
+            for r in rows[:2]:
+                r["ratio_to_pythia"] = r["events_per_s"] / py["events_per_s"]
+            out["mumu_sigma_pb"]["pythia"] = py["sigma_pb"]
+    print_table("e+e- -> mu+mu- weighted events (momenta + weights, random numbers included)", rows)
+    s = out["mumu_sigma_pb"]
+    print(
+        f"same physics: sigma = {s['diffgen']:.3f} pb (diffgen), {s['numpy']:.3f} pb (numpy), "
+        f"{s['analytic']:.3f} pb (analytic Born), MC error {s['mc_error']:.3f} pb"
+        + (f", {s['pythia']:.3f} pb (Pythia 8)" if "pythia" in s else "")
+    )
+    return rows
+
+
+def _hadron_chain(dtype: Any, with_detector: bool) -> Any:
+    from diffgen.core import chain
+    from diffgen.detector import gaussian_smearing
+    from diffgen.hadronization import hadronize
+    from diffgen.processes import ee_to_qqbar
+    from diffgen.shower import final_state_shower
+
+    stages = [("shower", final_state_shower()), ("hadronization", hadronize())]
+    if with_detector:
+        stages.append(("detector", gaussian_smearing()))
+    return chain(ee_to_qqbar(dtype=dtype), *stages)
+
+
+def section_chains(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool) -> list[dict[str, Any]]:
+    from benchmarks.baselines import pythia_rate
+    from diffgen.core import chain
+    from diffgen.detector import gaussian_smearing
+    from diffgen.hadronization import hadronize
+    from diffgen.processes import ee_to_ffbar, ee_to_qqbar
+    from diffgen.shower import final_state_shower
+
+    rows, rep = [], max(2, cfg["repeat"] - 2)
+    pythia = None
+    if use_pythia:
+        pf = _float_params(ee_to_ffbar("mu").init(_key(0)))
+        pythia = pythia_rate("hadrons", pf, cfg["pythia"]["hadrons"])
+        if pythia is not None:
+            out["pythia_hadrons"] = pythia
+    for dtype in (jnp.float64, jnp.float32):
+        n = cfg["chain_mumu"]
+        sim = chain(ee_to_ffbar("mu", dtype=dtype), ("detector", gaussian_smearing()))
+        rows.append(
+            _rate_row("chain: ee->mumu + detector", dtype, n, _sampler(sim, n), sim.init(_key(0)), _key(1), repeat=rep)
+        )
+        n = cfg["hadrons"]
+        # Stages alone, each on the previous stage's output.
+        src = ee_to_qqbar(dtype=dtype)
+        sp = src.init(_key(0))
+        rows.append(_rate_row("stage: ee->qqbar", dtype, n, _sampler(src, n), sp, _key(1), repeat=rep))
+        partons = jax.jit(lambda p, k, src=src, n=n: src.sample(p, k, n))(sp, _key(2))
+        for name, layer in (
+            ("shower", final_state_shower()),
+            ("hadronization", hadronize()),
+            ("detector", gaussian_smearing()),
+        ):
+            lp = layer.init(_key(3))
+            apply = jax.jit(lambda p, k, ev, layer=layer: layer.apply(p, k, ev))
+            rows.append(_rate_row(f"stage: {name}", dtype, n, apply, lp, _key(4), partons, repeat=rep))
+            partons = apply(lp, _key(4), partons)
+        for with_det in (False, True):
+            sim = _hadron_chain(dtype, with_det)
+            label = "chain: ee->hadrons" + (" + detector" if with_det else "")
+            row = _rate_row(label, dtype, n, _sampler(sim, n), sim.init(_key(0)), _key(1), repeat=rep)
+            if pythia is not None:
+                row.update(
+                    baseline="Pythia 8 full (shower+hadronization)",
+                    baseline_events_per_s=pythia["events_per_s"],
+                    ratio=row["events_per_s"] / pythia["events_per_s"],
+                )
+            rows.append(row)
+    if pythia is not None:
+        rows.append(
+            {
+                "stage": "Pythia 8: ee->Z->hadrons",
+                "dtype": "float64",
+                "n": cfg["pythia"]["hadrons"],
+                "compile_s": pythia["init_s"],
+                "events_per_s": pythia["events_per_s"],
+            }
+        )
+    print_table("stages and chains (events/s)", rows)
+    return rows
+
+
+def _grad_rows(name: str, sim: Any, n: int, observable: Callable[..., Any], repeat: int) -> dict[str, Any]:
+    params = sim.init(_key(0))
+
+    def loss(p, key):
+        ev = sim.sample(p, key, n)
+        return jnp.sum(ev.weight * observable(ev)) / jnp.sum(ev.weight)
+
+    fwd, grad = jax.jit(loss), jax.jit(jax.grad(loss))
+    c_f, t_f = time_compile_and_run(fwd, params, _key(1), repeat=repeat)
+    c_g, t_g = time_compile_and_run(grad, params, _key(1), repeat=repeat)
+    return {
+        "chain": name,
+        "n": n,
+        "forward_s": t_f,
+        "grad_s": t_g,
+        "grad_over_forward": t_g / t_f,
+        "compile_forward_s": c_f,
+        "compile_grad_s": c_g,
+    }
+
+
+def section_gradient(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool) -> list[dict[str, Any]]:
+    from diffgen.core import chain
+    from diffgen.detector import gaussian_smearing
+    from diffgen.observables import thrust
+    from diffgen.processes import ee_to_ffbar
+
+    def cos_mu(ev):
+        p = ev.p[:, 0]
+        return p[:, 3] / jnp.sqrt(jnp.sum(p[:, 1:] ** 2, axis=-1))
+
+    rows = [
+        _grad_rows("ee->mumu: <cos theta>_w", ee_to_ffbar("mu"), cfg["mumu"], cos_mu, cfg["repeat"]),
+        _grad_rows(
+            "ee->mumu + detector: <cos theta>_w",
+            chain(ee_to_ffbar("mu"), ("detector", gaussian_smearing())),
+            cfg["chain_mumu"],
+            cos_mu,
+            cfg["repeat"],
+        ),
+    ]
+    try:
+        rows.append(
+            _grad_rows(
+                "ee->hadrons + detector: <thrust>_w",
+                _hadron_chain(jnp.float64, True),
+                cfg["hadrons"],
+                thrust,
+                max(2, cfg["repeat"] - 2),
+            )
+        )
+    except Exception as err:  # a chain stage may not support reverse mode yet
+        out.setdefault("errors", {})["gradient/hadrons"] = f"{type(err).__name__}: {err}"
+    print_table("cost of jax.grad of a weighted mean observable relative to the forward pass", rows)
+    return rows
+
+
+def section_memory(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool) -> list[dict[str, Any]]:
+    from diffgen.processes import ee_to_ffbar
+
+    rows = []
+    cases = [
+        ("ee->mumu", ee_to_ffbar("mu"), cfg["mumu"]),
+        ("ee->hadrons + detector", _hadron_chain(jnp.float64, True), cfg["hadrons"]),
+    ]
+    for name, sim, n in cases:
+        params = sim.init(_key(0))
+
+        def loss(p, key, sim=sim, n=n):
+            ev = sim.sample(p, key, n)
+            return jnp.sum(ev.weight) / n
+
+        fwd = _memory(_sampler(sim, n), params, _key(1))
+        grad = _memory(jax.grad(loss), params, _key(1))
+        rows.append(
+            {
+                "chain": name,
+                "n": n,
+                "forward_bytes_per_event": fwd["peak"] / n,
+                "grad_bytes_per_event": grad["peak"] / n,
+                "output_bytes_per_event": fwd["output"] / n,
+            }
+        )
+    print_table("compiled peak memory per event (arguments + outputs + temporaries, XLA buffer assignment)", rows)
+    return rows
+
+
+def section_scaling_n(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool) -> list[dict[str, Any]]:
+    from diffgen.parallel import stream_cross_section
+    from diffgen.processes import ee_to_ffbar
+
+    src = ee_to_ffbar("mu")
+    params = src.init(_key(0))
+    rows = []
+    for n in cfg["scaling"]:
+        row: dict[str, Any] = {"n": n}
+        if n <= cfg["direct_max"]:
+            fn = _sampler(src, n)
+            compile_s, best = time_compile_and_run(fn, params, _key(1), repeat=2)
+            mem = _memory(fn, params, _key(1))
+            row.update(
+                direct_compile_s=compile_s,
+                direct_s=best,
+                direct_events_per_s=n / best,
+                direct_peak_MiB=mem["peak"] / 2**20,
+            )
+        chunk = min(n, cfg["chunk"])
+        streamed = jax.jit(lambda p, k, n=n, chunk=chunk: stream_cross_section(src, p, k, n, chunk_size=chunk))
+        streamed_compile_s, best = time_compile_and_run(streamed, params, _key(1), repeat=1)
+        grad = jax.grad(lambda p, k, n=n, chunk=chunk: stream_cross_section(src, p, k, n, chunk_size=chunk)[0])
+        row.update(
+            chunk=chunk,
+            streamed_compile_s=streamed_compile_s,
+            streamed_s=best,
+            streamed_events_per_s=n / best,
+            streamed_peak_MiB=_memory(streamed, params, _key(1))["peak"] / 2**20,
+            streamed_grad_peak_MiB=_memory(grad, params, _key(1))["peak"] / 2**20,
+        )
+        rows.append(row)
+    print_table("scaling with N: ee->mumu sample (direct) and cross section streamed in chunks", rows)
+    return rows
+
+
+def section_rambo(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool) -> list[dict[str, Any]]:
+    from diffgen.phasespace import rambo
+
+    n_ev, rows = cfg["rambo"], []
+    for n in range(2, 11):
+
+        def gen(key, n=n):
+            u = jax.random.uniform(key, (n_ev, 4 * n), jnp.float64)
+            return rambo(u, jnp.asarray(91.1876, jnp.float64))
+
+        fn = jax.jit(gen)
+        compile_s, best = time_compile_and_run(fn, _key(1), repeat=cfg["repeat"])
+        mem = _memory(gen, _key(1))
+        rows.append(
+            {
+                "n_particles": n,
+                "events": n_ev,
+                "compile_s": compile_s,
+                "events_per_s": n_ev / best,
+                "bytes_per_event": mem["peak"] / n_ev,
+            }
+        )
+    print_table("RAMBO massless n-body phase space (random numbers included), float64", rows)
+    return rows
+
+
+def _area_function(module: Any) -> tuple[str, Callable[..., Any]] | None:
+    for name in ("suite", "run_benchmarks", "benchmark", "run", "main"):
+        fn = getattr(module, name, None)
+        if callable(fn):
+            return name, fn
+    return None
+
+
+def _call_area(fn: Callable[..., Any], quick: bool) -> Any:
+    params = inspect.signature(fn).parameters
+    if "quick" in params:
+        return fn(quick=quick)
+    if "argv" in params:
+        return fn(["--quick"] if quick else [])
+    if not params:
+        saved = sys.argv
+        sys.argv = [fn.__module__, *(["--quick"] if quick else [])]
+        try:
+            return fn()
+        finally:
+            sys.argv = saved
+    return fn(quick)
+
+
+def section_areas(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool, *, quick: bool) -> list[dict[str, Any]]:
+    rows = []
+    for area in AREAS:
+        try:
+            module = importlib.import_module(f"benchmarks.{area}")
+        except ModuleNotFoundError as err:
+            if err.name == f"benchmarks.{area}":
+                rows.append({"area": area, "status": "no script", "wall_s": 0.0})
+                continue
+            raise
+        found = _area_function(module)
+        if found is None:
+            rows.append({"area": area, "status": "no suite()/run()/main()", "wall_s": 0.0})
+            continue
+        name, fn = found
+        print(f"\n=== benchmarks.{area}.{name} ===")
+        t0 = time.perf_counter()
+        try:
+            result = _call_area(fn, quick)
+            status = "ok"
+        except SystemExit as err:
+            result, status = None, "ok" if not err.code else f"exit {err.code}"
+        except Exception as err:
+            result, status = None, f"{type(err).__name__}: {err}"
+            traceback.print_exc()
+        wall = time.perf_counter() - t0
+        rows.append({"area": area, "status": status, "wall_s": wall})
+        out.setdefault("area_results", {})[area] = _jsonable(result)
+    print_table("area benchmark scripts", rows)
+    return rows
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    if isinstance(x, (np.generic, np.ndarray, jax.Array)):
+        return np.asarray(x).tolist()
+    return repr(x)
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _summary(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    hp = results.get("hard_process") or []
+    f64 = next((r for r in hp if r.get("dtype") == "float64" and r.get("compile_s", 0) > 0), None)
+    if f64:
+        rows.append(
+            {
+                "target": "ee->mumu float64 events/s",
+                "goal": f">= {TARGET_MUMU_RATE:.0e}",
+                "measured": f64["events_per_s"],
+                "met": f64["events_per_s"] >= TARGET_MUMU_RATE,
+            }
+        )
+        rows.append(
+            {
+                "target": "ee->mumu vs numpy (same run)",
+                "goal": f">= {TARGET_NUMPY_RATIO:g}x",
+                "measured": f64["ratio"],
+                "met": f64["ratio"] >= TARGET_NUMPY_RATIO,
+            }
+        )
+    full = [r for r in results.get("chains") or [] if r.get("stage") == "chain: ee->hadrons" and "ratio" in r]
+    for r in full:
+        rows.append(
+            {
+                "target": f"ee->hadrons vs Pythia 8 ({r['dtype']})",
+                "goal": f">= {TARGET_PYTHIA_RATIO:g}x",
+                "measured": r["ratio"],
+                "met": r["ratio"] >= TARGET_PYTHIA_RATIO,
+            }
+        )
+    if results.get("chains") and not full:
+        rows.append(
+            {
+                "target": "ee->hadrons vs Pythia 8",
+                "goal": f">= {TARGET_PYTHIA_RATIO:g}x",
+                "measured": "Pythia not installed",
+                "met": "n/a",
+            }
+        )
+    for r in results.get("gradient") or []:
+        rows.append(
+            {
+                "target": f"grad/forward {r['chain']}",
+                "goal": f"<= {TARGET_GRAD_RATIO:g}",
+                "measured": r["grad_over_forward"],
+                "met": r["grad_over_forward"] <= TARGET_GRAD_RATIO,
+            }
+        )
+    return rows
+
+
+def _machine_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", platform.node() or "machine")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (about a minute on an idle 2-core machine)")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})",
+    )
+    parser.add_argument("--no-pythia", action="store_true", help="skip the Pythia 8 baseline even if installed")
+    parser.add_argument(
+        "--out", default=None, help="output JSON path (default: benchmarks/results/<date>-<machine>[-quick].json)"
+    )
+    args = parser.parse_args(argv)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"--sections: unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+
+    jax.config.update("jax_enable_x64", True)
+    from benchmarks.baselines import pythia_available
+
+    use_pythia = not args.no_pythia and pythia_available()
+    cfg = _sizes(args.quick)
+    info = machine_info()
+    print(
+        f"diffgen benchmark suite ({'quick' if args.quick else 'full'}) on {info['machine']} "
+        f"({info['processor']}, {info['cpus']} CPUs, JAX {info['jax']} {info['backend']}); "
+        f"Pythia 8: {'yes' if use_pythia else 'not installed' if not args.no_pythia else 'skipped'}"
+    )
+    print("numbers are measured under whatever load the machine carries: compare the same-run ratios")
+    results: dict[str, Any] = {
+        "machine": info,
+        "quick": args.quick,
+        "started": _dt.datetime.now(_dt.UTC).isoformat(),
+        "sizes": cfg,
+        "pythia": use_pythia,
+    }
+    funcs = {
+        "hard_process": section_hard_process,
+        "chains": section_chains,
+        "gradient": section_gradient,
+        "memory": section_memory,
+        "scaling_n": section_scaling_n,
+        "rambo": section_rambo,
+    }
+    status = 0
+    for name in sections:
+        t0 = time.perf_counter()
+        try:
+            if name == "areas":
+                results[name] = section_areas(cfg, results, use_pythia, quick=args.quick)
+            else:
+                results[name] = funcs[name](cfg, results, use_pythia)
+        except Exception as err:
+            status = 1
+            results.setdefault("errors", {})[name] = f"{type(err).__name__}: {err}"
+            print(f"\n[{name}] failed: {type(err).__name__}: {err}", file=sys.stderr)
+            traceback.print_exc()
+        results.setdefault("section_wall_s", {})[name] = time.perf_counter() - t0
+    summary = _summary(results)
+    results["summary"] = summary
+    print_table("targets (this run)", summary)
+    for k in ("pythia_mumu", "pythia_hadrons"):
+        if k in results:
+            print(f"\n{k} settings (diffgen's electroweak parameters):")
+            for line in results[k]["settings"]:
+                print(f"  {line}")
+    if results.get("errors"):
+        print(f"\nerrors: {results['errors']}", file=sys.stderr)
+    date = _dt.date.today().isoformat()
+    path = Path(args.out) if args.out else RESULTS_DIR / f"{date}-{_machine_tag()}{'-quick' if args.quick else ''}.json"
+    write_json(str(path), _jsonable(results))
+    print(f"\nwrote {path}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Same-run baselines for the benchmark suite: vectorised NumPy e⁺e⁻ → μ⁺μ⁻, and Pythia 8.
+
+- :func:`numpy_mumu` — the Born e⁺e⁻ → γ*/Z → μ⁺μ⁻ generator of ``diffgen.processes``
+  (full γ–Z interference, muon mass, fixed-width Z propagator, cos θ sampled ∝ 1 + cos²θ,
+  φ flat) written as plain vectorised NumPy: random numbers, momenta and weights in pb.
+  Matrix element as in ``diffgen/processes/born.py`` (J. Jersák, E. Laermann, P.M. Zerwas,
+  Phys. Rev. D 25 (1982) 1218; R.K. Ellis, W.J. Stirling, B.R. Webber, "QCD and collider
+  physics", eqs. 1.2–1.8).
+- :func:`pythia_rate` — Pythia 8 (``pythia8mc``, the optional extra ``bench``) for
+  e⁺e⁻ → γ*/Z → μ⁺μ⁻ (hard process only) and e⁺e⁻ → γ*/Z → hadrons (shower +
+  hadronization), with the electroweak settings of the diffgen run; ``None`` when Pythia
+  is not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = ["GEV2_PB", "PYTHIA_MODES", "numpy_mumu", "numpy_mumu_sigma", "pythia_available", "pythia_rate"]
+
+#: (ħc)² in pb·GeV² (PDG).
+GEV2_PB = 3.89379372e8
+M_MU = 0.1056583755
+Q_E, T3_E = -1.0, -0.5
+Q_MU, T3_MU = -1.0, -0.5
+
+
+def _couplings(s: float, params: Mapping[str, float]) -> tuple[np.ndarray, ...]:
+    """|V_i|², |A_i|², Re(V_i A_i*) for electron chirality i = L, R (fixed width)."""
+    mz, gz, sw2 = params["m_z"], params["gamma_z"], params["sin2_theta_w"]
+    chi = s / complex(s - mz * mz, mz * gz) / (sw2 * (1.0 - sw2))
+    g_e = np.array([T3_E - Q_E * sw2, -Q_E * sw2])
+    g_l, g_r = T3_MU - Q_MU * sw2, -Q_MU * sw2
+    v_f, a_f = (g_l + g_r) / 2.0, (g_l - g_r) / 2.0
+    v = Q_E * Q_MU + g_e * v_f * chi
+    a = g_e * a_f * chi
+    return np.abs(v) ** 2, np.abs(a) ** 2, np.real(v * np.conj(a))
+
+
+def numpy_mumu(params: Mapping[str, float], n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """n weighted e⁺e⁻ → μ⁺μ⁻ events with NumPy.
+
+    Args:
+      params: ``sqrt_s``, ``m_z``, ``gamma_z`` (GeV), ``sin2_theta_w``, ``alpha_em`` (floats).
+      n: number of events.
+      rng: NumPy generator (PCG64).
+
+    Returns:
+      ``(p, weight)``: p [n, 2, 4] (E, px, py, pz) GeV, slot 0 = μ⁻ along the angle θ to
+      the e⁻ beam (+z); weight [n] pb with ``mean(weight)`` = σ.
+    """
+    sqrt_s = float(params["sqrt_s"])
+    s = sqrt_s * sqrt_s
+    u = rng.random((n, 2))
+    # cos θ from the density 3/8 (1 + c²): solve c³ + 3c = 8u − 4 (Cardano, one real root).
+    q = 4.0 * u[:, 0] - 2.0
+    r = np.sqrt(q * q + 1.0)
+    c = np.cbrt(q + r) + np.cbrt(q - r)
+    density = 0.375 * (1.0 + c * c)
+    phi = 2.0 * np.pi * u[:, 1]
+    beta = math.sqrt(1.0 - 4.0 * M_MU * M_MU / s)
+    vv, aa, va = _couplings(s, params)
+    sin2 = 1.0 - c * c
+    bracket = (
+        2.0 * (vv[0] + vv[1]) * (2.0 - beta * beta * sin2)
+        + 2.0 * (aa[0] + aa[1]) * beta * beta * (1.0 + c * c)
+        + 8.0 * beta * c * (va[0] - va[1])
+    )
+    me2 = (4.0 * math.pi * params["alpha_em"]) ** 2 / 4.0 * bracket
+    # dσ/dcosθ = 2π β |M|²/(64π² s); weight = (dσ/dcosθ) / density, in pb.
+    weight = (GEV2_PB * beta / (32.0 * math.pi * s)) * me2 / density
+    pabs = 0.5 * sqrt_s * beta
+    sin_t = np.sqrt(sin2)
+    p = np.empty((n, 2, 4))
+    p[:, :, 0] = 0.5 * sqrt_s
+    p[:, 0, 1] = pabs * sin_t * np.cos(phi)
+    p[:, 0, 2] = pabs * sin_t * np.sin(phi)
+    p[:, 0, 3] = pabs * c
+    p[:, 1, 1:] = -p[:, 0, 1:]
+    return p, weight
+
+
+def numpy_mumu_sigma(params: Mapping[str, float]) -> float:
+    """Analytic Born σ(e⁺e⁻ → μ⁺μ⁻) in pb for the same settings (integral of the weight)."""
+    s = float(params["sqrt_s"]) ** 2
+    beta = math.sqrt(1.0 - 4.0 * M_MU * M_MU / s)
+    vv, aa, _ = _couplings(s, params)
+    bracket = (8.0 / 3.0) * (3.0 - beta * beta) * (vv[0] + vv[1]) + (16.0 / 3.0) * beta * beta * (aa[0] + aa[1])
+    return float(GEV2_PB * math.pi * params["alpha_em"] ** 2 * beta / (8.0 * s) * bracket)
+
+
+# --------------------------------------------------------------------------- Pythia 8
+
+#: ``mode -> (description, Pythia settings)``; electroweak settings are added per run.
+PYTHIA_MODES: dict[str, tuple[str, list[str]]] = {
+    "mumu": (
+        "e+e- -> gamma*/Z -> mu+mu-, hard process only",
+        ["23:onMode = off", "23:onIfAny = 13", "PartonLevel:all = off", "HadronLevel:all = off"],
+    ),
+    "hadrons": (
+        "e+e- -> gamma*/Z -> q qbar (udscb), final-state shower + string hadronization",
+        ["23:onMode = off", "23:onIfAny = 1 2 3 4 5", "PartonLevel:ISR = off", "PartonLevel:MPI = off"],
+    ),
+}
+
+
+def pythia_available() -> bool:
+    """True if the official Pythia 8 Python bindings (``pythia8mc``) import."""
+    try:
+        import pythia8mc  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _quiet_fd1():
+    # Pythia prints its banner from C++ on file descriptor 1; redirect it for the run.
+    try:
+        fd = os.dup(1)
+    except OSError:
+        yield
+        return
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 1)
+        try:
+            yield
+        finally:
+            os.dup2(fd, 1)
+            os.close(fd)
+
+
+def pythia_settings(mode: str, params: Mapping[str, float]) -> list[str]:
+    """The full Pythia settings of a mode with the diffgen electroweak parameters."""
+    if mode not in PYTHIA_MODES:
+        raise ValueError(f"mode must be one of {sorted(PYTHIA_MODES)}, got {mode!r}")
+    return [
+        "Beams:idA = 11",
+        "Beams:idB = -11",
+        f"Beams:eCM = {float(params['sqrt_s'])!r}",
+        "PDF:lepton = off",  # no ISR photons: Born beams, as in diffgen
+        "WeakSingleBoson:ffbar2gmZ = on",
+        "WeakZ0:gmZmode = 0",  # full gamma*/Z interference
+        f"23:m0 = {float(params['m_z'])!r}",
+        f"23:mWidth = {float(params['gamma_z'])!r}",
+        f"StandardModel:sin2thetaW = {float(params['sin2_theta_w'])!r}",
+        f"StandardModel:sin2thetaWbar = {float(params['sin2_theta_w'])!r}",
+        f"StandardModel:alphaEMmZ = {float(params['alpha_em'])!r}",
+        "SigmaProcess:alphaEMorder = 0",  # fixed alpha_em(m_Z), as diffgen's params
+        "Next:numberCount = 0",
+        "Print:quiet = on",
+        *PYTHIA_MODES[mode][1],
+    ]
+
+
+def pythia_rate(mode: str, params: Mapping[str, float], n: int, *, seed: int = 1) -> dict[str, Any] | None:
+    """Events/s of Pythia 8 generating ``n`` events of ``mode``; ``None`` without Pythia.
+
+    Returns:
+      dict with ``events_per_s``, ``init_s`` (initialisation time), ``sigma_pb`` (Pythia's
+      cross-section estimate), ``mean_multiplicity`` (final-state particles) and the
+      ``settings`` used.
+    """
+    try:
+        import pythia8mc
+    except ImportError:
+        return None
+    settings = [*pythia_settings(mode, params), "Random:setSeed = on", f"Random:seed = {int(seed)}"]
+    t0 = time.perf_counter()
+    with _quiet_fd1():
+        pythia = pythia8mc.Pythia("", False)
+        for line in settings:
+            if not pythia.readString(line):
+                raise RuntimeError(f"Pythia rejected the setting {line!r}")
+        if not pythia.init():
+            raise RuntimeError(f"Pythia failed to initialise for mode {mode!r}")
+    init_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with _quiet_fd1():
+        for _ in range(n):
+            pythia.next()
+    wall = time.perf_counter() - t0
+    # Multiplicity from a few further events, outside the timing (a Python loop per particle
+    # would charge Pythia for binding overhead).
+    n_final, n_count = 0, 20
+    with _quiet_fd1():
+        for _ in range(n_count):
+            pythia.next()
+            event = pythia.event
+            n_final += sum(1 for i in range(event.size()) if event[i].isFinal())
+    info = pythia.infoPython()
+    return {
+        "events_per_s": n / wall,
+        "init_s": init_s,
+        "sigma_pb": float(info.sigmaGen()) * 1e9,  # mb -> pb
+        "mean_multiplicity": n_final / n_count,
+        "settings": settings,
+    }
