@@ -92,7 +92,7 @@ PLOT_FIELDS: dict[str, Field] = {
     "bins": Field((int,), "number of bins", minimum=1),
     "edges": Field((list,), "bin edges (instead of bins and range)"),
     "range": Field((list,), "histogram range [low, high] in the observable's unit"),
-    "norm": Field((str,), "normalisation", choices=("xsec", "density", "sum")),
+    "norm": Field((str,), "normalisation", choices=("xsec", "density", "fraction", "sum")),
     "data": Field((str,), "CSV file with data points"),
     "data_x": Field((str,), "CSV column of the data x values"),
     "data_y": Field((str,), "CSV column of the data values"),

@@ -11,6 +11,8 @@ Normalisations of a weighted sample of N events with weights w_i in pb (σ = Σw
 - ``"density"``: (1/σ) dσ/dx = Σ_{i∈bin} w_i / (Σ_all w Δx), integrates to one over the
   range (the normalisation of the LEP event-shape data); the error neglects the
   (small) correlation with the total.
+- ``"fraction"``: Σ_{i∈bin} w_i / Σ_all w, the fraction of σ per bin (e.g. the probability
+  P(N) of a multiplicity bin).
 - ``"sum"``: Σ_{i∈bin} w_i per bin (no division).
 
 Example::
@@ -49,7 +51,7 @@ __all__ = [
     "save",
 ]
 
-NORMS = ("xsec", "density", "sum")
+NORMS = ("xsec", "density", "fraction", "sum")
 
 
 # ---------------------------------------------------------------------------- observables
@@ -135,6 +137,14 @@ def _xp(d: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> np.ndarray:
     return np.linalg.norm(_p3(d), axis=-1) / (float(sqrt_s) / 2)
 
 
+def _one_minus_thrust(d: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> np.ndarray:
+    del meta
+    from diffgen.core import Events
+    from diffgen.observables import thrust
+
+    return 1.0 - np.asarray(thrust(Events.from_numpy(d)), np.float64)
+
+
 #: Built-in observables; names of functions in ``diffgen.observables`` (Events -> [N]) and
 #: ``extra/<name>`` (a per-event array stored with the events) work too.
 OBSERVABLES: dict[str, Observable] = {
@@ -145,6 +155,7 @@ OBSERVABLES: dict[str, Observable] = {
     "pt": Observable(_pt, r"particle $p_{\mathrm{T}}$ [GeV]", per_particle=True),
     "energy": Observable(_energy, r"particle energy $E$ [GeV]", per_particle=True),
     "eta": Observable(_eta, r"particle pseudorapidity $\eta$", per_particle=True),
+    "one_minus_thrust": Observable(_one_minus_thrust, r"$1 - T$ (thrust)", range=(0.0, 0.5)),
     "xp": Observable(_xp, r"scaled momentum $x_p = 2|\vec p|/\sqrt{s}$", per_particle=True, range=(0.0, 1.0)),
 }
 
@@ -267,8 +278,8 @@ class HistogramFiller:
             scale = 1.0 / (max(self.n_events, 1) * widths)
         else:
             if self.sum_w == 0:
-                raise ValueError("density normalisation needs a non-zero sum of weights")
-            scale = 1.0 / (self.sum_w * widths)
+                raise ValueError(f"{norm} normalisation needs a non-zero sum of weights")
+            scale = 1.0 / (self.sum_w * widths) if norm == "density" else np.full(widths.shape, 1.0 / self.sum_w)
         view = h.view()
         view.value = view.value * scale
         view.variance = view.variance * scale**2
@@ -292,7 +303,8 @@ def histogram(
       weights: [M] weights in pb (default ones).
       bins: number of bins (then ``range`` is required) or [B+1] edges.
       range: (low, high).
-      norm: ``"xsec"`` (dσ/dx, pb per unit), ``"density"`` ((1/σ) dσ/dx) or ``"sum"`` (Σw).
+      norm: ``"xsec"`` (dσ/dx, pb per unit), ``"density"`` ((1/σ) dσ/dx), ``"fraction"``
+        (Σ_bin w / Σw) or ``"sum"`` (Σw).
       n_events: N for ``"xsec"`` (default M; give it for per-particle observables).
       label: axis label.
 
@@ -580,7 +592,8 @@ def _ratio_panel(rax: Any, items: list[tuple[str, Any]], data: DataPoints | None
     elif items:
         h0 = items[0][1]
         ref_x, ref, ref_err = h0.axes[0].centers, h0.values(), np.sqrt(h0.variances())
-        rax.set_ylabel(f"ratio to {items[0][0]}")
+        name = items[0][0]
+        rax.set_ylabel(f"ratio to {name}" if len(name) <= 12 else "ratio to first")
     else:
         return
     with np.errstate(divide="ignore", invalid="ignore"):

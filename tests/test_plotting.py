@@ -28,6 +28,9 @@ def test_histogram_values_and_mc_errors():
     assert np.sum(hx.values() * 0.5) == pytest.approx(w.mean(), rel=1e-12)
     np.testing.assert_allclose(np.sqrt(hx.variances()), np.sqrt(h.variances()) / (1000 * 0.5), rtol=1e-12)
     hd = plotting.histogram(x, w, bins=[-1.0, -0.2, 1.0], norm="density")
+    hf = plotting.histogram(x, w, bins=[-1.0, -0.2, 1.0], norm="fraction")
+    assert hf.values().sum() == pytest.approx(1.0, rel=1e-12)
+    np.testing.assert_allclose(hf.values(), hd.values() * np.diff([-1.0, -0.2, 1.0]), rtol=1e-12)
     # The last bin is closed, as in numpy.histogram.
     assert plotting.histogram([0.0, 1.0, 1.0], bins=2, range=(0, 1), norm="sum").values().tolist() == [1.0, 2.0]
     assert np.sum(hd.values() * np.diff([-1.0, -0.2, 1.0])) == pytest.approx(1.0, rel=1e-12)

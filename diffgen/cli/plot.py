@@ -35,7 +35,12 @@ DEFAULTS: dict[str, Any] = {
     "chunk_size": 200_000,
 }
 
-_YLABELS = {"xsec": "dσ/dx [pb per unit of x]", "density": "1/σ dσ/dx", "sum": "Σ w per bin [pb]"}
+_YLABELS = {
+    "xsec": "dσ/dx [pb per unit of x]",
+    "density": "1/σ dσ/dx",
+    "fraction": "fraction of σ per bin",
+    "sum": "Σ w per bin [pb]",
+}
 
 
 def _floats(text: str) -> list[float]:
@@ -87,9 +92,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--norm",
-        choices=("xsec", "density", "sum"),
+        choices=("xsec", "density", "fraction", "sum"),
         default=None,
-        help="xsec: dσ/dx in pb per unit; density: 1/σ dσ/dx; sum: Σw per bin in pb (default: xsec)",
+        help="xsec: dσ/dx in pb per unit of x; density: 1/σ dσ/dx; fraction: Σw in the bin / Σw (e.g. P(N)); "
+        "sum: Σw per bin in pb (default: xsec)",
     )
     parser.add_argument(
         "--data", default=None, metavar="CSV", help="data points with errors from a CSV (default: none)"
