@@ -62,4 +62,5 @@ __all__ = [
     "toy",
     "tracker",
     "tracker_sigma",
+    "tracks",
 ]

@@ -195,7 +195,9 @@ def load_config(name_or_path: str | os.PathLike[str]) -> DetectorConfig:
 
 def _check_keys(table: Any, allowed: tuple[str, ...], prefix: str, origin: str) -> None:
     if not isinstance(table, Mapping):
-        raise TypeError(f"{origin}: {prefix.rstrip('.') or 'the top level'} must be a table, got {type(table).__name__}")
+        raise TypeError(
+            f"{origin}: {prefix.rstrip('.') or 'the top level'} must be a table, got {type(table).__name__}"
+        )
     for key in table:
         if key not in allowed:
             raise ValueError(f"{origin}: unknown key {prefix}{key!r} (allowed: {', '.join(allowed)})")
@@ -253,7 +255,9 @@ def _section(table: Any, key: str, origin: str) -> Section:
     if acceptance["pt_min"] < 0:
         raise ValueError(f"{origin}: {prefix}pt_min must be >= 0 GeV, got {acceptance['pt_min']}")
     if not 0 < acceptance["plateau"] <= 1:
-        raise ValueError(f"{origin}: {prefix}plateau is an efficiency and must be in (0, 1], got {acceptance['plateau']}")
+        raise ValueError(
+            f"{origin}: {prefix}plateau is an efficiency and must be in (0, 1], got {acceptance['plateau']}"
+        )
     for label in ("pt", "eta"):
         point, width = f"{label}_50", f"{label}_width"
         if (point in acc_table) != (width in acc_table):

@@ -65,7 +65,9 @@ def detector(
         stages.append(
             (
                 f"{name}_acceptance",
-                efficiency(**section.acceptance, mode=config.mode, slope=config.slope, select=section.select, dtype=dtype),
+                efficiency(
+                    **section.acceptance, mode=config.mode, slope=config.slope, select=section.select, dtype=dtype
+                ),
             )
         )
     for name, section in config.sections.items():

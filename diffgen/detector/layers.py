@@ -77,7 +77,9 @@ def _selector(select: str | Callable[[Array], Array], owner: str) -> Callable[[A
     if callable(select):
         return select
     if select not in SELECTIONS:
-        raise ValueError(f"{owner}: select must be one of {sorted(SELECTIONS)} or a callable pid -> bool, got {select!r}")
+        raise ValueError(
+            f"{owner}: select must be one of {sorted(SELECTIONS)} or a callable pid -> bool, got {select!r}"
+        )
     return SELECTIONS[select]
 
 
@@ -205,8 +207,9 @@ def gaussian_sigma(params: Params, p: Array) -> Array:
     Returns:
       [..., 4] GeV.
     """
-    rel = _get(params, "rel", p.dtype)
-    absolute = _get(params, "abs", p.dtype)
+    shape = (1,) * (p.ndim - 1) + (4,)
+    rel = _get(params, "rel", p.dtype).reshape(shape)
+    absolute = _get(params, "abs", p.dtype).reshape(shape)
     return kin.safe_sqrt(absolute**2 + (rel * jnp.abs(p)) ** 2)
 
 

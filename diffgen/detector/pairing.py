@@ -101,7 +101,9 @@ class GenRecoPair:
         indices = jnp.asarray(indices)
         if indices.dtype == jnp.bool_:
             if is_traced(indices):
-                raise TypeError("GenRecoPair.take with a boolean mask needs concrete values; use integer indices under jit")
+                raise TypeError(
+                    "GenRecoPair.take with a boolean mask needs concrete values; use integer indices under jit"
+                )
             indices = jnp.nonzero(indices)[0]
         return jax.tree.map(lambda x: jnp.take(x, indices, axis=0), self)
 
@@ -133,7 +135,9 @@ class GenRecoPair:
         parts = {}
         for level in ("reco", "truth"):
             prefix = f"{level}/"
-            parts[level] = Events.from_numpy({k[len(prefix) :]: v for k, v in data.items() if k.startswith(prefix)}, dtype)
+            parts[level] = Events.from_numpy(
+                {k[len(prefix) :]: v for k, v in data.items() if k.startswith(prefix)}, dtype
+            )
         return cls(
             reco=parts["reco"],
             truth=parts["truth"],

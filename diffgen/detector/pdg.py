@@ -20,6 +20,7 @@ against scikit-hep ``particle``).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -79,6 +80,7 @@ for _id, _q3 in FUNDAMENTAL_CHARGE3.items():
     _TABLE[_id] = _q3
 
 
+@jax.jit
 def charge3(pid: ArrayLike) -> Array:
     """Three times the electric charge (units of e) of particles given by PDG id.
 
@@ -113,29 +115,34 @@ def charge(pid: ArrayLike, dtype=None) -> Array:
     return charge3(pid).astype(dtype) / 3
 
 
+@jax.jit
 def is_invisible(pid: ArrayLike) -> Array:
     """True for neutrinos (|id| in :data:`INVISIBLE`); any shape → bool of the same shape."""
     a = jnp.abs(jnp.asarray(pid, dtype=jnp.int32))
     return jnp.isin(a, jnp.asarray(INVISIBLE, dtype=jnp.int32))
 
 
+@jax.jit
 def is_charged(pid: ArrayLike) -> Array:
     """True for charged particles (seen by the tracker); any shape → bool."""
     return charge3(pid) != 0
 
 
+@jax.jit
 def is_neutral_visible(pid: ArrayLike) -> Array:
     """True for neutral particles other than neutrinos and padding (seen by calorimeters only)."""
     pid = jnp.asarray(pid, dtype=jnp.int32)
     return (pid != 0) & (charge3(pid) == 0) & ~is_invisible(pid)
 
 
+@jax.jit
 def is_em_neutral(pid: ArrayLike) -> Array:
     """True for γ, π⁰, η (measured by the electromagnetic calorimeter); any shape → bool."""
     a = jnp.abs(jnp.asarray(pid, dtype=jnp.int32))
     return jnp.isin(a, jnp.asarray(EM_NEUTRAL, dtype=jnp.int32))
 
 
+@jax.jit
 def is_hadronic_neutral(pid: ArrayLike) -> Array:
     """True for visible neutral hadrons (n, K⁰_L, Λ, …: the hadronic calorimeter); any shape → bool."""
     return is_neutral_visible(pid) & ~is_em_neutral(pid)
