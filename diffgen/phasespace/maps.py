@@ -96,6 +96,7 @@ def two_to_two(
     c, log_jac = cos_theta_map(u[..., 0], sampling)
     ph = (2.0 * math.pi) * u[..., 1]
     pstar = kin.two_body_momentum(sqrt_s, m1, m2)
+    pstar = jnp.broadcast_to(pstar, jnp.broadcast_shapes(pstar.shape, c.shape))
     n = _direction(c, ph)
     p3 = pstar[..., None] * n
     shape = p3.shape[:-1]
@@ -126,12 +127,14 @@ def two_body_decay(u: ArrayLike, parent: ArrayLike, m1: ArrayLike, m2: ArrayLike
     if u.ndim < 1 or u.shape[-1] != 2:
         raise ValueError(f"two_body_decay: u must have shape [..., 2], got {tuple(u.shape)}")
     parent = jnp.asarray(parent, dtype=u.dtype)
+    parent = jnp.broadcast_to(parent, jnp.broadcast_shapes(parent.shape, u.shape[:-1] + (4,)))
     m1 = jnp.asarray(m1, dtype=u.dtype)
     m2 = jnp.asarray(m2, dtype=u.dtype)
     big_m = kin.mass(parent)
     c = 2.0 * u[..., 0] - 1.0
     ph = (2.0 * math.pi) * u[..., 1]
     pstar = kin.two_body_momentum(big_m, m1, m2)
+    pstar = jnp.broadcast_to(pstar, jnp.broadcast_shapes(pstar.shape, c.shape))
     p3 = pstar[..., None] * _direction(c, ph)
     shape = p3.shape[:-1]
     e1 = jnp.broadcast_to(kin.safe_sqrt(pstar**2 + m1**2), shape)
@@ -217,6 +220,7 @@ def resonant_decay(
     if u.ndim < 1 or u.shape[-1] != 5:
         raise ValueError(f"resonant_decay: u must have shape [..., 5], got {tuple(u.shape)}")
     parent = jnp.asarray(parent, dtype=u.dtype)
+    parent = jnp.broadcast_to(parent, jnp.broadcast_shapes(parent.shape, u.shape[:-1] + (4,)))
     m1, m2, m3 = (jnp.asarray(x, dtype=u.dtype) for x in (m1, m2, m3))
     big_m = kin.mass(parent)
     s_r, log_jac = breit_wigner(u[..., 0], mass, width, (m2 + m3) ** 2, (big_m - m1) ** 2)
