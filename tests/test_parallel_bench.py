@@ -1,0 +1,87 @@
+"""The benchmark suite's plumbing: the NumPy baseline is the same physics as diffgen,
+Pythia settings carry diffgen's parameters, area scripts are found, CLI errors are clean."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import baselines  # noqa: E402
+from benchmarks.__main__ import _call_area, _summary  # noqa: E402
+
+PARAMS = {"sqrt_s": 91.1876, "m_z": 91.1876, "gamma_z": 2.4955, "sin2_theta_w": 0.23122, "alpha_em": 1 / 128.952}
+
+
+def test_numpy_baseline_is_unbiased_and_physical():
+    n = 200_000
+    p, w = baselines.numpy_mumu(PARAMS, n, np.random.default_rng(5))
+    sigma = baselines.numpy_mumu_sigma(PARAMS)
+    err = w.std() / math.sqrt(n)
+    assert abs(w.mean() - sigma) < 4.0 * err
+    m2 = p[..., 0] ** 2 - np.sum(p[..., 1:] ** 2, axis=-1)
+    np.testing.assert_allclose(np.sqrt(m2), baselines.M_MU, rtol=1e-6)
+    np.testing.assert_allclose(p.sum(axis=1), np.broadcast_to([PARAMS["sqrt_s"], 0, 0, 0], (n, 4)), atol=1e-10)
+    # Forward-backward asymmetry at the Z pole, 3/4·A_e·A_μ ≈ 0.016 (small but positive).
+    fwd = np.sum(w[p[:, 0, 3] > 0]) - np.sum(w[p[:, 0, 3] < 0])
+    afb = fwd / w.sum()
+    assert 0.0 < afb < 0.05
+
+
+def test_numpy_baseline_matches_diffgen_cross_section():
+    processes = pytest.importorskip("diffgen.processes")
+    mu = processes.constants.FERMIONS["mu"]
+    params = {k: jnp.asarray(v) for k, v in PARAMS.items()}
+    ours = processes.constants.GEV2_PB * processes.born_sigma_total(
+        params["sqrt_s"] ** 2, mu.mass, mu.charge, mu.t3, 1.0, params
+    )
+    np.testing.assert_allclose(baselines.numpy_mumu_sigma(PARAMS), float(ours), rtol=1e-9)
+
+
+def test_pythia_settings_carry_our_parameters():
+    settings = baselines.pythia_settings("hadrons", PARAMS)
+    assert f"23:m0 = {PARAMS['m_z']!r}" in settings
+    assert f"23:mWidth = {PARAMS['gamma_z']!r}" in settings
+    assert "23:onIfAny = 1 2 3 4 5" in settings and "PDF:lepton = off" in settings
+    with pytest.raises(ValueError, match="mode must be one of"):
+        baselines.pythia_settings("ttbar", PARAMS)
+    if not baselines.pythia_available():
+        assert baselines.pythia_rate("mumu", PARAMS, 10) is None
+
+
+def test_area_functions_are_called_by_convention():
+    assert _call_area(lambda quick: ("q", quick), True) == ("q", True)
+    assert _call_area(lambda argv=None: argv, True) == ["--quick"]
+
+    def no_args():
+        return list(sys.argv[1:])
+
+    before = list(sys.argv)
+    assert _call_area(no_args, True) == ["--quick"]
+    assert sys.argv == before  # restored
+
+
+def test_summary_reports_targets():
+    rows = _summary(
+        {
+            "hard_process": [{"dtype": "float64", "compile_s": 1.0, "events_per_s": 6e6, "ratio": 2.5}],
+            "gradient": [{"chain": "x", "grad_over_forward": 4.0}],
+        }
+    )
+    met = {r["target"]: r["met"] for r in rows}
+    assert met == {"ee->mumu float64 events/s": True, "ee->mumu vs numpy (same run)": True, "grad/forward x": False}
+
+
+def test_cli_rejects_unknown_sections(capsys):
+    from diffgen.cli import main
+
+    assert main(["bench", "--sections", "hard_process,warp"]) == 2
+    assert "unknown section(s) ['warp']" in capsys.readouterr().err
