@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -67,7 +68,7 @@ class MLP(nnx.Module):
     def __init__(self, in_features: int, hidden: Sequence[int] = (64, 64), *, rngs: nnx.Rngs, dtype: Any = jnp.float32):
         widths = [int(in_features), *map(int, hidden)]
         self.layers = nnx.List(
-            [nnx.Linear(a, b, rngs=rngs, dtype=dtype, param_dtype=dtype) for a, b in zip(widths[:-1], widths[1:])]
+            [nnx.Linear(a, b, rngs=rngs, dtype=dtype, param_dtype=dtype) for a, b in itertools.pairwise(widths)]
         )
         self.out = nnx.Linear(widths[-1], 1, rngs=rngs, dtype=dtype, param_dtype=dtype)
 
@@ -107,8 +108,8 @@ class DeepSets(nnx.Module):
         w_phi = [int(in_features), *map(int, phi)]
         w_rho = [w_phi[-1], *map(int, rho)]
         kw = {"rngs": rngs, "dtype": dtype, "param_dtype": dtype}
-        self.phi = nnx.List([nnx.Linear(a, b, **kw) for a, b in zip(w_phi[:-1], w_phi[1:])])
-        self.rho = nnx.List([nnx.Linear(a, b, **kw) for a, b in zip(w_rho[:-1], w_rho[1:])])
+        self.phi = nnx.List([nnx.Linear(a, b, **kw) for a, b in itertools.pairwise(w_phi)])
+        self.rho = nnx.List([nnx.Linear(a, b, **kw) for a, b in itertools.pairwise(w_rho)])
         self.out = nnx.Linear(w_rho[-1], 1, **kw)
 
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
@@ -145,17 +146,25 @@ def as_features(x: Any, name: str = "features") -> tuple[np.ndarray, ...]:
         if not np.issubdtype(parts.dtype, np.floating):
             raise TypeError(f"{name}: particle features must be floating, got dtype {parts.dtype}")
         if mask.dtype != np.bool_ or mask.shape != parts.shape[:2]:
-            raise ValueError(f"{name}: mask must be bool with shape [N, P] = {list(parts.shape[:2])}, got {mask.dtype} {list(mask.shape)}")
+            raise ValueError(
+                f"{name}: mask must be bool with shape [N, P] = {list(parts.shape[:2])}, "
+                f"got {mask.dtype} {list(mask.shape)}"
+            )
         if parts.shape[0] == 0:
             raise ValueError(f"{name}: needs at least one event, got N = 0")
         if not np.isfinite(parts[mask]).all():
-            raise ValueError(f"{name}: particle features must be finite, got {int((~np.isfinite(parts[mask])).sum())} NaN/inf entries")
+            raise ValueError(
+                f"{name}: particle features must be finite, "
+                f"got {int((~np.isfinite(parts[mask])).sum())} NaN/inf entries"
+            )
         return (parts, mask)
-    if isinstance(x, tuple | list) or not hasattr(x, "shape") and not isinstance(x, np.ndarray):
+    if isinstance(x, tuple | list) or (not hasattr(x, "shape") and not isinstance(x, np.ndarray)):
         try:
             arr = np.asarray(x)
-        except Exception as err:  # noqa: BLE001 - reported as a TypeError naming the argument
-            raise TypeError(f"{name}: expected an array [N] or [N, F] or (particles, mask), got {type(x).__name__}") from err
+        except Exception as err:
+            raise TypeError(
+                f"{name}: expected an array [N] or [N, F] or (particles, mask), got {type(x).__name__}"
+            ) from err
     else:
         arr = np.asarray(x)
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
@@ -182,8 +191,10 @@ def _take(x: tuple[np.ndarray, ...], idx: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _concat(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...], name: str) -> tuple[np.ndarray, ...]:
-    if len(a) != len(b) or a[0].shape[1:] != b[0].shape[1:] and len(a) == 1:
-        raise ValueError(f"{name}: the two samples need the same feature layout, got {a[0].shape[1:]} and {b[0].shape[1:]}")
+    if len(a) != len(b) or (a[0].shape[1:] != b[0].shape[1:] and len(a) == 1):
+        raise ValueError(
+            f"{name}: the two samples need the same feature layout, got {a[0].shape[1:]} and {b[0].shape[1:]}"
+        )
     if len(a) == 2:
         if a[0].shape[2] != b[0].shape[2]:
             raise ValueError(f"{name}: particle feature counts differ: {a[0].shape[2]} vs {b[0].shape[2]}")
@@ -350,13 +361,27 @@ class Classifier:
         return jnp.exp(jnp.clip(logit, -bound, bound)), jnp.abs(logit) > bound
 
 
+_CHUNK = 8192  # rows per compiled prediction call: one compilation for any N
+
+
 @jax.jit
 def _predict_impl(graphdef: Any, params: Any, inputs: tuple[jax.Array, ...]) -> jax.Array:
     return jax.vmap(lambda p: nnx.merge(graphdef, p)(*inputs))(params)
 
 
-def _predict(graphdef: Any, params: Any, inputs: tuple[jax.Array, ...]) -> jax.Array:
-    return _predict_impl(graphdef, params, inputs)
+def _predict(graphdef: Any, params: Any, inputs: tuple[Any, ...]) -> jax.Array:
+    """Logits [M, N]; concrete inputs go through fixed-size chunks (compiled once)."""
+    if any(isinstance(a, jax.core.Tracer) for a in inputs):
+        return jax.vmap(lambda p: nnx.merge(graphdef, p)(*inputs))(params)
+    n = int(inputs[0].shape[0])
+    out = []
+    for start in range(0, n, _CHUNK):
+        chunk = [np.asarray(a[start : start + _CHUNK]) for a in inputs]
+        k = chunk[0].shape[0]
+        if k < _CHUNK:
+            chunk = [np.concatenate([c, np.zeros((_CHUNK - k,) + c.shape[1:], c.dtype)]) for c in chunk]
+        out.append(_predict_impl(graphdef, params, tuple(jnp.asarray(c) for c in chunk))[:, :k])
+    return jnp.concatenate(out, axis=1)
 
 
 def likelihood_ratio(classifier: Classifier, x: Any, *, reduce: str = "mean") -> jax.Array:
@@ -404,8 +429,11 @@ def weighted_auc(score: np.ndarray, label: np.ndarray, weight: np.ndarray) -> fl
     return float(np.sum(w1_groups * (below + 0.5 * w0_groups)) / (total1 * total0))
 
 
+_STEPS = 16  # optimiser steps per compiled call: shapes independent of N
+
+
 @functools.lru_cache(maxsize=32)
-def _epoch_fn(graphdef: Any, learning_rate: float) -> tuple[Callable, Any]:
+def _step_fns(graphdef: Any, learning_rate: float) -> tuple[Callable, Callable, Any]:
     opt = optax.adam(learning_rate)
 
     def loss_fn(params, xb, w_neg, w_pos):
@@ -413,36 +441,66 @@ def _epoch_fn(graphdef: Any, learning_rate: float) -> tuple[Callable, Any]:
         logits = nnx.merge(graphdef, params)(*xb)
         return jnp.sum(w_neg * jax.nn.softplus(logits) + w_pos * jax.nn.softplus(-logits))
 
-    def epoch(params, opt_state, x, w_neg, w_pos, batches, valid, xv, wv_neg, wv_pos):
+    def steps(params, opt_state, xb, wn, wp, ok):
+        # xb: tuple of [S, B, ...]; wn, wp: [M, S, B]; ok: [S] (False: padding step, no update).
         def step(carry, batch):
             params, opt_state = carry
-            idx, ok = batch
-            xb = tuple(a[idx] for a in x)
-            okf = ok.astype(w_neg.dtype)[None, :]
-            wbn, wbp = w_neg[:, idx] * okf, w_pos[:, idx] * okf
+            x_s, wn_s, wp_s, ok_s = batch
 
-            def member(p, o, wn, wp):
-                loss, g = jax.value_and_grad(loss_fn)(p, xb, wn, wp)
-                upd, o = opt.update(g, o, p)
-                return optax.apply_updates(p, upd), o, loss
+            def member(p, o, a, b):
+                loss, g = jax.value_and_grad(loss_fn)(p, x_s, a, b)
+                upd, o_new = opt.update(g, o, p)
+                p_new = optax.apply_updates(p, upd)
+                keep = lambda new, old: jnp.where(ok_s, new, old)  # noqa: E731
+                return jax.tree.map(keep, p_new, p), jax.tree.map(keep, o_new, o), loss
 
-            params, opt_state, loss = jax.vmap(member)(params, opt_state, wbn, wbp)
+            params, opt_state, loss = jax.vmap(member)(params, opt_state, wn_s, wp_s)
             return (params, opt_state), loss
 
-        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (batches, valid))
-        norm = jnp.sum(jnp.abs(wv_neg) + jnp.abs(wv_pos), axis=1)
-        val = jax.vmap(lambda p, wn, wp: loss_fn(p, xv, wn, wp))(params, wv_neg, wv_pos) / norm
-        return params, opt_state, val, jnp.sum(losses, axis=0)
+        batches = (xb, jnp.moveaxis(wn, 1, 0), jnp.moveaxis(wp, 1, 0), ok)
+        (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), batches)
+        return params, opt_state
 
-    return jax.jit(epoch), opt
+    def val_loss(params, xv, wn, wp):
+        return jax.vmap(lambda p, a, b: loss_fn(p, xv, a, b))(params, wn, wp)
+
+    return jax.jit(steps), jax.jit(val_loss), opt
 
 
-def _build_model(kind: str, n_features: int, config: TrainConfig, key: jax.Array) -> nnx.Module:
-    seed = jax.random.randint(key, (), 0, 2**31 - 1)
-    rngs = nnx.Rngs(params=int(seed))
+def _select_members(improved: np.ndarray, new: Any, old: np.ndarray) -> np.ndarray:
+    """Per member (leading axis), the new parameters where ``improved`` else the old ones."""
+    return np.where(improved.reshape(improved.shape + (1,) * (np.ndim(new) - 1)), np.asarray(new), old)
+
+
+def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:
+    extra = n - a.shape[0]
+    return a if extra == 0 else np.concatenate([a, np.zeros((extra,) + a.shape[1:], a.dtype)])
+
+
+def _build_model(kind: str, n_features: int, config: TrainConfig, rng: np.random.Generator) -> tuple[Any, Any]:
+    """GraphDef and parameters of a fresh network, initialised on the host.
+
+    Kernels are LeCun-normal (variance 1/fan_in, truncated at 2σ, as flax's default), biases
+    zero. Drawing them with numpy avoids compiling an initialiser for every layer shape.
+    """
     if kind == "mlp":
-        return MLP(n_features, config.hidden, rngs=rngs, dtype=config.dtype)
-    return DeepSets(n_features, config.phi, config.rho, rngs=rngs, dtype=config.dtype)
+        abstract = nnx.eval_shape(lambda: MLP(n_features, config.hidden, rngs=nnx.Rngs(params=0), dtype=config.dtype))
+    else:
+        abstract = nnx.eval_shape(
+            lambda: DeepSets(n_features, config.phi, config.rho, rngs=nnx.Rngs(params=0), dtype=config.dtype)
+        )
+    graphdef, state = nnx.split(abstract, nnx.Param)
+
+    def init(leaf: Any) -> np.ndarray:
+        shape, dtype = leaf.shape, leaf.dtype
+        if len(shape) < 2:
+            return np.zeros(shape, dtype)
+        z = rng.standard_normal(shape)
+        z = np.where(np.abs(z) > 2, rng.standard_normal(shape), z).clip(-2, 2)
+        # Truncation at 2σ reduces the variance by 0.774; rescale as flax's variance_scaling does.
+        return (z * np.sqrt(1.0 / shape[0]) / 0.87962566103423978).astype(dtype)
+
+    return graphdef, jax.tree.map(init, state)
 
 
 def _standardisation(x: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -535,7 +593,7 @@ def train_classifier(
     k_init, k_np = jax.random.split(key)
     rng = _numpy_rng(k_np)
     perm = rng.permutation(n)
-    n_val = max(1, int(round(config.val_fraction * n)))
+    n_val = max(1, round(config.val_fraction * n))
     if n - n_val < 1:
         raise ValueError(f"train_classifier: too few events ({n}) for a validation split of {config.val_fraction}")
     val_idx, train_idx = perm[:n_val], perm[n_val:]
@@ -547,32 +605,32 @@ def train_classifier(
     else:
         shift, scale = _standardisation(x)
         n_features = x[0].shape[-1]
-        states = []
-        graphdef = None
-        for k in jax.random.split(k_init, m):
-            graphdef, state = nnx.split(_build_model(kind, n_features, config, k), nnx.Param)
-            states.append(state)
-        params = jax.tree.map(lambda *a: jnp.stack(a), *states)
+        built = [_build_model(kind, n_features, config, _numpy_rng(k)) for k in jax.random.split(k_init, m)]
+        graphdef = built[0][0]
+        params = jax.tree.map(lambda *a: jnp.asarray(np.stack(a)), *[b[1] for b in built])
 
     dtype = jax.tree.leaves(params)[0].dtype
     if kind == "mlp":
         xs: tuple[np.ndarray, ...] = (((x[0] - shift) / scale).astype(dtype),)
     else:
         xs = (np.where(x[1][..., None], (x[0] - shift) / scale, 0.0).astype(dtype), x[1])
-    x_train = tuple(jnp.asarray(a[train_idx]) for a in xs)
-    x_val = tuple(jnp.asarray(a[val_idx]) for a in xs)
-    wn_train, wp_train = jnp.asarray(w_neg[:, train_idx], dtype), jnp.asarray(w_pos[:, train_idx], dtype)
-    wn_val, wp_val = jnp.asarray(w_neg[:, val_idx], dtype), jnp.asarray(w_pos[:, val_idx], dtype)
 
-    epoch, opt = _epoch_fn(graphdef, float(config.learning_rate))
+    steps, val_loss, opt = _step_fns(graphdef, float(config.learning_rate))
     # optax's bias correction mixes Python floats with int32 step counts.
     with jax.numpy_dtype_promotion("standard"):
         opt_state = jax.vmap(opt.init)(params)
     n_train = train_idx.shape[0]
     bs = min(config.batch_size, n_train)
     n_batches = -(-n_train // bs)
-    pad = n_batches * bs - n_train
-    valid = jnp.asarray(np.concatenate([np.ones(n_train, bool), np.zeros(pad, bool)]).reshape(n_batches, bs))
+    n_calls = -(-n_batches // _STEPS)
+    x_tr = [a[train_idx] for a in xs]
+    wn_tr, wp_tr = w_neg[:, train_idx].astype(dtype), w_pos[:, train_idx].astype(dtype)
+    # Validation in fixed-size chunks, padded with zero weight.
+    n_vpad = -(-n_val // _CHUNK) * _CHUNK
+    xv = [jnp.asarray(_pad_rows(a[val_idx], n_vpad)) for a in xs]
+    wnv = jnp.asarray(np.pad(w_neg[:, val_idx], ((0, 0), (0, n_vpad - n_val))), dtype)
+    wpv = jnp.asarray(np.pad(w_pos[:, val_idx], ((0, 0), (0, n_vpad - n_val))), dtype)
+    v_norm = np.abs(w_neg[:, val_idx]).sum(1) + np.abs(w_pos[:, val_idx]).sum(1)
 
     best_params, best_loss = jax.tree.map(np.asarray, params), np.full(m, np.inf)
     best_epoch = np.zeros(m, dtype=int)
@@ -581,22 +639,27 @@ def train_classifier(
     run = 0
     for e in range(config.epochs):
         order = rng.permutation(n_train)
-        batches = np.concatenate([order, np.zeros(pad, dtype=order.dtype)]).reshape(n_batches, bs)
-        with jax.numpy_dtype_promotion("standard"):
-            params, opt_state, val, _ = epoch(
-                params, opt_state, x_train, wn_train, wp_train, jnp.asarray(batches), valid, x_val, wn_val, wp_val
-            )
-        val = np.asarray(val, dtype=np.float64)
+        slots = n_calls * _STEPS * bs
+        idx = np.concatenate([order, np.zeros(slots - n_train, order.dtype)]).reshape(n_calls, _STEPS, bs)
+        row_ok = np.concatenate([np.ones(n_train, bool), np.zeros(slots - n_train, bool)]).reshape(n_calls, _STEPS, bs)
+        for c in range(n_calls):
+            ib, okb = idx[c], row_ok[c]
+            xb = tuple(jnp.asarray(a[ib]) for a in x_tr)
+            wnb = jnp.asarray(wn_tr[:, ib] * okb[None])
+            wpb = jnp.asarray(wp_tr[:, ib] * okb[None])
+            with jax.numpy_dtype_promotion("standard"):
+                params, opt_state = steps(params, opt_state, xb, wnb, wpb, jnp.asarray(okb.any(axis=1)))
+        val = np.zeros(m)
+        for c in range(0, n_vpad, _CHUNK):
+            sl = slice(c, c + _CHUNK)
+            val += np.asarray(val_loss(params, tuple(a[sl] for a in xv), wnv[:, sl], wpv[:, sl]), dtype=np.float64)
+        val = val / v_norm
         history.append(val)
         run = e + 1
         finite = np.isfinite(best_loss)
         threshold = np.where(finite, best_loss - config.min_delta * np.abs(np.where(finite, best_loss, 0.0)), 0.0)
         improved = ~finite | (val < threshold)
-        best_params = jax.tree.map(
-            lambda new, old: np.where(improved.reshape((m,) + (1,) * (np.ndim(new) - 1)), np.asarray(new), old),
-            params,
-            best_params,
-        )
+        best_params = jax.tree.map(functools.partial(_select_members, improved), params, best_params)
         best_loss = np.where(improved, val, best_loss)
         best_epoch = np.where(improved, run, best_epoch)
         waited = np.where(improved, 0, waited + 1)
@@ -605,7 +668,7 @@ def train_classifier(
 
     best_params = jax.tree.map(jnp.asarray, best_params)
     clf = Classifier(graphdef, best_params, np.asarray(shift), np.asarray(scale), kind, float(config.clip))
-    val_logits = np.asarray(_predict(graphdef, best_params, x_val))
+    val_logits = np.asarray(_predict(graphdef, best_params, tuple(a[val_idx] for a in xs)))
     labels = np.concatenate([np.zeros(n_val), np.ones(n_val)])
     aucs = np.array(
         [

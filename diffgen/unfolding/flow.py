@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import warnings
 from typing import Any
 
@@ -91,7 +92,7 @@ class _Net(nnx.Module):
     def __init__(self, n_in: int, n_out: int, hidden: tuple[int, ...], *, rngs: nnx.Rngs, dtype: Any):
         widths = [n_in, *hidden]
         kw = {"rngs": rngs, "dtype": dtype, "param_dtype": dtype}
-        self.layers = nnx.List([nnx.Linear(a, b, **kw) for a, b in zip(widths[:-1], widths[1:])])
+        self.layers = nnx.List([nnx.Linear(a, b, **kw) for a, b in itertools.pairwise(widths)])
         # Zero-initialised output: every layer starts as the identity map.
         self.out = nnx.Linear(widths[-1], n_out, kernel_init=nnx.initializers.zeros, **kw)
 
@@ -258,7 +259,7 @@ def train_flow(
     seed = int(jax.random.randint(k_init, (), 0, 2**31 - 1))
     graphdef, params = nnx.split(_FlowNet(d, x.shape[1], config, rngs=nnx.Rngs(params=seed)), nnx.Param)
     perm = rng.permutation(n)
-    n_val = max(1, int(round(config.val_fraction * n)))
+    n_val = max(1, round(config.val_fraction * n))
     if n - n_val < 1:
         raise ValueError(f"train_flow: too few events ({n}) for a validation split")
     vi, ti = perm[:n_val], perm[n_val:]

@@ -254,7 +254,9 @@ def ibu_unfold(
         ok = ir >= 0
         boot = rng.poisson(1.0, size=(n_bootstrap, x.shape[0])) * w[None, :]
         reps_counts = np.stack([np.bincount(ir[ok], weights=b[ok], minlength=response.reco.shape[0]) for b in boot])
-        reps = np.asarray(jax.vmap(lambda c: ibu(c, response, iterations=iterations, prior=prior)[0])(jnp.asarray(reps_counts)))
+        reps = np.asarray(
+            jax.vmap(lambda c: ibu(c, response, iterations=iterations, prior=prior)[0])(jnp.asarray(reps_counts))
+        )
         cov = np.cov(reps, rowvar=False)
         err = np.sqrt(np.diag(cov))
     else:

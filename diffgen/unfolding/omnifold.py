@@ -189,7 +189,9 @@ def event_features(events: Events, observables: Any = None) -> Any:
     for f in fns:
         v = np.asarray(f(events))
         if v.shape[:1] != (events.n_events,) or v.ndim > 2:
-            raise ValueError(f"observables: {getattr(f, '__name__', f)!r} returned shape {list(v.shape)}, expected [N] or [N, K]")
+            raise ValueError(
+                f"observables: {getattr(f, '__name__', f)!r} returned shape {list(v.shape)}, expected [N] or [N, K]"
+            )
         cols.append(v.reshape(events.n_events, -1))
     return np.concatenate(cols, axis=1)
 
@@ -296,7 +298,9 @@ def omnifold(
     data_raw, data_w_ev = _raw(data, observables, "data")
     n_mc, n_data = _rows(gen_raw), _rows(data_raw)
     if _rows(reco_raw) != n_mc:
-        raise ValueError(f"omnifold: mc_gen and mc_reco must have the same number of events, got {n_mc} and {_rows(reco_raw)}")
+        raise ValueError(
+            f"omnifold: mc_gen and mc_reco must have the same number of events, got {n_mc} and {_rows(reco_raw)}"
+        )
     if n_mc == 0:
         raise ValueError("omnifold: mc_gen is empty (N_mc = 0)")
     if n_data == 0:
@@ -324,7 +328,9 @@ def omnifold(
     x_gen = as_features(_select(gen_raw, idx_g), "mc_gen")
     x_data = as_features(data_raw, "data")
     if x_reco[0].shape[1:] != x_data[0].shape[1:] and len(x_reco) == 1:
-        raise ValueError(f"data: expected features shaped like mc_reco {list(x_reco[0].shape[1:])}, got {list(x_data[0].shape[1:])}")
+        raise ValueError(
+            f"data: expected features shaped like mc_reco {list(x_reco[0].shape[1:])}, got {list(x_data[0].shape[1:])}"
+        )
 
     n_rep = 1 + n_bootstrap
     m = n_rep * n_ensemble
@@ -368,7 +374,9 @@ def omnifold(
         r1, clipped1 = clf1.ratio(x_reco)
         pull = push.copy()
         pull[:, idx_r] = push[:, idx_r] * ensemble_mean(r1)
-        d1 = _diagnose(it, 1, (w_mc * pull[0])[idx_r], np.asarray(clipped1)[:n_ensemble], info1.auc[:n_ensemble], info1.epochs)
+        d1 = _diagnose(
+            it, 1, (w_mc * pull[0])[idx_r], np.asarray(clipped1)[:n_ensemble], info1.auc[:n_ensemble], info1.epochs
+        )
         d1 = _warn(d1, prev[1], ess_drop, max_clipped, auc_rise, prev_auc1)
         prev[1], prev_auc1 = d1.ess_fraction, d1.auc
         diags.append(d1)
@@ -387,7 +395,9 @@ def omnifold(
         r2, clipped2 = clf2.ratio(x_gen)
         push = np.ones((n_rep, n_mc))
         push[:, idx_g] = ensemble_mean(r2)
-        d2 = _diagnose(it, 2, (w_mc * push[0])[idx_g], np.asarray(clipped2)[:n_ensemble], info2.auc[:n_ensemble], info2.epochs)
+        d2 = _diagnose(
+            it, 2, (w_mc * push[0])[idx_g], np.asarray(clipped2)[:n_ensemble], info2.auc[:n_ensemble], info2.epochs
+        )
         d2 = _warn(d2, prev[2], ess_drop, max_clipped, None, None)
         prev[2] = d2.ess_fraction
         diags.append(d2)

@@ -87,7 +87,7 @@ def gaussian_toy(
     gen = rng.multivariate_normal(mean, cov, size=n)
     reco = gen + smearing * rng.standard_normal((n, d))
     passed = rng.random(n) < efficiency
-    n_fake = int(round(fake_fraction * efficiency * n / (1.0 - fake_fraction)))
+    n_fake = round(fake_fraction * efficiency * n / (1.0 - fake_fraction))
     fakes = np.asarray(fake_mean, dtype=float) + fake_std * rng.standard_normal((n_fake, d))
     gen_all = np.concatenate([gen, np.full((n_fake, d), np.nan)])
     reco_all = np.concatenate([np.where(passed[:, None], reco, np.nan), fakes])
