@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import best_time, machine_info, print_table, time_compile_and_run, write_json
+from benchmarks.common import best_time, block, machine_info, print_table, write_json
 
 SECTIONS = ("hard_process", "chains", "gradient", "memory", "scaling_n", "rambo", "areas")
 AREAS = ("hard_process", "shower", "hadronization", "detector", "unfolding")
@@ -77,6 +77,7 @@ def _sizes(quick: bool) -> dict[str, Any]:
         "chunk": 10**5,
         "rambo": 100_000,
         "repeat": 5,
+        "hadron_dtypes": (jnp.float64, jnp.float32),
     }
 
 
@@ -97,9 +98,32 @@ def _sampler(source: Any, n: int) -> Callable[..., Any]:
     return jax.jit(fn)
 
 
+def _measure(fn: Callable[..., Any], *args: Any, repeat: int) -> dict[str, float]:
+    """Compile ``fn`` once (ahead of time) and return compile time, best run time and memory.
+
+    The same executable gives all three numbers, so each function is compiled only once.
+    """
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    block(compiled(*args))
+    stats = compiled.memory_analysis()
+    peak = 0
+    if stats is not None:
+        peak = int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)
+    return {"compile_s": compile_s, "best_s": best_time(compiled, *args, repeat=repeat), "peak_bytes": peak}
+
+
 def _rate_row(name: str, dtype: Any, n: int, fn: Callable[..., Any], *args: Any, repeat: int) -> dict[str, Any]:
-    compile_s, best = time_compile_and_run(fn, *args, repeat=repeat)
-    return {"stage": name, "dtype": jnp.dtype(dtype).name, "n": n, "compile_s": compile_s, "events_per_s": n / best}
+    m = _measure(fn, *args, repeat=repeat)
+    return {
+        "stage": name,
+        "dtype": jnp.dtype(dtype).name,
+        "n": n,
+        "compile_s": m["compile_s"],
+        "events_per_s": n / m["best_s"],
+        "bytes_per_event": m["peak_bytes"] / n,
+    }
 
 
 def _float_params(params: dict[str, Any]) -> dict[str, float]:
@@ -215,6 +239,8 @@ def section_chains(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool) -
         rows.append(
             _rate_row("chain: ee->mumu + detector", dtype, n, _sampler(sim, n), sim.init(_key(0)), _key(1), repeat=rep)
         )
+        if dtype not in cfg["hadron_dtypes"]:
+            continue
         n = cfg["hadrons"]
         # Stages alone, each on the previous stage's output.
         src = ee_to_qqbar(dtype=dtype)
@@ -262,17 +288,18 @@ def _grad_rows(name: str, sim: Any, n: int, observable: Callable[..., Any], repe
         ev = sim.sample(p, key, n)
         return jnp.sum(ev.weight * observable(ev)) / jnp.sum(ev.weight)
 
-    fwd, grad = jax.jit(loss), jax.jit(jax.grad(loss))
-    c_f, t_f = time_compile_and_run(fwd, params, _key(1), repeat=repeat)
-    c_g, t_g = time_compile_and_run(grad, params, _key(1), repeat=repeat)
+    f = _measure(loss, params, _key(1), repeat=repeat)
+    g = _measure(jax.grad(loss), params, _key(1), repeat=repeat)
     return {
         "chain": name,
         "n": n,
-        "forward_s": t_f,
-        "grad_s": t_g,
-        "grad_over_forward": t_g / t_f,
-        "compile_forward_s": c_f,
-        "compile_grad_s": c_g,
+        "forward_s": f["best_s"],
+        "grad_s": g["best_s"],
+        "grad_over_forward": g["best_s"] / f["best_s"],
+        "compile_forward_s": f["compile_s"],
+        "compile_grad_s": g["compile_s"],
+        "forward_bytes_per_event": f["peak_bytes"] / n,
+        "grad_bytes_per_event": g["peak_bytes"] / n,
     }
 
 
@@ -313,31 +340,37 @@ def section_gradient(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool)
 
 
 def section_memory(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool) -> list[dict[str, Any]]:
-    from diffgen.processes import ee_to_ffbar
-
+    """Compiled peak memory per event, collected from the executables the other sections built."""
     rows = []
-    cases = [
-        ("ee->mumu", ee_to_ffbar("mu"), cfg["mumu"]),
-        ("ee->hadrons + detector", _hadron_chain(jnp.float64, True), cfg["hadrons"]),
-    ]
-    for name, sim, n in cases:
-        params = sim.init(_key(0))
-
-        def loss(p, key, sim=sim, n=n):
-            ev = sim.sample(p, key, n)
-            return jnp.sum(ev.weight) / n
-
-        fwd = _memory(_sampler(sim, n), params, _key(1))
-        grad = _memory(jax.grad(loss), params, _key(1))
+    for r in (out.get("hard_process") or []) + (out.get("chains") or []):
+        if r.get("bytes_per_event"):
+            rows.append(
+                {
+                    "what": f"{r['stage']} (sample)",
+                    "dtype": r["dtype"],
+                    "n": r["n"],
+                    "bytes_per_event": r["bytes_per_event"],
+                }
+            )
+    for r in out.get("gradient") or []:
         rows.append(
             {
-                "chain": name,
-                "n": n,
-                "forward_bytes_per_event": fwd["peak"] / n,
-                "grad_bytes_per_event": grad["peak"] / n,
-                "output_bytes_per_event": fwd["output"] / n,
+                "what": f"{r['chain']} (forward)",
+                "dtype": "float64",
+                "n": r["n"],
+                "bytes_per_event": r["forward_bytes_per_event"],
             }
         )
+        rows.append(
+            {
+                "what": f"{r['chain']} (grad)",
+                "dtype": "float64",
+                "n": r["n"],
+                "bytes_per_event": r["grad_bytes_per_event"],
+            }
+        )
+    if not rows:
+        print("\nmemory: run together with the hard_process, chains or gradient sections")
     print_table("compiled peak memory per event (arguments + outputs + temporaries, XLA buffer assignment)", rows)
     return rows
 
@@ -352,25 +385,27 @@ def section_scaling_n(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool
     for n in cfg["scaling"]:
         row: dict[str, Any] = {"n": n}
         if n <= cfg["direct_max"]:
-            fn = _sampler(src, n)
-            compile_s, best = time_compile_and_run(fn, params, _key(1), repeat=2)
-            mem = _memory(fn, params, _key(1))
+            m = _measure(_sampler(src, n), params, _key(1), repeat=2)
             row.update(
-                direct_compile_s=compile_s,
-                direct_s=best,
-                direct_events_per_s=n / best,
-                direct_peak_MiB=mem["peak"] / 2**20,
+                direct_compile_s=m["compile_s"],
+                direct_s=m["best_s"],
+                direct_events_per_s=n / m["best_s"],
+                direct_peak_MiB=m["peak_bytes"] / 2**20,
             )
         chunk = min(n, cfg["chunk"])
-        streamed = jax.jit(lambda p, k, n=n, chunk=chunk: stream_cross_section(src, p, k, n, chunk_size=chunk))
-        streamed_compile_s, best = time_compile_and_run(streamed, params, _key(1), repeat=1)
+        m = _measure(
+            lambda p, k, n=n, chunk=chunk: stream_cross_section(src, p, k, n, chunk_size=chunk),
+            params,
+            _key(1),
+            repeat=1,
+        )
         grad = jax.grad(lambda p, k, n=n, chunk=chunk: stream_cross_section(src, p, k, n, chunk_size=chunk)[0])
         row.update(
             chunk=chunk,
-            streamed_compile_s=streamed_compile_s,
-            streamed_s=best,
-            streamed_events_per_s=n / best,
-            streamed_peak_MiB=_memory(streamed, params, _key(1))["peak"] / 2**20,
+            streamed_compile_s=m["compile_s"],
+            streamed_s=m["best_s"],
+            streamed_events_per_s=n / m["best_s"],
+            streamed_peak_MiB=m["peak_bytes"] / 2**20,
             streamed_grad_peak_MiB=_memory(grad, params, _key(1))["peak"] / 2**20,
         )
         rows.append(row)
@@ -388,16 +423,14 @@ def section_rambo(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool) ->
             u = jax.random.uniform(key, (n_ev, 4 * n), jnp.float64)
             return rambo(u, jnp.asarray(91.1876, jnp.float64))
 
-        fn = jax.jit(gen)
-        compile_s, best = time_compile_and_run(fn, _key(1), repeat=cfg["repeat"])
-        mem = _memory(gen, _key(1))
+        m = _measure(gen, _key(1), repeat=cfg["repeat"])
         rows.append(
             {
                 "n_particles": n,
                 "events": n_ev,
-                "compile_s": compile_s,
-                "events_per_s": n_ev / best,
-                "bytes_per_event": mem["peak"] / n_ev,
+                "compile_s": m["compile_s"],
+                "events_per_s": n_ev / m["best_s"],
+                "bytes_per_event": m["peak_bytes"] / n_ev,
             }
         )
     print_table("RAMBO massless n-body phase space (random numbers included), float64", rows)
