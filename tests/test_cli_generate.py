@@ -112,6 +112,8 @@ def test_generate_parquet_config_file_and_reproducible_rerun(tmp_path, capsys):
         (["--param", "source.m_w=80"], "no scalar parameter 'm_w'"),
         (["--config", "missing.toml"], "does not exist"),
         (["-o", "no/such/dir/x.lhe"], "does not exist"),
+        (["--alpha-s-variations", "0.12"], "needs the shower layer"),
+        (["--layers", "shower,jets"], "unknown layer(s) ['jets']"),
     ],
 )
 def test_generate_user_errors_are_one_line(tmp_path, capsys, monkeypatch, argv, message):

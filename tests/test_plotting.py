@@ -164,6 +164,7 @@ def test_plot_cli(tmp_path, capsys):
         (["A", "-o", "p.jpg"], ".png or .pdf"),
         (["A", "--observable", "nonsense"], "unknown observable"),
         (["A", "--range", "1", "0"], "HIGH > LOW"),
+        (["A", "--edges", "0,x"], "--edges: expected comma-separated numbers"),
     ],
 )
 def test_plot_cli_errors(tmp_path, capsys, monkeypatch, argv, message):

@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "chunk_size": 100_000,
     "dtype": "float64",
     "params": {},
+    "alpha_s_variations": [],
 }
 
 
@@ -54,8 +55,15 @@ def _layers(text: str) -> list[str]:
     items = [s.strip() for s in text.split(",") if s.strip()]
     bad = [s for s in items if s not in LAYERS]
     if bad:
-        raise argparse.ArgumentTypeError(f"unknown layer(s) {bad}; allowed: {', '.join(LAYERS)}")
+        raise UsageError(f"unknown layer(s) {bad}; allowed: {', '.join(LAYERS)}")
     return items
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UsageError(f"{option}: expected comma-separated numbers, got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +88,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--layers",
-        type=_layers,
         default=None,
         metavar="L1,L2",
         help="comma-separated layers applied after the hard process, in order: shower, hadronization, "
@@ -129,6 +136,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="param_overrides",
         help="override a parameter, e.g. source.m_z=91.19 (GeV) or shower.alpha_s_mz=0.12; stages are "
         "source, shower, hadronization, detector; repeatable (default: the process's PDG values)",
+    )
+    parser.add_argument(
+        "--alpha-s-variations",
+        default=None,
+        metavar="A1,A2",
+        help="with the shower: store exact shower reweighting weights for these αs(m_Z) values as named "
+        "alternative weights rwgt/alpha_s_mz=<value> (pb; LHE <rwgt>, HepMC3 weight vector) (default: none)",
     )
     parser.add_argument(
         "--all-extra",
@@ -264,14 +278,35 @@ class Generation:
         }
         if "detector" in layers:
             self.metadata["detector"] = cfg["detector"]
+        self.alpha_s_variations = [float(a) for a in cfg.get("alpha_s_variations") or []]
+        self._reweight = None
+        if self.alpha_s_variations:
+            if "shower" not in layers:
+                raise UsageError("--alpha-s-variations needs the shower layer (--layers shower,...)")
+            bad = [a for a in self.alpha_s_variations if not 0.0 < a < 1.0]
+            if bad:
+                raise UsageError(f"--alpha-s-variations: αs(m_Z) values must be in (0, 1), got {bad}")
+            from diffgen.shower import reweight
+
+            self._reweight = jax.jit(reweight)
+            self.metadata["alpha_s_variations"] = self.alpha_s_variations
 
     def chunk(self, i: int) -> Any:
         """The ``Events`` of chunk ``i`` (0 ≤ i < n_chunks)."""
         import jax
+        import jax.numpy as jnp
 
         if not 0 <= i < self.n_chunks:
             raise ValueError(f"chunk index must be in [0, {self.n_chunks}), got {i}")
         events = self._sample(self.params, jax.random.fold_in(self._key, i), self.chunk_size)
+        if self._reweight is not None:
+            # Exact veto-algorithm weights (NaN where the shower's trial record overflowed).
+            events = events.with_extra(
+                **{
+                    f"rwgt/alpha_s_mz={a:g}": events.weight * self._reweight(events, jnp.asarray(a, events.dtype))
+                    for a in self.alpha_s_variations
+                }
+            )
         k = min(self.chunk_size, self.n - i * self.chunk_size)
         return events[:k] if k < self.chunk_size else events
 
@@ -280,6 +315,11 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The effective settings of ``diffgen generate``: options > run file > defaults, checked."""
     from diffgen.config import GENERATE_FIELDS
 
+    # Comma lists are parsed here, not by argparse, so errors are one line.
+    if isinstance(getattr(args, "layers", None), str):
+        args.layers = _layers(args.layers)
+    if isinstance(getattr(args, "alpha_s_variations", None), str):
+        args.alpha_s_variations = _floats(args.alpha_s_variations, "--alpha-s-variations")
     cfg = _common.resolve(args, NAME, GENERATE_FIELDS, DEFAULTS)
     params = {stage: dict(values) for stage, values in cfg["params"].items()}
     for stage, values in params.items():

@@ -43,11 +43,11 @@ _YLABELS = {
 }
 
 
-def _floats(text: str) -> list[float]:
+def _floats(text: str, option: str) -> list[float]:
     try:
         return [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        raise UsageError(f"{option}: expected comma-separated numbers, got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +77,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--edges",
-        type=_floats,
         default=None,
         metavar="E0,E1,...",
         help="bin edges in the observable's unit (default: none)",
@@ -153,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
         args.files = list(args.files)
     else:
         args.files = None
+    if isinstance(args.edges, str):
+        args.edges = _floats(args.edges, "--edges")  # parsed here so that errors are one line
     if args.labels is not None:
         args.labels = [s.strip() for s in args.labels.split(",")]
     cfg = _common.resolve(args, NAME, PLOT_FIELDS, DEFAULTS)
