@@ -280,9 +280,13 @@ def iter_lhe(
     header = None
     init = None
     rows: list[Any] = []
+    root = None
     try:
-        for event, elem in ET.iterparse(path, events=("end",)):
-            del event
+        for event, elem in ET.iterparse(path, events=("start", "end")):
+            if event == "start":
+                if root is None:
+                    root = elem
+                continue
             if elem.tag == "header":
                 header = elem
             elif elem.tag == "init":
@@ -290,6 +294,8 @@ def iter_lhe(
             elif elem.tag == "event":
                 rows.append(_parse_event(elem))
                 elem.clear()
+                if root is not None:
+                    root.clear()  # drop the parsed events from the tree: constant memory
                 if len(rows) >= chunk_size:
                     yield _to_events(rows, dtype), _lhe_metadata(header, init)
                     rows = []
