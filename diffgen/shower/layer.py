@@ -182,7 +182,7 @@ def final_state_shower(
         keys = jax.random.split(key, events.n_events)
         (p, log_prob), aux = run(alpha, t0, events.p, events.pid, events.colour, events.mask, keys)
         n = events.n_events
-        mask = jnp.arange(capacity)[None, :] < aux["n"][:, None]
+        mask = jnp.arange(capacity, dtype=jnp.int32)[None, :] < aux["n"][:, None]
         extra = {
             "shower_overflow": aux["overflow"],
             "shower_n_emissions": aux["n_emissions"],
@@ -221,11 +221,11 @@ def _massless(p: Array, mask: Array) -> Array:
     """
     p = jnp.where(mask[:, None], p, 0.0)
     total = jnp.sum(p, axis=0)
-    rest = kin.boost_to_rest_frame(p, total)
+    rest = kin.boost_to_rest_frame(p, total[None, :])
     a = kin.p_abs(rest)
     xi = kin.safe_div(kin.mass(total), jnp.sum(a))
     rest = jnp.concatenate([(xi * a)[:, None], xi * rest[:, 1:]], axis=-1)
-    return jnp.where(mask[:, None], kin.boost_from_rest_frame(rest, total), 0.0)
+    return jnp.where(mask[:, None], kin.boost_from_rest_frame(rest, total[None, :]), 0.0)
 
 
 def _make_runner(capacity: int, order: int, max_records: int, max_trials: int):
