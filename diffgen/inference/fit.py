@@ -212,6 +212,105 @@ def _nonfinite_leaves(tree: Params) -> list[str]:
     return out
 
 
+_FIT_CACHE: dict = {}
+
+
+def _build_fit(loss, optimizer, treedef, trainable, chosen, has_key, refresh, steps, tol, patience, gtol, on_nan):
+    """The compiled pieces of :func:`fit` (cached, so refitting the same loss does not recompile)."""
+
+    def constrain(u: Params) -> Params:
+        ls = jax.tree_util.tree_leaves(u)
+        out = [x if tr is None else tr.forward(x) for x, tr in zip(ls, chosen, strict=True)]
+        return jax.tree_util.tree_unflatten(treedef, out)
+
+    if not has_key:
+
+        def objective(u: Params, k: Any) -> Array:
+            del k
+            return loss(constrain(u))
+
+    else:
+
+        def objective(u: Params, k: Key) -> Array:
+            return loss(constrain(u), k)
+
+    opt = optax.chain(
+        optax.masked(optimizer, trainable, mask_compatible_extra_args=True),
+        optax.masked(optax.set_to_zero(), jax.tree.map(lambda t: not t, trainable)),
+    )
+    zero_frozen = lambda g: jax.tree.map(lambda x, t: x if t else jnp.zeros_like(x), g, trainable)  # noqa: E731
+    gtol_v = -1.0 if gtol is None else float(gtol)
+    max_skip = 10
+
+    def raw_step(u, state, k):
+        val, g = jax.value_and_grad(objective)(u, k)
+        g = zero_frozen(g)
+
+        def value_fn(v):
+            # masked line searches hand over trees with MaskedNode leaves for frozen entries
+            full = jax.tree.map(
+                lambda m, cur: cur if isinstance(m, optax.MaskedNode) else m,
+                v,
+                u,
+                is_leaf=lambda x: isinstance(x, optax.MaskedNode),
+            )
+            return objective(full, k)
+
+        # optax mixes its int32 step count with floats; the user's loss stays under the caller's
+        # promotion rules, only the optimiser's own arithmetic uses the standard ones
+        with jax.numpy_dtype_promotion("standard"):
+            updates, new_state = opt.update(g, state, u, value=val, grad=g, value_fn=value_fn)
+        new_u = optax.apply_updates(u, updates)
+        gnorm = optax.tree.norm(g)
+        ok = jnp.isfinite(val) & jnp.isfinite(gnorm)
+        return new_u, new_state, val, gnorm, ok, g
+
+    def tree_where(c, a, b):
+        return jax.tree.map(lambda x, y: jnp.where(c, x, y), a, b)
+
+    def one(carry, t, base_key):
+        # u: next point to evaluate (state belongs to it); good_*: last point with a finite
+        # loss and gradient. A step is accepted when the loss and gradient at u are finite.
+        u, state, good_u, good_state, done, code, calm, prev, nskip, bad_g, bad_val, bad_t = carry
+        k = jax.random.fold_in(base_key, t) if refresh else base_key
+        new_u, new_state, val, gnorm, ok, g = raw_step(u, state, k)
+        active = ~done & (t < steps)
+        accept = active & ok
+        reject = active & ~ok
+        first_bad = reject & (bad_t < 0)
+        bad_g = tree_where(first_bad, g, bad_g)
+        bad_val = jnp.where(first_bad, val, bad_val)
+        bad_t = jnp.where(first_bad, t, bad_t)
+        small = jnp.abs(val - prev) <= tol * (1.0 + jnp.abs(val))
+        calm = jnp.where(accept, jnp.where(small, calm + 1, 0), calm)
+        conv = accept & ((calm >= patience) | (gnorm <= gtol_v))
+        nskip = jnp.where(reject, nskip + 1, jnp.where(accept, 0, nskip))
+        stop_nan = reject & ((nskip > max_skip) if on_nan == "skip" else True)
+        out_of_steps = active & (t == steps - 1)
+        good_u = tree_where(accept, u, good_u)
+        good_state = tree_where(accept, state, good_state)
+        # accepted: move on; rejected: go back to the last good point (retried with new numbers
+        # only in "skip" mode, otherwise the loop stops here)
+        u = tree_where(accept, new_u, tree_where(reject, good_u, u))
+        state = tree_where(accept, new_state, tree_where(reject, good_state, state))
+        prev = jnp.where(accept, val, prev)
+        code = jnp.where(conv, 1, jnp.where(stop_nan, 2, code))
+        done = done | conv | stop_nan | out_of_steps
+        return (u, state, good_u, good_state, done, code, calm, prev, nskip, bad_g, bad_val, bad_t), (
+            val,
+            gnorm,
+            accept,
+        )
+
+    @functools.partial(jax.jit, static_argnames="length")
+    def run_chunk(carry, start, base_key, length):
+        carry, outs = jax.lax.scan(lambda c, t: one(c, t, base_key), carry, start + jnp.arange(length))
+        # losses at the current and at the last good point, for the summary (one compilation)
+        return carry, outs, objective(carry[0], base_key), objective(carry[2], base_key)
+
+    return constrain, objective, opt, run_chunk
+
+
 def fit(
     loss: Callable[..., Array],
     params: Params,
@@ -287,99 +386,34 @@ def fit(
     ]
     u0 = jax.tree_util.tree_unflatten(treedef, u_leaves)
 
-    def constrain(u: Params) -> Params:
-        ls = jax.tree_util.tree_leaves(u)
-        out = [x if tr is None else tr.forward(x) for x, tr in zip(ls, chosen, strict=True)]
-        return jax.tree_util.tree_unflatten(treedef, out)
-
-    if key is None:
-
-        def objective(u: Params, k: Any) -> Array:
-            del k
-            return loss(constrain(u))
-
-        base_key = None
-    else:
-
-        def objective(u: Params, k: Key) -> Array:
-            return loss(constrain(u), k)
-
-        base_key = key
-
-    opt = optax.chain(
-        optax.masked(optimizer, trainable, mask_compatible_extra_args=True),
-        optax.masked(optax.set_to_zero(), jax.tree.map(lambda t: not t, trainable)),
+    cache_key = (
+        id(loss),
+        id(optimizer),
+        treedef,
+        tuple(jax.tree_util.tree_leaves(trainable)),
+        tuple(map(id, chosen)),
+        key is not None,
+        random_numbers,
+        steps,
+        tol,
+        patience,
+        gtol,
+        on_nan,
     )
-    zero_frozen = lambda g: jax.tree.map(lambda x, t: x if t else jnp.zeros_like(x), g, trainable)  # noqa: E731
-    refresh = base_key is not None and random_numbers == "refresh"
-    gtol_v = -1.0 if gtol is None else float(gtol)
-    max_skip = 10
-
-    def raw_step(u, state, k):
-        val, g = jax.value_and_grad(objective)(u, k)
-        g = zero_frozen(g)
-
-        def value_fn(v):
-            # masked line searches hand over trees with MaskedNode leaves for frozen entries
-            full = jax.tree.map(
-                lambda m, cur: cur if isinstance(m, optax.MaskedNode) else m,
-                v,
-                u,
-                is_leaf=lambda x: isinstance(x, optax.MaskedNode),
-            )
-            return objective(full, k)
-
-        # optax mixes its int32 step count with floats; the user's loss stays under the caller's
-        # promotion rules, only the optimiser's own arithmetic uses the standard ones
-        with jax.numpy_dtype_promotion("standard"):
-            updates, new_state = opt.update(g, state, u, value=val, grad=g, value_fn=value_fn)
-        new_u = optax.apply_updates(u, updates)
-        gnorm = optax.tree.norm(g)
-        ok = jnp.isfinite(val) & jnp.isfinite(gnorm)
-        return new_u, new_state, val, gnorm, ok, g
-
-    def tree_where(c, a, b):
-        return jax.tree.map(lambda x, y: jnp.where(c, x, y), a, b)
-
-    def one(carry, t):
-        # u: next point to evaluate (state belongs to it); good_*: last point with a finite
-        # loss and gradient. A step is accepted when the loss and gradient at u are finite.
-        u, state, good_u, good_state, done, code, calm, prev, nskip, bad_g, bad_val, bad_t = carry
-        k = jax.random.fold_in(base_key, t) if refresh else base_key
-        new_u, new_state, val, gnorm, ok, g = raw_step(u, state, k)
-        active = ~done & (t < steps)
-        accept = active & ok
-        reject = active & ~ok
-        first_bad = reject & (bad_t < 0)
-        bad_g = tree_where(first_bad, g, bad_g)
-        bad_val = jnp.where(first_bad, val, bad_val)
-        bad_t = jnp.where(first_bad, t, bad_t)
-        small = jnp.abs(val - prev) <= tol * (1.0 + jnp.abs(val))
-        calm = jnp.where(accept, jnp.where(small, calm + 1, 0), calm)
-        conv = accept & ((calm >= patience) | (gnorm <= gtol_v))
-        nskip = jnp.where(reject, nskip + 1, jnp.where(accept, 0, nskip))
-        stop_nan = reject & ((nskip > max_skip) if on_nan == "skip" else True)
-        out_of_steps = active & (t == steps - 1)
-        good_u = tree_where(accept, u, good_u)
-        good_state = tree_where(accept, state, good_state)
-        # accepted: move on; rejected: go back to the last good point (retried with new numbers
-        # only in "skip" mode, otherwise the loop stops here)
-        u = tree_where(accept, new_u, tree_where(reject, good_u, u))
-        state = tree_where(accept, new_state, tree_where(reject, good_state, state))
-        prev = jnp.where(accept, val, prev)
-        code = jnp.where(conv, 1, jnp.where(stop_nan, 2, code))
-        done = done | conv | stop_nan | out_of_steps
-        return (u, state, good_u, good_state, done, code, calm, prev, nskip, bad_g, bad_val, bad_t), (
-            val,
-            gnorm,
-            accept,
+    hit = _FIT_CACHE.get(cache_key)
+    same = hit is not None and hit[0] is loss and hit[1] is optimizer
+    if same and all(x is y for x, y in zip(hit[2], chosen, strict=True)):
+        constrain, _, opt, run_chunk = hit[3]
+    else:
+        refresh = key is not None and random_numbers == "refresh"
+        built = _build_fit(
+            loss, optimizer, treedef, trainable, chosen, key is not None, refresh, steps, tol, patience, gtol, on_nan
         )
-
-    @functools.partial(jax.jit, static_argnames="length")
-    def run_chunk(carry, start, length):
-        carry, outs = jax.lax.scan(one, carry, start + jnp.arange(length))
-        # losses at the current and at the last good point, for the summary (one compilation)
-        return carry, outs, objective(carry[0], base_key), objective(carry[2], base_key)
+        constrain, _, opt, run_chunk = built
+        _FIT_CACHE[cache_key] = (loss, optimizer, chosen, built)
+        while len(_FIT_CACHE) > 16:
+            _FIT_CACHE.pop(next(iter(_FIT_CACHE)))
+    base_key = jnp.zeros((), jnp.uint32) if key is None else key
 
     with jax.numpy_dtype_promotion("standard"):
         state0 = opt.init(u0)
@@ -421,7 +455,7 @@ def fit(
     start = 0
     try:
         while start < steps:
-            carry, (vals, gnorms, accepted), loss_u, loss_good = run_chunk(carry, jnp.asarray(start), length)
+            carry, (vals, gnorms, accepted), loss_u, loss_good = run_chunk(carry, jnp.asarray(start), base_key, length)
             acc = np.asarray(accepted)
             hist_loss.append(np.asarray(vals)[acc])
             hist_g.append(np.asarray(gnorms)[acc])
@@ -507,7 +541,7 @@ class Covariance:
 
     def propagate(self, fn: Callable[[Params], Array], params: Params) -> float:
         """σ of a derived scalar ``fn(params)`` by linear error propagation ``√(gᵀ C g)``."""
-        g = jax.grad(fn)(params)
+        g = jax.jit(jax.grad(fn))(params)
         flat = _flat_named(g)
         vec = np.array([flat[n] for n in self.names])
         return float(np.sqrt(vec @ self.matrix @ vec))
@@ -526,22 +560,29 @@ def _flat_named(params: Params) -> dict[str, float]:
     return out
 
 
+_HESS_CACHE: dict = {}
+
+
 def hessian_covariance(
-    loss: Callable[[Params], Array],
+    loss: Callable[..., Array],
     params: Params,
     *,
     errordef: float = 1.0,
     frozen: Collection[str] = (),
+    key: Key | None = None,
 ) -> Covariance:
     """Covariance ``2·errordef·H⁻¹`` of the free parameters from the Hessian of ``loss`` at ``params``.
 
+    The compiled Hessian is cached per ``loss`` object, so repeated calls (e.g. over pseudo-data
+    held in frozen leaves, or over seeds passed as ``key``) do not recompile.
+
     Args:
-      loss: deterministic ``loss(params) -> scalar`` (for a stochastic loss pass
-        ``partial(loss, key=…)`` or a closure with a fixed key); a χ² (``errordef=1``) or a
-        negative log-likelihood (``errordef=0.5``).
+      loss: ``loss(params) -> scalar``, or ``loss(params, key)`` with ``key`` given (evaluated
+        at that fixed key); a χ² (``errordef=1``) or a negative log-likelihood (``errordef=0.5``).
       params: the optimum (e.g. ``FitResult.params``), physical units.
       errordef: the loss change that defines one standard deviation.
-      frozen: leaf names excluded (held fixed).
+      frozen: leaf names excluded (held fixed at their values in ``params``).
+      key: PRNG key of a stochastic loss.
 
     Returns:
       :class:`Covariance`.
@@ -557,18 +598,31 @@ def hessian_covariance(
     _check_params(params)
     params = jax.tree.map(jnp.asarray, params)
     _frozen_mask(params, frozen)  # validates the names
-    pairs = zip(param_names(params), jax.tree_util.tree_leaves(params), strict=True)
-    free = {n: v for n, v in pairs if not _match(n, frozen)}
-    flat, unravel = ravel_pytree(free)
-    leaves, treedef = jax.tree_util.tree_flatten(params)
     names_all = param_names(params)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    pairs = zip(names_all, leaves, strict=True)
+    free = {n: v for n, v in pairs if not _match(n, frozen)}
+    if not free:
+        raise ValueError("every parameter is frozen: no covariance to compute")
+    flat, unravel = ravel_pytree(free)
+    shapes = tuple((np.shape(x), np.asarray(x).dtype.str) for x in leaves)
+    cache_key = (id(loss), treedef, tuple(names_all), tuple(sorted(free)), shapes, key is not None)
+    hit = _HESS_CACHE.get(cache_key)
+    if hit is not None and hit[0] is loss:
+        hess = hit[1]
+    else:
 
-    def f(x: Array) -> Array:
-        d = unravel(x)
-        full = [d[n] if n in d else leaf for n, leaf in zip(names_all, leaves, strict=True)]
-        return loss(jax.tree_util.tree_unflatten(treedef, full))
+        def f(x: Array, all_leaves: list[Array], k: Any) -> Array:
+            d = unravel(x)
+            full = [d[n] if n in d else leaf for n, leaf in zip(names_all, all_leaves, strict=True)]
+            p = jax.tree_util.tree_unflatten(treedef, full)
+            return loss(p) if key is None else loss(p, k)
 
-    h = np.asarray(jax.jit(jax.hessian(f))(flat), dtype=np.float64)
+        hess = jax.jit(jax.hessian(f))
+        _HESS_CACHE[cache_key] = (loss, hess)
+        while len(_HESS_CACHE) > 16:
+            _HESS_CACHE.pop(next(iter(_HESS_CACHE)))
+    h = np.asarray(hess(flat, leaves, jnp.zeros((), jnp.uint32) if key is None else key), dtype=np.float64)
     names = list(_flat_named(free).keys())
     if not np.all(np.isfinite(h)):
         raise ValueError(f"the Hessian of the loss is not finite at params (parameters {names})")

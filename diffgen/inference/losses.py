@@ -114,13 +114,14 @@ def chi2(
     cov = jnp.asarray(covariance, dtype=pred.dtype)
     if cov.shape != (k, k):
         raise ValueError(f"covariance must have shape [{k}, {k}], got {cov.shape}")
-    if _concrete(cov):
-        c = np.asarray(v + cov)
+    total = v + cov
+    if _concrete(total):
+        c = np.asarray(total)
         if not np.allclose(c, c.T, rtol=1e-10, atol=0.0):
             raise ValueError("covariance must be symmetric")
         if not np.all(np.linalg.eigvalsh(c) > 0):
             raise ValueError("covariance (plus diag(errors²)) must be positive definite")
-    chol = jnp.linalg.cholesky(v + cov)
+    chol = jnp.linalg.cholesky(total)
     z = jax.scipy.linalg.solve_triangular(chol, r, lower=True)
     return jnp.sum(z * z)
 
