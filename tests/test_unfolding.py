@@ -20,6 +20,7 @@ from diffgen.unfolding import (
     gaussian_toy,
     likelihood_ratio,
     omnifold,
+    omnifold_pairs,
     train_classifier,
     weighted_auc,
     weighted_mean_std,
@@ -27,7 +28,7 @@ from diffgen.unfolding import (
 from diffgen.unfolding.ibu import histogram, ibu, ibu_unfold, response_matrix
 
 # Small networks and few epochs: 2 shared cores. Warm starts carry training across iterations.
-FAST = TrainConfig(hidden=(32, 32), epochs=10, batch_size=128, patience=3, learning_rate=1e-2)
+FAST = TrainConfig(hidden=(32, 32), epochs=10, batch_size=256, patience=3, learning_rate=3e-3)
 
 
 def _moments(values, weights):
@@ -134,7 +135,7 @@ def test_omnifold_gaussian_toy_with_inefficiency_and_fakes(toy):
             key=jax.random.key(3),
             pass_gen=mc.pass_gen,
             pass_reco=mc.pass_reco,
-            iterations=5,
+            iterations=6,
             n_bootstrap=6,
             config=FAST,
         )
@@ -151,12 +152,12 @@ def test_omnifold_gaussian_toy_with_inefficiency_and_fakes(toy):
     prior = _moments(gen, np.where(mc.pass_gen, 1.0, 0.0))
     assert np.all(np.abs(prior - ref) > 4 * sigma)
     # Diagnostics after every step; weights are finite, fakes carry no particle-level weight.
-    assert [(d.iteration, d.step) for d in res.diagnostics] == [(i, s) for i in range(1, 6) for s in (1, 2)]
+    assert [(d.iteration, d.step) for d in res.diagnostics] == [(i, s) for i in range(1, 7) for s in (1, 2)]
     for d in res.diagnostics:
         assert 0.5 < d.ess_fraction <= 1.0 and d.fraction_clipped == 0.0 and 0.4 < d.auc < 0.7
         assert len(d.largest) == 5 and d.largest[0] >= 1.0
     assert np.all(res.weights[~mc.pass_gen] == 0) and np.all(np.isfinite(res.weights))
-    assert len(res.history) == 5 and res.history[0]["push"].shape == (7, mc.gen.shape[0])
+    assert len(res.history) == 6 and res.history[0]["push"].shape == (7, mc.gen.shape[0])
     # Inefficient events keep ω = ν in step 1 (documented treatment).
     miss = mc.pass_gen & ~mc.pass_reco
     np.testing.assert_array_equal(res.history[-1]["pull"][:, miss], res.history[-2]["push"][:, miss])
@@ -227,7 +228,7 @@ def test_omnifold_three_correlated_observables():
             mc.reco,
             data.observed,
             key=jax.random.key(6),
-            iterations=4,
+            iterations=6,
             n_bootstrap=5,
             config=FAST,
             max_clipped=0.05,
@@ -376,3 +377,40 @@ def test_ibu_and_classifier_bad_input():
         train_classifier(np.zeros(5), np.ones(5), w0=np.zeros(5), key=jax.random.key(0))
     with pytest.raises(ValueError, match="TrainConfig.clip"):
         TrainConfig(clip=1.0)
+
+
+def test_omnifold_pairs_uses_events_flags_and_weights():
+    """GenRecoPair input: observables at both levels, the pair's flags and generator weights."""
+    from diffgen.detector import GenRecoPair
+
+    toy = gaussian_toy(41, 1500, 0.0, 1.0)
+    n = toy.gen.shape[0]
+
+    def events(values, weight):
+        p = np.zeros((n, 1, 4))
+        p[:, 0, 0] = np.nan_to_num(values[:, 0], nan=0.0) + 10.0  # energy carries the feature
+        return Events(p=p, weight=weight, mask=np.ones((n, 1), bool), pid=np.full((n, 1), 13, np.int32))
+
+    w = np.random.default_rng(42).uniform(0.5, 1.5, n)
+    pair = GenRecoPair(
+        reco=events(toy.reco, w), truth=events(toy.gen, w), pass_gen=toy.pass_gen, pass_reco=toy.pass_reco
+    )
+    data = gaussian_toy(43, 1500, 0.3, 1.0)
+    m = data.gen.shape[0]
+    p = np.zeros((m, 1, 4))
+    p[:, 0, 0] = np.nan_to_num(data.reco[:, 0]) + 10.0
+    data_pair = GenRecoPair(
+        reco=Events(p=p, weight=np.ones(m), mask=np.ones((m, 1), bool), pid=np.full((m, 1), 13, np.int32)),
+        truth=Events(p=p, weight=np.ones(m), mask=np.ones((m, 1), bool), pid=np.full((m, 1), 13, np.int32)),
+        pass_gen=data.pass_gen,
+        pass_reco=data.pass_reco,
+    )
+    res = omnifold_pairs(
+        pair, data_pair, observables=lambda e: e.p[:, 0, 0], key=jax.random.key(9), iterations=1, config=FAST
+    )
+    np.testing.assert_array_equal(res.pass_gen, toy.pass_gen)
+    assert np.all(res.weights[~toy.pass_gen] == 0)
+    # Push factors multiply the generator weights (not 1): weights / push = w on pass_gen.
+    ok = toy.pass_gen
+    scale = res.weights[ok] / (w[ok] * res.push[ok])
+    np.testing.assert_allclose(scale, scale[0], rtol=1e-9)

@@ -35,7 +35,9 @@ def test_unfold_writes_weights_atomically(tmp_path, capsys):
             "--hidden",
             "32,32",
             "--batch-size",
-            "512",
+            "256",
+            "--learning-rate",
+            "0.003",
         ]
     )
     assert code == 0

@@ -20,6 +20,7 @@ from diffgen.unfolding.classifier import (
     train_classifier,
     weighted_auc,
 )
+from diffgen.unfolding.ibu import IBUResult, Response, histogram, ibu, ibu_unfold, response_matrix
 from diffgen.unfolding.omnifold import (
     OmniFoldResult,
     StepDiagnostics,
@@ -27,12 +28,38 @@ from diffgen.unfolding.omnifold import (
     effective_sample_size,
     event_features,
     omnifold,
+    omnifold_pairs,
     weighted_mean_std,
 )
 from diffgen.unfolding.toys import ToySample, gaussian_toy
 
+# The flow pulls in distrax (and TFP when installed): imported on first use.
+_FLOW = ("FlowConfig", "ConditionalFlow", "Coverage", "train_flow", "sample_posterior", "log_prob", "coverage")
+
+
+def __getattr__(name: str):
+    if name in _FLOW:
+        from diffgen.unfolding import flow
+
+        return getattr(flow, name)
+    raise AttributeError(f"module 'diffgen.unfolding' has no attribute {name!r}")
+
+
 __all__ = [
     "MLP",
+    "IBUResult",
+    "Response",
+    "histogram",
+    "ibu",
+    "ibu_unfold",
+    "response_matrix",
+    "FlowConfig",
+    "ConditionalFlow",
+    "Coverage",
+    "train_flow",
+    "sample_posterior",
+    "log_prob",
+    "coverage",
     "Classifier",
     "DeepSets",
     "OmniFoldResult",
@@ -46,6 +73,7 @@ __all__ = [
     "gaussian_toy",
     "likelihood_ratio",
     "omnifold",
+    "omnifold_pairs",
     "train_classifier",
     "weighted_auc",
     "weighted_mean_std",

@@ -265,7 +265,7 @@ class TrainConfig:
     learning_rate: float = 2e-3
     val_fraction: float = 0.2
     patience: int = 3
-    min_delta: float = 1e-4
+    min_delta: float = 0.0
     clip: float = 100.0
     dtype: Any = jnp.float32
 

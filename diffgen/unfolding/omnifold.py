@@ -65,6 +65,7 @@ __all__ = [
     "StepDiagnostics",
     "UnfoldingWarning",
     "omnifold",
+    "omnifold_pairs",
     "event_features",
     "effective_sample_size",
     "weighted_mean_std",
@@ -249,7 +250,7 @@ def omnifold(
     warm_start: bool = True,
     ess_drop: float = 0.5,
     max_clipped: float = 0.01,
-    auc_rise: float = 0.02,
+    auc_rise: float = 0.05,
 ) -> OmniFoldResult:
     """Unfold detector-level data with OmniFold (arXiv:1911.09107, Algorithm 1).
 
@@ -277,7 +278,9 @@ def omnifold(
         step in the previous iteration (or of the prior MC weights at iteration 1).
       max_clipped: warn when more than this fraction of ratios is clipped.
       auc_rise: warn when the step-1 AUC rises by more than this from one iteration to the
-        next (the reweighted simulation moving away from data).
+        next (the reweighted simulation moving away from data), and by more than 3 times the
+        AUC's statistical error under the null, ``sqrt((n₀+n₁+1)/(12 n₀ n₁))`` (Hanley & McNeil,
+        Radiology 143 (1982) 29), on the validation split.
 
     Returns:
       :class:`OmniFoldResult`.
@@ -377,7 +380,10 @@ def omnifold(
         d1 = _diagnose(
             it, 1, (w_mc * pull[0])[idx_r], np.asarray(clipped1)[:n_ensemble], info1.auc[:n_ensemble], info1.epochs
         )
-        d1 = _warn(d1, prev[1], ess_drop, max_clipped, auc_rise, prev_auc1)
+        n_v0 = config.val_fraction * idx_r.shape[0]
+        n_v1 = config.val_fraction * n_data
+        auc_floor = 3.0 * np.sqrt((n_v0 + n_v1 + 1) / (12.0 * n_v0 * n_v1))
+        d1 = _warn(d1, prev[1], ess_drop, max_clipped, max(auc_rise, auc_floor), prev_auc1)
         prev[1], prev_auc1 = d1.ess_fraction, d1.auc
         diags.append(d1)
 
@@ -455,3 +461,40 @@ def _warn(
     for msg in msgs:
         warnings.warn(msg, UnfoldingWarning, stacklevel=3)
     return dataclasses.replace(d, warnings=tuple(msgs))
+
+
+def omnifold_pairs(mc: Any, data: Any, *, observables: Any, key: jax.Array, **kwargs: Any) -> OmniFoldResult:
+    """OmniFold on a detector ``GenRecoPair`` (``diffgen.detector.pairing``) of simulation.
+
+    Args:
+      mc: ``GenRecoPair`` of the simulation: ``truth`` and ``reco`` Events, ``pass_gen`` and
+        ``pass_reco`` flags; the MC weights are ``mc.truth.weight`` unless ``mc_weights`` is given.
+      data: detector-level data: ``Events`` (all events observed) or a ``GenRecoPair`` (its
+        ``reco`` events with ``pass_reco``; its truth is not used).
+      observables: callable(s) ``Events -> [N]`` applied at both levels (``None``: particle sets).
+      key: PRNG key.
+      **kwargs: further :func:`omnifold` options.
+
+    Returns:
+      :class:`OmniFoldResult` for the events of ``mc``.
+    """
+    for name in ("truth", "reco", "pass_gen", "pass_reco"):
+        if not hasattr(mc, name):
+            raise TypeError(f"omnifold_pairs: mc must be a GenRecoPair (truth, reco, pass_*), lacks {name!r}")
+    if hasattr(data, "pass_reco") and hasattr(data, "reco"):
+        keep = np.asarray(data.pass_reco)
+        if not keep.any():
+            raise ValueError("omnifold_pairs: no data event passes reconstruction")
+        data = data.reco.take(np.nonzero(keep)[0])
+    if not isinstance(data, Events):
+        raise TypeError(f"omnifold_pairs: data must be Events or a GenRecoPair, got {type(data).__name__}")
+    return omnifold(
+        mc.truth,
+        mc.reco,
+        data,
+        key=key,
+        observables=observables,
+        pass_gen=np.asarray(mc.pass_gen),
+        pass_reco=np.asarray(mc.pass_reco),
+        **kwargs,
+    )
