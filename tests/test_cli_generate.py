@@ -183,3 +183,13 @@ def test_help_documents_units_and_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for phrase in ("GeV", "(default: 91.1876)", "(default: 10000)", "(default: events.parquet)", "--seed", "--quiet"):
         assert phrase in text
+
+
+def test_generate_float32_parquet_keeps_dtype(tmp_path):
+    out = tmp_path / "f32.parquet"
+    assert main(["generate", "--n", "64", "--dtype", "float32", "-o", str(out), "-q"]) == 0
+    events, meta = dio.read_events(out)
+    assert events.dtype == np.float32 and meta["dtype"] == "float32"
+    assert meta["params"]["source"]["m_z"] == pytest.approx(91.1876, rel=1e-6)
+    w = np.asarray(events.weight, np.float64)
+    assert meta["cross_section_pb"] == pytest.approx(w.mean(), rel=1e-12)
