@@ -19,7 +19,6 @@ from diffgen.cli import generate as gen_cli
 from diffgen.cli import main
 from diffgen.config import effective_config_path, load_run_config
 
-ROOT = Path(__file__).resolve().parents[1]
 DIFFGEN = [sys.executable, "-m", "diffgen.cli"]
 
 
