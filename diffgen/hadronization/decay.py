@@ -1,0 +1,409 @@
+"""Cluster decay: angle models, two-body kinematics, threshold rule, unstable-hadron decays.
+
+A cluster C of mass M made of a quark q_a and an antiquark q̄_b decays by popping a pair
+q_f q̄_f from the vacuum (f = d, u, s with weights 1 : 1 : γ_s) into the mesons
+h₁ = (q_a q̄_f) and h₂ = (q_f q̄_b), each a vector meson with probability ``p_vector``
+(Herwig's cluster decay, arXiv:0803.0883 §7.3, with the spin/phase-space weights replaced by
+these two parameters). In the cluster rest frame h₁ moves at polar angle θ to the quark
+constituent's direction n̂ and azimuth φ about it (the frame of
+:func:`diffgen.kinematics.rotate_from_z`); h₂ recoils. With exact two-body kinematics
+``|p*| = λ^{1/2}(M², m₁², m₂²)/(2M)`` and a boost to the lab both hadrons are on shell and
+four-momentum is conserved by construction.
+
+The angle model is pluggable (:class:`AngleModel`): the reference model below, or a learned
+generator/flow from :mod:`diffgen.hadronization.learned`.
+
+Reference angles (in the spirit of Herwig's ClDir/ClSmr option, arXiv:0803.0883 eq. 7.6):
+cos θ follows the truncated exponential ``p(c) ∝ exp((c − 1)/σ)`` on [−1, 1], sampled by the
+inverse CDF ``c = 1 + σ log(1 − u(1 − e^{−2/σ}))`` (pathwise differentiable in the smearing σ;
+σ → ∞ is isotropic, σ → 0 aligns h₁ with the quark); φ ~ U(−π, π).
+
+Threshold rule (documented, never dropping a cluster): if M is below m₁ + m₂ for the sampled
+types, the pseudoscalar pair of the popped flavour that minimises m₁ + m₂ is used; if M is
+below even that, the cluster becomes the lightest single meson (q_a q̄_b) and exchanges
+momentum with the other clusters of the event by a common rescaling of all three-momenta in
+their rest frame (see :func:`_reshuffle`; in the spirit of Herwig's reshuffling,
+arXiv:0803.0883 §6.4 and §7.3). Massless b and c constituents make many heavy-flavour clusters lighter
+than the lightest B or D meson; they become single hadrons by this rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffgen import kinematics as kin
+from diffgen.core import is_traced
+from diffgen.hadronization import hadrons as H
+from diffgen.hadronization.formation import (
+    Clusters,
+    append_to_free_slots,
+    constituent_axis,
+    popped_flavour_logits,
+    sample_flavour,
+)
+from diffgen.typing import Array, Key, Params
+
+__all__ = [
+    "AngleModel",
+    "decay_clusters",
+    "decay_unstable",
+    "reference_angles",
+    "smeared_cos_theta",
+    "smeared_cos_theta_log_prob",
+    "two_body_decay",
+]
+
+
+class AngleModel(NamedTuple):
+    """A model of the decay angles of a cluster.
+
+    Attributes:
+      init: ``init(key) -> params``.
+      sample: ``sample(params, key, p_cluster, axis) -> (cos_theta, phi)`` with
+        ``p_cluster`` [..., 4] (lab, GeV), ``axis`` [..., 3] the unit quark direction in the
+        cluster rest frame, and outputs [...] (cos θ in [−1, 1], φ in [−π, π)).
+      name: a label (``"reference"``, ``"gan"``, ``"flow"``).
+    """
+
+    init: Callable[[Key], Params]
+    sample: Callable[[Params, Key, Array, Array], tuple[Array, Array]]
+    name: str = "model"
+
+
+def smeared_cos_theta(u: Array, smearing: Array) -> Array:
+    """Inverse CDF of ``p(c) ∝ exp((c − 1)/σ)`` on [−1, 1] (truncated exponential).
+
+    Args:
+      u: [...] uniform numbers in [0, 1).
+      smearing: σ > 0 (GeV-free), broadcast-compatible.
+
+    Returns:
+      [...] cos θ; differentiable in σ (pathwise).
+    """
+    smearing = jnp.asarray(smearing, u.dtype)
+    return jnp.clip(1.0 + smearing * jnp.log1p(u * jnp.expm1(-2.0 / smearing)), -1.0, 1.0)
+
+
+def smeared_cos_theta_log_prob(c: Array, smearing: Array) -> Array:
+    """Log-density of the truncated exponential of :func:`smeared_cos_theta`: [...] → [...]."""
+    smearing = jnp.asarray(smearing, c.dtype)
+    return (c - 1.0) / smearing - jnp.log(smearing) - jnp.log(-jnp.expm1(-2.0 / smearing))
+
+
+def reference_angles(*, isotropic: bool = False) -> AngleModel:
+    """The reference angle model: smeared around the quark direction, or isotropic.
+
+    Args:
+      isotropic: ignore the smearing and sample cos θ ~ U(−1, 1).
+
+    Returns:
+      :class:`AngleModel` with params ``{"smearing": σ}`` (default 0.78, Herwig's ClSmrLight).
+    """
+
+    def init(key: Key) -> Params:
+        del key
+        return {"smearing": jnp.asarray(0.78)}
+
+    def sample(params: Params, key: Key, p_cluster: Array, axis: Array) -> tuple[Array, Array]:
+        del axis
+        dtype = p_cluster.dtype
+        u = jax.random.uniform(key, (*p_cluster.shape[:-1], 2), dtype=dtype)
+        if isotropic:
+            cos = 2.0 * u[..., 0] - 1.0
+        else:
+            cos = smeared_cos_theta(u[..., 0], params["smearing"])
+        return cos, (2.0 * u[..., 1] - 1.0) * jnp.pi
+
+    return AngleModel(init=init, sample=sample, name="isotropic" if isotropic else "reference")
+
+
+def two_body_decay(p_cluster: Array, axis: Array, cos_theta: Array, phi: Array, m1: Array, m2: Array):
+    """Exact two-body decay M → m₁ m₂ at given angles, boosted to the lab.
+
+    Args:
+      p_cluster: [..., 4] parent momentum (E, px, py, pz), GeV, timelike.
+      axis: [..., 3] unit vector in the parent rest frame from which θ is measured.
+      cos_theta, phi: [...] direction of daughter 1 relative to ``axis``.
+      m1, m2: [...] daughter masses, GeV (M ≥ m₁ + m₂; below threshold |p*| = 0).
+
+    Returns:
+      ``(p1, p2)``, [..., 4] lab momenta (PDG Kinematics eq. 49.17).
+    """
+    m = kin.mass(p_cluster)
+    q = kin.two_body_momentum(m, m1, m2)
+    sin = kin.safe_sqrt(1.0 - cos_theta**2)
+    zero = jnp.zeros_like(q)
+    local = jnp.stack([zero, sin * jnp.cos(phi), sin * jnp.sin(phi), cos_theta], axis=-1)
+    direction = kin.rotate_from_z(local, axis)[..., 1:]
+    k = q[..., None] * direction
+    e1 = kin.safe_sqrt(q**2 + m1**2)
+    e2 = kin.safe_sqrt(q**2 + m2**2)
+    p1 = jnp.concatenate([e1[..., None], k], axis=-1)
+    p2 = jnp.concatenate([e2[..., None], -k], axis=-1)
+    return kin.boost_from_rest_frame(p1, p_cluster), kin.boost_from_rest_frame(p2, p_cluster)
+
+
+def _choose_types(params: Params, u: Array, fq: Array, fqb: Array, m: Array, mask: Array):
+    """Hadron types of each cluster of one event with the threshold fallbacks; u [K, 3] uniforms."""
+    dtype = m.dtype
+    logits = popped_flavour_logits(jnp.asarray(params["gamma_s"], dtype))
+    f = sample_flavour(u[:, 0], logits)
+    p_vec = jnp.asarray(params["p_vector"], dtype)
+    uv = u[:, 1:]
+    v = (uv < p_vec).astype(jnp.int32)
+    logp_v = jnp.where(v == 1, kin.safe_log(p_vec, -jnp.inf), kin.safe_log(1.0 - p_vec, -jnp.inf))
+    fq1, fqb1 = jnp.clip(fq, 1, 5), jnp.clip(fqb, 1, 5)
+    pid1 = H.meson_pid(fq1, f, v[:, 0])
+    pid2 = H.meson_pid(f, fqb1, v[:, 1])
+    m1, m2 = H.hadron_mass(pid1, dtype), H.hadron_mass(pid2, dtype)
+    ok = m > m1 + m2
+    flav = jnp.arange(1, 4, dtype=jnp.int32)
+    c1 = H.meson_pid(fq1[:, None], flav[None, :], 0)
+    c2 = H.meson_pid(flav[None, :], fqb1[:, None], 0)
+    sums = H.hadron_mass(c1, dtype) + H.hadron_mass(c2, dtype)
+    best = jnp.argmin(sums, axis=1)
+    fb_ok = m > jnp.min(sums, axis=1)
+    use_fb = ~ok & fb_ok
+    pid1 = jnp.where(use_fb, jnp.take_along_axis(c1, best[:, None], 1)[:, 0], pid1)
+    pid2 = jnp.where(use_fb, jnp.take_along_axis(c2, best[:, None], 1)[:, 0], pid2)
+    light = mask & ~ok & ~fb_ok
+    single = H.meson_pid(fq1, fqb1, 0)
+    logp = jnp.sum(jnp.where(mask & ok, jax.nn.log_softmax(logits)[f - 1] + logp_v[:, 0] + logp_v[:, 1], 0.0))
+    return pid1, pid2, light, single, logp
+
+
+def _reshuffle(p: Array, light: Array, mass_single: Array, mask: Array, n_newton: int = 60):
+    """Put light clusters on their single-hadron mass shell by a common momentum rescaling.
+
+    In the rest frame of the event's clusters (total mass W) every three-momentum is scaled
+    by one factor ξ solving ``Σ_i sqrt(m_i² + ξ² |k_i|²) = W`` (Newton's method from ξ = 1;
+    the function is convex and increasing), with m_i the single-hadron mass of a light
+    cluster and the unchanged cluster mass otherwise (the constituent-mass reshuffling of
+    Herwig, arXiv:0803.0883 §6.4). Applied only to events with a light cluster; fails
+    (flagged, momenta kept) only if W < Σ m_i.
+    """
+    m_target = jnp.where(light, mass_single, kin.mass(p))
+    m_target = jnp.where(mask, m_target, 0.0)
+    total = jnp.sum(jnp.where(mask[:, None], p, 0.0), axis=0)
+    w = kin.mass(total)
+    k = jnp.where(mask[:, None], kin.boost_to_rest_frame(p, total[None, :]), 0.0)
+    k2 = jnp.sum(k[:, 1:] ** 2, axis=-1)
+
+    def newton(_, xi):
+        e = kin.safe_sqrt(m_target**2 + xi**2 * k2)
+        f = jnp.sum(jnp.where(mask, e, 0.0)) - w
+        fp = jnp.sum(jnp.where(mask, xi * kin.safe_div(k2, e), 0.0))
+        return jnp.maximum(xi - kin.safe_div(f, fp), 0.0)
+
+    xi = jax.lax.fori_loop(0, n_newton, newton, jnp.ones((), p.dtype))
+    ok = w > jnp.sum(m_target)
+    e = kin.safe_sqrt(m_target**2 + xi**2 * k2)
+    new = jnp.concatenate([e[:, None], xi * k[:, 1:]], axis=-1)
+    new = kin.boost_from_rest_frame(new, total[None, :])
+    any_light = jnp.any(light)
+    p = jnp.where((any_light & ok & mask)[:, None], new, p)
+    return p, any_light & ~ok
+
+
+def _prepare_one(params, u, p_q, p_qb, fq, fqb, mask):
+    """Types, threshold rule and reshuffling of the clusters of one event."""
+    p_c = jnp.where(mask[:, None], p_q + p_qb, 0.0)
+    m = kin.mass(p_c)
+    pid1, pid2, light, single, logp = _choose_types(params, u, fq, fqb, m, mask)
+    dtype = p_c.dtype
+    dummy = jnp.zeros_like(p_c).at[:, 0].set(1.0)
+    axis = constituent_axis(jnp.where(mask[:, None], p_q, 0.0), jnp.where(mask[:, None], p_c, dummy))
+    m_single = H.hadron_mass(single, dtype)
+    p_c, failed = _reshuffle(p_c, light, m_single, mask)
+    return p_c, axis, pid1, pid2, light, single, logp, failed
+
+
+def _assemble(p_c, axis, cos, phi, pid1, pid2, light, single, mask):
+    """Two-body kinematics of every cluster and the interleaved primary-hadron slots."""
+    dtype = p_c.dtype
+    two = mask & ~light
+    # Padding and single-hadron clusters get a harmless dummy parent (at rest, 1 GeV) so that
+    # the boosts stay finite; their outputs are masked below.
+    dummy = jnp.zeros_like(p_c).at[..., 0].set(1.0)
+    p_safe = jnp.where(two[..., None], p_c, dummy)
+    m1 = jnp.where(two, H.hadron_mass(pid1, dtype), 0.0)
+    m2 = jnp.where(two, H.hadron_mass(pid2, dtype), 0.0)
+    h1, h2 = two_body_decay(p_safe, axis, cos, phi, m1, m2)
+    slot1_p = jnp.where(two[..., None], h1, jnp.where((mask & light)[..., None], p_c, 0.0))
+    slot2_p = jnp.where(two[..., None], h2, 0.0)
+    slot1_pid = jnp.where(two, pid1, jnp.where(mask & light, single, 0))
+    slot2_pid = jnp.where(two, pid2, 0)
+    n = p_c.shape[0]
+    p_out = jnp.stack([slot1_p, slot2_p], axis=2).reshape(n, -1, 4)
+    pid_out = jnp.stack([slot1_pid, slot2_pid], axis=2).reshape(n, -1).astype(jnp.int32)
+    mask_out = jnp.stack([mask, two], axis=2).reshape(n, -1)
+    return p_out, pid_out, mask_out
+
+
+def check_clusters(clusters: Clusters, params: Params) -> None:
+    """Raise ``ValueError`` for concrete clusters with unknown flavours or below the two-hadron threshold.
+
+    Args:
+      clusters: the clusters to check.
+      params: the decay params (``gamma_s``, ``p_vector`` are not needed; only the table).
+    """
+    del params
+    if any(is_traced(x) for x in (clusters.p_q, clusters.flav_q, clusters.flav_qbar, clusters.mask)):
+        return
+    mask = np.asarray(clusters.mask)
+    for name in ("flav_q", "flav_qbar"):
+        f = np.asarray(getattr(clusters, name))[mask]
+        bad = (f < 1) | (f > 5)
+        if bad.any():
+            raise ValueError(
+                f"decay_clusters: clusters.{name} must be a quark flavour code 1..5, got {sorted(set(f[bad].tolist()))}"
+            )
+    fq = np.asarray(clusters.flav_q)
+    fqb = np.asarray(clusters.flav_qbar)
+    m = np.asarray(clusters.mass)
+    table = H.meson_table()[..., 0]
+    mass = np.nan_to_num(H.TABLE["mass"])
+    lightest = np.full(m.shape, np.inf)
+    for f in (1, 2, 3):
+        s = mass[np.abs(table[np.clip(fq, 1, 5) - 1, f - 1])] + mass[np.abs(table[f - 1, np.clip(fqb, 1, 5) - 1])]
+        lightest = np.minimum(lightest, s)
+    below = mask & ~(m > lightest)
+    if below.any():
+        e, k = np.argwhere(below)[0]
+        raise ValueError(
+            f"decay_clusters: cluster mass must exceed the two-hadron threshold; event {e} cluster {k} has "
+            f"M = {m[e, k]:.4g} GeV < {lightest[e, k]:.4g} GeV ({int(below.sum())} clusters below threshold; "
+            "use on_threshold='reshuffle' to turn them into single hadrons)"
+        )
+
+
+def decay_clusters(
+    params: Params,
+    key: Key,
+    clusters: Clusters,
+    angle_model: AngleModel | None = None,
+    *,
+    on_threshold: str = "error",
+) -> tuple[Array, Array, Array, dict[str, Array]]:
+    """Decay every cluster into two hadrons (or one, by the threshold rule).
+
+    Args:
+      params: ``{"gamma_s", "p_vector", "decay": angle-model params}``.
+      key: PRNG key.
+      clusters: [N, K] clusters.
+      angle_model: the angle model (default :func:`reference_angles`).
+      on_threshold: ``"error"`` (concrete clusters below the lightest two-hadron threshold
+        raise ``ValueError``) or ``"reshuffle"`` (the documented single-hadron rule).
+
+    Returns:
+      ``(p, pid, mask, info)``: primary hadrons p [N, 2K, 4] (slots 2k, 2k+1 belong to
+      cluster k), pid [N, 2K] int32, mask [N, 2K] bool, and ``info`` with ``"logp"`` [N]
+      (log-probability of the flavour/multiplet choices), ``"reshuffle_failed"`` [N] bool,
+      ``"n_single"`` [N] int32 (clusters turned into one hadron) and ``"angles"``
+      [N, K, 2] (cos θ, φ of each cluster's decay).
+    """
+    if on_threshold not in ("error", "reshuffle"):
+        raise ValueError(f"decay_clusters: on_threshold must be 'error' or 'reshuffle', got {on_threshold!r}")
+    angle_model = reference_angles() if angle_model is None else angle_model
+    check = check_clusters if on_threshold == "error" else _check_flavours
+    check(clusters, params)
+    k_types, k_angles = jax.random.split(key)
+    dtype = clusters.p_q.dtype
+    u = jax.random.uniform(k_types, (*clusters.mask.shape, 3), dtype=dtype)
+    fn = jax.vmap(lambda *a: _prepare_one(params, *a))
+    p_c, axis, pid1, pid2, light, single, logp, failed = fn(
+        u, clusters.p_q, clusters.p_qbar, clusters.flav_q, clusters.flav_qbar, clusters.mask
+    )
+    two = clusters.mask & ~light
+    p_safe = jnp.where(two[..., None], p_c, jnp.zeros_like(p_c).at[..., 0].set(1.0))
+    cos, phi = angle_model.sample(params["decay"], k_angles, p_safe, axis)
+    cos, phi = cos.astype(dtype), phi.astype(dtype)
+    p, pid, mask = _assemble(p_c, axis, cos, phi, pid1, pid2, light, single, clusters.mask)
+    info = {
+        "logp": logp,
+        "reshuffle_failed": failed,
+        "n_single": jnp.sum(clusters.mask & light, axis=-1, dtype=jnp.int32),
+        "angles": jnp.stack([cos, phi], axis=-1),
+    }
+    return p, pid, mask, info
+
+
+def _check_flavours(clusters: Clusters, params: Params) -> None:
+    del params
+    if is_traced(clusters.flav_q) or is_traced(clusters.mask):
+        return
+    mask = np.asarray(clusters.mask)
+    for name in ("flav_q", "flav_qbar"):
+        f = np.asarray(getattr(clusters, name))[mask]
+        bad = (f < 1) | (f > 5)
+        if bad.any():
+            raise ValueError(
+                f"decay_clusters: clusters.{name} must be a quark flavour code 1..5, got {sorted(set(f[bad].tolist()))}"
+            )
+
+
+def decay_unstable(key: Key, p: Array, pid: Array, mask: Array, *, n_rounds: int = 8):
+    """Decay unstable hadrons through the table's two-body channels, isotropically.
+
+    Each round decays every unstable particle at once: daughter 1 replaces the parent and
+    daughter 2 goes to the first free slot (overflow is flagged, the parent then stays).
+
+    Args:
+      key: PRNG key.
+      p: [N, C, 4] hadron momenta (on shell), GeV.
+      pid: [N, C] int32.
+      mask: [N, C] bool.
+      n_rounds: static number of rounds (8 suffices for B* → B → D → K → K_S → π⁰ → γ).
+
+    Returns:
+      ``(p, pid, mask, overflow)`` with the same shapes and overflow [N] bool.
+    """
+    u = jax.random.uniform(key, (p.shape[0], n_rounds, p.shape[1], 3), dtype=p.dtype)
+    return jax.vmap(lambda a, b, c, d: _unstable_one(a, b, c, d, n_rounds))(u, p, pid, mask)
+
+
+def _unstable_one(u_all, p, pid, mask, n_rounds):
+    dtype = p.dtype
+    br = jnp.asarray(H.TABLE["br"], dtype)
+    d1t = jnp.asarray(H.TABLE["d1"])
+    d2t = jnp.asarray(H.TABLE["d2"])
+    overflow = jnp.zeros((), bool)
+    for r in range(n_rounds):
+        a = jnp.clip(jnp.abs(pid), 0, H.MAX_ABS_PID - 1)
+        unstable = mask & ~H.is_stable(pid)
+        u = u_all[r]
+        ch = (u[:, 0] >= br[a, 0]).astype(jnp.int32)
+        d1 = jnp.take_along_axis(d1t[a], ch[:, None], 1)[:, 0]
+        d2 = jnp.take_along_axis(d2t[a], ch[:, None], 1)[:, 0]
+        d1 = jnp.where(pid < 0, H.conjugate_pid(d1), d1)
+        d2 = jnp.where(pid < 0, H.conjugate_pid(d2), d2)
+        relabel = unstable & (d2 == 0)
+        two = unstable & (d2 != 0)
+        target, placed = append_to_free_slots(mask, two)
+        overflow = overflow | jnp.any(two & ~placed)
+        m = H.hadron_mass(pid, dtype)
+        m1 = H.hadron_mass(d1, dtype)
+        m2 = H.hadron_mass(jnp.where(placed, d2, 0), dtype)
+        cos = 2.0 * u[:, 1] - 1.0
+        phi = (2.0 * u[:, 2] - 1.0) * jnp.pi
+        parent = jnp.where(placed[:, None], p, jnp.zeros_like(p).at[:, 0].set(1.0))
+        # The parent's table mass (not E² − p²) sets |p*|: exact on shell, robust in float32.
+        q = kin.two_body_momentum(jnp.where(placed, m, 1.0), jnp.where(placed, m1, 0.0), m2)
+        sin = kin.safe_sqrt(1.0 - cos**2)
+        n = jnp.stack([sin * jnp.cos(phi), sin * jnp.sin(phi), cos], axis=-1)
+        k_a = jnp.concatenate([kin.safe_sqrt(q**2 + m1**2)[:, None], q[:, None] * n], axis=-1)
+        k_b = jnp.concatenate([kin.safe_sqrt(q**2 + m2**2)[:, None], -q[:, None] * n], axis=-1)
+        beta = kin.safe_div(parent[:, 1:], jnp.where(placed, parent[:, 0], 1.0)[:, None])
+        lab_a = kin.boost(k_a, beta)
+        lab_b = kin.boost(k_b, beta)
+        p_new = jnp.where(placed[:, None], lab_a, p)
+        pid_new = jnp.where(placed | relabel, d1, pid)
+        p = p_new.at[target].set(lab_b, mode="drop")
+        pid = pid_new.at[target].set(d2, mode="drop")
+        mask = mask.at[target].set(True, mode="drop")
+    return p, pid.astype(jnp.int32), mask, overflow

@@ -1,0 +1,162 @@
+"""Parton-level inputs and reference cluster samples for tests, training and benchmarks.
+
+:func:`parton_chains` builds colour-connected q g … g q̄ events with exact momentum
+conservation (massless RAMBO momenta, R. Kleiss, W.J. Stirling, S.D. Ellis, Comput. Phys.
+Commun. 40 (1986) 359), independent of the shower. :func:`reference_clusters` turns them into
+clusters, the training conditions of the learned decay models.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffgen.core import Events
+from diffgen.hadronization.formation import Clusters, form_clusters
+from diffgen.typing import Array, Key
+
+__all__ = ["parton_chains", "rambo", "reference_clusters", "flatten_clusters"]
+
+
+def rambo(key: Key, n_events: int, n_particles: int, sqrt_s: float, dtype=jnp.float64) -> Array:
+    """Massless n-body phase-space momenta in the centre-of-mass frame (RAMBO).
+
+    Args:
+      key: PRNG key.
+      n_events, n_particles: static sizes.
+      sqrt_s: total energy (GeV).
+      dtype: floating dtype.
+
+    Returns:
+      [n_events, n_particles, 4] (E, px, py, pz) summing to (√s, 0, 0, 0).
+    """
+    u = jax.random.uniform(key, (n_events, n_particles, 4), dtype=dtype, minval=1e-12, maxval=1.0)
+    c = 2.0 * u[..., 0] - 1.0
+    s = jnp.sqrt(1.0 - c * c)
+    phi = 2.0 * jnp.pi * u[..., 1]
+    q0 = -jnp.log(u[..., 2] * u[..., 3])
+    q = jnp.stack([q0, q0 * s * jnp.cos(phi), q0 * s * jnp.sin(phi), q0 * c], axis=-1)
+    big_q = jnp.sum(q, axis=1)
+    m = jnp.sqrt(big_q[:, 0] ** 2 - jnp.sum(big_q[:, 1:] ** 2, axis=-1))
+    b = -big_q[:, 1:] / m[:, None]
+    x = sqrt_s / m
+    gamma = big_q[:, 0] / m
+    a = 1.0 / (1.0 + gamma)
+    bq = jnp.sum(b[:, None, :] * q[..., 1:], axis=-1)
+    e = x[:, None] * (gamma[:, None] * q[..., 0] + bq)
+    p3 = x[:, None, None] * (q[..., 1:] + b[:, None, :] * q[..., :1] + (a[:, None] * bq)[..., None] * b[:, None, :])
+    return jnp.concatenate([e[..., None], p3], axis=-1)
+
+
+def parton_chains(
+    key: Key,
+    n_events: int,
+    *,
+    n_gluons: int = 3,
+    sqrt_s: float = 91.2,
+    flavours: str = "udscb",
+    capacity: int | None = None,
+    dtype=jnp.float64,
+) -> Events:
+    """Colour-connected q g₁ … g_n q̄ events with momentum conservation.
+
+    Colour tags follow the LHE convention: q (501, 0), g_i (502 + i − 1 … ) so that each
+    gluon's anticolour is its left neighbour's colour, q̄ (0, 501 + n).
+
+    Args:
+      key: PRNG key.
+      n_events: static N.
+      n_gluons: static number of gluons per event.
+      sqrt_s: centre-of-mass energy (GeV).
+      flavours: quark flavours drawn uniformly (subset of "dusc b" letters).
+      capacity: particle capacity (default n_gluons + 2).
+      dtype: floating dtype.
+
+    Returns:
+      ``Events`` with pid (q, g…, q̄) and colour set.
+    """
+    codes = {"d": 1, "u": 2, "s": 3, "c": 4, "b": 5}
+    if not flavours or any(f not in codes for f in flavours):
+        raise ValueError(f"parton_chains: flavours must be letters from 'dusbc', got {flavours!r}")
+    n = n_gluons + 2
+    k_p, k_f = jax.random.split(key)
+    p = rambo(k_p, n_events, n, sqrt_s, dtype)
+    choice = jnp.asarray(np.array([codes[f] for f in flavours], np.int32))
+    fl = choice[jax.random.randint(k_f, (n_events,), 0, len(flavours))]
+    pid = jnp.concatenate([fl[:, None], jnp.full((n_events, n_gluons), 21, jnp.int32), -fl[:, None]], axis=1).astype(
+        jnp.int32
+    )
+    tags = 501 + np.arange(n)
+    col = np.zeros((n, 2), np.int32)
+    col[:-1, 0] = tags[:-1]
+    col[1:, 1] = tags[:-1]
+    colour = jnp.broadcast_to(jnp.asarray(col), (n_events, n, 2))
+    ev = Events(p=p, weight=jnp.ones(n_events, dtype), mask=jnp.ones((n_events, n), bool), pid=pid, colour=colour)
+    return ev.pad_to(capacity) if capacity is not None else ev
+
+
+def flatten_clusters(clusters: Clusters) -> dict[str, np.ndarray]:
+    """The real clusters of a batch as flat host arrays: ``p``, ``p_q``, ``flav_q``, ``flav_qbar`` ([M, …])."""
+    mask = np.asarray(clusters.mask)
+    return {
+        "p": np.asarray(clusters.p)[mask],
+        "p_q": np.asarray(clusters.p_q)[mask],
+        "p_qbar": np.asarray(clusters.p_qbar)[mask],
+        "flav_q": np.asarray(clusters.flav_q)[mask],
+        "flav_qbar": np.asarray(clusters.flav_qbar)[mask],
+    }
+
+
+def reference_clusters(
+    key: Key, n_clusters: int, *, sqrt_s: float = 30.0, n_gluons: int = 4, dtype=jnp.float64, min_mass: float = 1.2
+) -> Clusters:
+    """Reference clusters from hadronizing q g⁴ q̄ chains, one cluster per row.
+
+    Clusters above the two-hadron threshold are kept (``min_mass`` GeV, above every light
+    two-pseudoscalar threshold), so the sample is a valid input of :func:`decay_clusters`
+    with ``on_threshold="error"``.
+
+    Args:
+      key: PRNG key.
+      n_clusters: number of clusters wanted (static).
+      sqrt_s: energy of the generating chains (GeV).
+      n_gluons: gluons per chain.
+      dtype: floating dtype.
+      min_mass: lower cut on the cluster mass (GeV).
+
+    Returns:
+      ``Clusters`` of shape [n_clusters, 1].
+    """
+    params = {"cl_max": jnp.asarray(3.35, dtype), "gamma_s": jnp.asarray(0.6, dtype)}
+    out: list[dict[str, np.ndarray]] = []
+    have = 0
+    i = 0
+    while have < n_clusters:
+        kk = jax.random.fold_in(key, i)
+        k1, k2 = jax.random.split(kk)
+        n_ev = max(64, (n_clusters - have) // 3 + 64)
+        ev = parton_chains(k1, n_ev, n_gluons=n_gluons, sqrt_s=sqrt_s, flavours="uds", dtype=dtype)
+        cl, _ = _form_jit(params, k2, ev)
+        flat = flatten_clusters(cl)
+        light_ok = np.asarray(_mass_np(flat["p"])) > min_mass
+        flat = {k: v[light_ok] for k, v in flat.items()}
+        out.append(flat)
+        have += len(flat["p"])
+        i += 1
+    cat = {k: np.concatenate([o[k] for o in out])[:n_clusters] for k in out[0]}
+    return Clusters(
+        p_q=jnp.asarray(cat["p_q"])[:, None],
+        p_qbar=jnp.asarray(cat["p_qbar"])[:, None],
+        flav_q=jnp.asarray(cat["flav_q"], jnp.int32)[:, None],
+        flav_qbar=jnp.asarray(cat["flav_qbar"], jnp.int32)[:, None],
+        mask=jnp.ones((n_clusters, 1), bool),
+    )
+
+
+def _mass_np(p: np.ndarray) -> np.ndarray:
+    m2 = p[:, 0] ** 2 - np.sum(p[:, 1:] ** 2, axis=-1)
+    return np.sqrt(np.maximum(m2, 0.0))
+
+
+_form_jit = jax.jit(lambda params, key, ev: form_clusters(params, key, ev))
