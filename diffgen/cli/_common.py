@@ -9,9 +9,8 @@ Usage in a subcommand module::
         ...
 
     def run(args):
-        _common.handle_sigterm()                    # SIGTERM -> clean abort, exit 130
         cfg = _common.resolve(args, "generate", FIELDS, DEFAULTS)
-        with _common.progress(total, "generating", quiet=args.quiet) as bar:
+        with _common.sigterm_as_interrupt(), _common.progress(total, "generating", quiet=args.quiet) as bar:
             ...
             bar.advance(k)
 
@@ -41,6 +40,7 @@ __all__ = [
     "parse_overrides",
     "progress",
     "resolve",
+    "sigterm_as_interrupt",
 ]
 
 
@@ -148,6 +148,27 @@ def handle_sigterm() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``KeyboardInterrupt`` (writers abort, exit 130); restored after.
+
+    Does nothing outside the main thread (signal handlers can only be set there).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        del signum, frame
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class EventProgress:

@@ -335,7 +335,6 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Generate ``n`` events in chunks and stream them into the output file."""
-    _common.handle_sigterm()
     cfg = settings(args)
     from diffgen import io as dio
     from diffgen.config import write_effective_config
@@ -346,6 +345,7 @@ def run(args: argparse.Namespace) -> int:
     keep_all = bool(getattr(args, "all_extra", False)) and fmt == "parquet"
     quiet = bool(args.quiet)
     with (
+        _common.sigterm_as_interrupt(),
         _common.progress(gen.n, f"generating {cfg['process']}", quiet=quiet) as bar,
         dio.open_writer(cfg["output"], fmt, metadata=gen.metadata) as writer,
     ):
