@@ -1,0 +1,90 @@
+"""The Z-lineshape demo at reduced size, the packaged LEP table, and the lineshape fit's closure."""
+
+import json
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffgen.cli import main as cli_main
+from diffgen.lineshape import fit_lineshape, load_lep_table
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lep_hadronic_xsec_7point_average_kafe.csv"
+
+
+def test_packaged_table_is_the_shared_one(tmp_path):
+    data = load_lep_table()
+    assert data.sqrt_s.shape == (7,)
+    assert data.source.startswith("diffgen/data/")
+    if SHARED.is_file():
+        packaged = (Path(__file__).resolve().parents[1] / "diffgen" / "data" / SHARED.name).read_text()
+        assert packaged == SHARED.read_text()  # header kept, values identical
+    bad = tmp_path / "bad.csv"
+    bad.write_text("# header\nE_cm_GeV,sigma0_had_nb\n91.2,41.0\n")
+    with pytest.raises(ValueError, match="missing column"):
+        load_lep_table(bad)
+    with pytest.raises(FileNotFoundError):
+        load_lep_table(tmp_path / "nope.csv")
+
+
+def test_demo_reduced_size(tmp_path):
+    from diffgen.demo import run_demo
+
+    s = run_demo(tmp_path, n_fit=3000, n_plot=2000, n_save=200, progress=False, verbose=False)
+    for name in ("sigma_had.png", "cos_theta_mumu.png", "afb_mumu.png", "events_z_peak.npz", "summary.json"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert not list(tmp_path.glob("*.part"))  # atomic writes leave nothing behind
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["fit"]["m_z_GeV"] == s["fit"]["m_z_GeV"]
+    f = s["fit"]
+    assert f["status"] == ["converged", "converged"]
+    # the fit lands within 3 of its own σ of the LEP m_Z and Γ_Z (the demo's acceptance)
+    assert s["within_3_sigma"] == {"m_z": True, "gamma_z": True}
+    # Hessian errors: the 7 points constrain m_Z and Γ_Z at the LEP level (1–4 MeV)
+    assert 0.001 < f["m_z_err_GeV"] < 0.004 and 0.001 < f["gamma_z_err_GeV"] < 0.004
+    # χ² of 4 degrees of freedom: below the 99.9 % quantile (18.5)
+    assert 0 < f["chi2"] < 18.5
+    # A_FB(μμ) at the pole ≈ 3/4·A_e·A_μ ≈ 0.017 (small, positive; MC error from the file)
+    mu = s["mumu"]
+    assert abs(mu["afb_peak"] - 0.0163) < 4 * mu["afb_peak_err"] + 0.003
+    npz = np.load(tmp_path / "events_z_peak.npz")
+    meta = json.loads(str(npz["metadata"]))
+    assert meta["params"]["m_z"] == pytest.approx(f["m_z_GeV"])
+    assert npz["mumu/p"].shape == (200, 2, 4) and npz["hadrons/pid"].shape == (200, 2)
+    assert np.all(np.abs(npz["mumu/pid"][:, 0]) == 13)
+
+
+def test_demo_cli_bad_input(tmp_path, capsys):
+    assert cli_main(["demo", "--events", "10", "--out", str(tmp_path)]) == 2
+    assert "--events must be >= 100" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_lineshape_closure_20_seeds():
+    """Pseudo-data at known parameters: ≥ 90 % of fits within 2σ, Hessian σ vs seed spread within 30 %."""
+    data = load_lep_table()
+    n = 2000
+    truth = {"m_z": 91.1875, "gamma_z": 2.4952, "norm": 1.0}
+    first = fit_lineshape(data, n_events=n, seed=3)
+    prob, key = first["problem"], first["key"]
+    th = {k: jnp.asarray(v) for k, v in truth.items()}
+    asimov = np.asarray(prob["model_jit"](th, prob["energies"], key)[0])
+    v_sys = np.asarray(prob["covariance"](th, key, jnp.asarray(data.sqrt_s_err)))
+    v_tot = v_sys + np.diag(data.sigma_err**2)
+    chol = np.linalg.cholesky(v_tot)
+    rng = np.random.default_rng(2026)
+    fitted, errors = [], []
+    for _ in range(20):
+        y = asimov + chol @ rng.normal(size=7)
+        r = fit_lineshape(data, n_events=n, seed=3, values=y)
+        assert all(p.status == "converged" for p in r["passes"])
+        fitted.append([r["params"][k] for k in truth])
+        errors.append([r["errors"][k] for k in truth])
+    fitted, errors = np.asarray(fitted), np.asarray(errors)
+    pulls = (fitted - np.asarray(list(truth.values()))) / errors
+    within = np.mean(np.abs(pulls) < 2.0, axis=0)
+    assert np.all(within >= 0.9), f"fraction within 2σ per parameter {within}"
+    spread = fitted.std(axis=0, ddof=1)
+    ratio = spread / errors.mean(axis=0)
+    assert np.all(np.abs(ratio - 1.0) < 0.3), f"seed spread / Hessian σ = {ratio}"
