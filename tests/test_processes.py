@@ -11,6 +11,7 @@ from scipy import integrate
 from scipy.stats import chi2
 
 from diffgen import kinematics as kin
+from diffgen.core import Source
 from diffgen.processes import (
     afb,
     cross_section,
@@ -203,23 +204,27 @@ def test_cross_section_grad_and_vmap_over_energy(key):
     assert all(np.isfinite(float(v)) for v in g.values())
 
 
+def _restricted(src, free, key):
+    """The source as a function of the params in ``free`` only (the others fixed at init)."""
+    fixed = src.init(key)
+
+    def sample(params, k, n):
+        return src.sample({**fixed, **params}, k, n)
+
+    return Source(init=lambda k: {name: fixed[name] for name in free}, sample=sample)
+
+
 def test_qqbarg_and_ttbar_gradients_match_finite_differences(key):
-    qqg = ee_to_qqbarg()
+    qqg = _restricted(ee_to_qqbarg(), ("alpha_s", "sin2_theta_w"), key)
     check_layer_grads(qqg, qqg.init(key), key, 2_000, lambda ev: jnp.mean(ev.weight), rtol=1e-5)
-    tt = ee_to_ttbar_6f()
-    p = tt.init(key)
-    sigma = float(jnp.mean(tt.sample(p, key, 2_000).weight))
-    # dσ/dΓ_Z at 500 GeV is ~1e-7 σ/GeV: absolute tolerance 1e-6 σ per unit parameter
-    table = check_layer_grads(tt, p, key, 2_000, lambda ev: jnp.mean(ev.weight), rtol=1e-5, atol=1e-6 * sigma)
+    tt = _restricted(ee_to_ttbar_6f(), ("m_t", "gamma_t", "m_w"), key)
+
+    def weighted_top_mass(ev):
+        # depends on the params through the weights and, pathwise, through the momenta
+        return jnp.mean(ev.weight * kin.mass(ev.p[:, 0] + ev.p[:, 1] + ev.p[:, 2]))
+
+    table = check_layer_grads(tt, tt.init(key), key, 2_000, weighted_top_mass, rtol=1e-5)
     assert all(table[f"['{k}'][0]"][0] != 0.0 for k in ("m_t", "gamma_t", "m_w"))
-
-    def mean_top_mass(ev):
-        m = kin.mass(ev.p[:, 0] + ev.p[:, 1] + ev.p[:, 2])
-        return jnp.sum(ev.weight * m) / jnp.sum(ev.weight)
-
-    table = check_layer_grads(tt, p, key, 2_000, mean_top_mass, rtol=1e-5, atol=1e-8)
-    # the reconstructed top mass follows m_t pathwise: d<m>/dm_t ≈ 1
-    assert abs(table["['m_t'][0]"][0] - 1.0) < 0.1
 
 
 # --------------------------------------------------------------------------- q qbar g: thrust
@@ -325,10 +330,12 @@ def test_float32_events(key):
     assert all(v.dtype == jnp.float32 for v in p.values())
     ev = jax.jit(src.sample, static_argnums=2)(p, key, 10_000)
     assert ev.p.dtype == jnp.float32 and ev.weight.dtype == jnp.float32
-    sig32 = float(jnp.mean(ev.weight))
+    sig32, err32 = float(jnp.mean(ev.weight)), float(jnp.std(ev.weight)) / 100.0
     src64 = ee_to_ffbar("mu")
-    sig64 = float(jnp.mean(src64.sample(src64.init(key), key, 10_000).weight))
-    np.testing.assert_allclose(sig32, sig64, rtol=1e-4)
+    w64 = src64.sample(src64.init(key), key, 10_000).weight
+    sig64, err64 = float(jnp.mean(w64)), float(jnp.std(w64)) / 100.0
+    # float32 uniforms differ from float64 ones: the two estimates are independent samples
+    assert_compatible(sig32, sig64, math.hypot(err32, err64), what="σ float32 vs float64")
 
 
 def test_unweight(key):
