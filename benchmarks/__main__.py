@@ -66,6 +66,7 @@ def _sizes(quick: bool) -> dict[str, Any]:
             "chunk": 10**4,
             "rambo": 10_000,
             "repeat": 3,
+            "hadron_dtypes": (jnp.float64,),
         }
     return {
         "mumu": 1_000_000,

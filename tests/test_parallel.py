@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from diffgen import parallel
-from diffgen.core import Events, Layer, Source, chain
+from diffgen.core import Events, Layer, Source
 from diffgen.testing import assert_compatible
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,7 +114,7 @@ def test_cross_section_is_unbiased_and_differentiable(key):
 
 def test_ordered_sum_matches_numpy():
     x = np.random.default_rng(3).normal(size=(64, 3))
-    got = parallel.ordered_sum({"a": jnp.asarray(x), "i": jnp.arange(64, dtype=jnp.int32)}, blocks=8)
+    got = jax.jit(parallel.ordered_sum)({"a": jnp.asarray(x), "i": jnp.arange(64, dtype=jnp.int32)})
     np.testing.assert_allclose(got["a"], x.sum(0), rtol=1e-13)
     assert int(got["i"]) == 64 * 63 // 2 and got["i"].dtype == jnp.int32
     # The documented order, replayed in NumPy: pairwise halving inside each of the 8 blocks,
@@ -147,7 +147,14 @@ def test_bad_arguments(key):
     with pytest.raises(ValueError, match="axis: 'x' is not an axis"):
         parallel.sample(src, params, key, 8, mesh=parallel.event_mesh(1), axis="x")
     with pytest.raises(TypeError, match="layer must be a diffgen Layer"):
-        parallel.apply(src, params, key, src.sample(params, key, 8))
+        parallel.apply(
+            src,
+            params,
+            key,
+            Events(
+                p=np.zeros((8, 1, 4)), weight=np.ones(8), mask=np.ones((8, 1), bool), pid=np.zeros((8, 1), np.int32)
+            ),
+        )
     with pytest.raises(ValueError, match="leading axis N must be a multiple of 8"):
         parallel.ordered_sum(jnp.ones(12))
 
@@ -272,10 +279,3 @@ def test_real_process_on_four_devices(four_devices, what):
     if four_devices["process"] != "present":
         pytest.skip("diffgen.processes not available")
     assert four_devices[f"ee_to_ffbar/{what}"] is True
-
-
-def test_chain_is_a_source_for_parallel(key):
-    sim = chain(toy_mumu(), ("detector", toy_smearing()))
-    params = sim.init(key)
-    ev = parallel.sample(sim, params, key, 16)
-    assert ev.p.shape == (16, 2, 4)

@@ -93,14 +93,15 @@ def test_stream_cross_section_of_the_real_process(key):
     src = processes.ee_to_ffbar(flavour="mu")
     params = src.init(key)
     n = 8000
-    sigma, err = parallel.stream_cross_section(src, params, key, n, chunk_size=2000)
+    sigma, err = jax.jit(lambda p: parallel.stream_cross_section(src, p, key, n, chunk_size=2000))(params)
     mu = processes.constants.FERMIONS["mu"]
     s = params["sqrt_s"] ** 2
     exact = processes.constants.GEV2_PB * processes.born_sigma_total(s, mu.mass, mu.charge, mu.t3, 1.0, params)
     assert_compatible(sigma, exact, err, n_sigma=4.0, what="streamed σ(ee→μμ)")
     # Same events as the materialised stream, hence the same Monte Carlo estimate.
-    ev = parallel.stream_events(src, params, key, n, chunk_size=2000)
-    ref_sigma, ref_err = processes.weighted_mean_error(ev.weight)
+    ref_sigma, ref_err = jax.jit(
+        lambda p: processes.weighted_mean_error(parallel.stream_events(src, p, key, n, chunk_size=2000).weight)
+    )(params)
     np.testing.assert_allclose([sigma, err], [ref_sigma, ref_err], rtol=1e-11)
 
 
