@@ -10,7 +10,7 @@ toy, with its time and its bin pulls.
 e⁺e⁻ → μ⁺μ⁻ through the LEP-like detector: MC at the default sin²θ_W, "data" at
 sin²θ_W = 0.22; the unfolded cos θ* distribution and A_FB against the data truth.
 
-Usage: ``python -m benchmarks.unfolding [--quick] [--skip-ee] [--json PATH]``.
+Usage: ``python -m benchmarks.unfolding [--quick] [--skip-ee] [--skip-toy] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -165,6 +165,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2·10⁴ events, 3 iterations (a smoke run)")
     parser.add_argument("--skip-ee", action="store_true", help="skip the e+e- -> mu+mu- case")
+    parser.add_argument("--skip-toy", action="store_true", help="skip the Gaussian toy")
     parser.add_argument("--bootstrap", type=int, default=4, help="bootstrap replicas for the σ (default 4)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
@@ -172,8 +173,10 @@ def main() -> None:
     n, iterations = (20_000, 3) if args.quick else (100_000, 5)
     print("machine:", machine_info())
     print("numbers measured on a shared machine: wall times are upper bounds; cpu_s is the process CPU time")
-    rows = gaussian_toy_benchmark(n, iterations, args.bootstrap)
-    print_table(f"Gaussian toy, {n} events per sample", rows)
+    rows = []
+    if not args.skip_toy:
+        rows = gaussian_toy_benchmark(n, iterations, args.bootstrap)
+        print_table(f"Gaussian toy, {n} events per sample", rows)
     if not args.skip_ee:
         ee = ee_benchmark(n, iterations, args.bootstrap)
         print_table(f"e+e- -> mu+mu-, LEP-like detector, {n} events per sample", ee)

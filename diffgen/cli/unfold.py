@@ -39,9 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ensemble", type=int, default=1, help="networks averaged per step (default 1)")
     parser.add_argument("--epochs", type=int, default=20, help="maximum epochs per step (default 20; early stopping)")
-    parser.add_argument("--batch-size", type=int, default=2048, help="events per optimiser step (default 2048)")
-    parser.add_argument("--hidden", default="64,64", help="MLP hidden widths, comma separated (default 64,64)")
-    parser.add_argument("--learning-rate", type=float, default=2e-3, help="Adam step size (default 2e-3)")
+    parser.add_argument("--batch-size", type=int, default=1024, help="events per optimiser step (default 1024)")
+    parser.add_argument("--hidden", default="32,32", help="MLP hidden widths, comma separated (default 32,32)")
+    parser.add_argument("--learning-rate", type=float, default=3e-3, help="Adam step size (default 3e-3)")
     parser.add_argument("--clip", type=float, default=100.0, help="ratios clipped to [1/clip, clip] (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 

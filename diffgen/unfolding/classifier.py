@@ -65,7 +65,7 @@ class MLP(nnx.Module):
     Call: ``model(x)`` with ``x`` [N, F] → logits [N].
     """
 
-    def __init__(self, in_features: int, hidden: Sequence[int] = (64, 64), *, rngs: nnx.Rngs, dtype: Any = jnp.float32):
+    def __init__(self, in_features: int, hidden: Sequence[int] = (32, 32), *, rngs: nnx.Rngs, dtype: Any = jnp.float32):
         widths = [int(in_features), *map(int, hidden)]
         self.layers = nnx.List(
             [nnx.Linear(a, b, rngs=rngs, dtype=dtype, param_dtype=dtype) for a, b in itertools.pairwise(widths)]
@@ -257,12 +257,12 @@ class TrainConfig:
       dtype: network dtype.
     """
 
-    hidden: tuple[int, ...] = (64, 64)
+    hidden: tuple[int, ...] = (32, 32)
     phi: tuple[int, ...] = (32, 32)
     rho: tuple[int, ...] = (32,)
     epochs: int = 20
-    batch_size: int = 2048
-    learning_rate: float = 2e-3
+    batch_size: int = 1024
+    learning_rate: float = 3e-3
     val_fraction: float = 0.2
     patience: int = 3
     min_delta: float = 0.0
