@@ -88,3 +88,18 @@ def test_lineshape_closure_20_seeds():
     spread = fitted.std(axis=0, ddof=1)
     ratio = spread / errors.mean(axis=0)
     assert np.all(np.abs(ratio - 1.0) < 0.3), f"seed spread / Hessian σ = {ratio}"
+
+
+def test_fit_cli(tmp_path, capsys):
+    """`diffgen fit RUN.toml DATA.csv` (same size as the reduced demo, so nothing recompiles)."""
+    run = tmp_path / "run.toml"
+    run.write_text(f'[fit]\nevents = 3000\noutput = "{tmp_path / "fit"}"\n[fit.start]\nm_z = 91.1\n')
+    data = Path(__file__).resolve().parents[1] / "diffgen" / "data" / "lep_hadronic_xsec_7point_average_kafe.csv"
+    assert cli_main(["fit", str(run), str(data), "--no-progress"]) == 0
+    result = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    assert abs(result["params"]["m_z"] - 91.1875) < 3 * result["errors"]["m_z"]
+    assert (tmp_path / "fit" / "fit.json.run.toml").is_file()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[fit]\nevents = 10\n")
+    assert cli_main(["fit", str(bad), str(data)]) == 2
+    assert "events must be >= 100" in capsys.readouterr().err
