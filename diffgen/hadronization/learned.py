@@ -21,6 +21,7 @@ state and step, and the JSON config, written atomically.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import warnings
@@ -117,7 +118,7 @@ class MLP(nnx.Module):
     def __init__(self, n_in: int, n_out: int, hidden: int, depth: int, *, rngs: nnx.Rngs, dtype: Any):
         sizes = [n_in] + [hidden] * depth
         self.hidden = nnx.List(
-            [nnx.Linear(a, b, rngs=rngs, param_dtype=dtype, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:])]
+            [nnx.Linear(a, b, rngs=rngs, param_dtype=dtype, dtype=dtype) for a, b in itertools.pairwise(sizes)]
         )
         self.out = nnx.Linear(sizes[-1], n_out, rngs=rngs, param_dtype=dtype, dtype=dtype)
 

@@ -135,7 +135,7 @@ def reference_clusters(
     while have < n_clusters:
         kk = jax.random.fold_in(key, i)
         k1, k2 = jax.random.split(kk)
-        n_ev = max(64, (n_clusters - have) // 3 + 64)
+        n_ev = 256  # fixed, so the jitted cluster formation compiles once
         ev = parton_chains(k1, n_ev, n_gluons=n_gluons, sqrt_s=sqrt_s, flavours="uds", dtype=dtype)
         cl, _ = _form_jit(params, k2, ev)
         flat = flatten_clusters(cl)

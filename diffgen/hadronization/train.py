@@ -106,7 +106,7 @@ def make_dataset(key: jax.Array, n: int, smearing: float) -> dict[str, np.ndarra
     k1, k2 = jax.random.split(key)
     clusters = reference_clusters(k1, n)
     params = {"gamma_s": jnp.asarray(0.6), "p_vector": jnp.asarray(0.5), "decay": {"smearing": jnp.asarray(smearing)}}
-    p, pid, mask, info = _decay_jit(params, k2, clusters)
+    p, pid, _mask, info = _decay_jit(params, k2, clusters)
     p_c = np.asarray(clusters.p)[:, 0]
     axis = np.asarray(clusters.axis())[:, 0]
     angles = np.asarray(info["angles"])[:, 0]
