@@ -253,6 +253,8 @@ class TrainConfig:
       val_fraction: fraction of events held out for early stopping and the AUC, in (0, 1).
       patience: epochs without improvement of the validation loss before stopping.
       min_delta: relative improvement of the validation loss that counts.
+      lr_decay: the step size is multiplied by this after every epoch (in (0, 1]); a decay
+        lowers the optimiser noise of the final parameters.
       clip: ratios are clipped to ``[1/clip, clip]`` (logit to ±log clip), > 1.
       dtype: network dtype.
     """
@@ -266,6 +268,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     patience: int = 3
     min_delta: float = 0.0
+    lr_decay: float = 1.0
     clip: float = 100.0
     dtype: Any = jnp.float32
 
@@ -280,6 +283,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if not (isinstance(self.patience, int) and self.patience >= 1):
             raise ValueError(f"TrainConfig.patience must be an integer >= 1, got {self.patience!r}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"TrainConfig.lr_decay must be in (0, 1], got {self.lr_decay!r}")
         if not self.clip > 1:
             raise ValueError(f"TrainConfig.clip must be > 1, got {self.clip!r}")
 
@@ -441,7 +446,7 @@ def _step_fns(graphdef: Any, learning_rate: float) -> tuple[Callable, Callable, 
         logits = nnx.merge(graphdef, params)(*xb)
         return jnp.sum(w_neg * jax.nn.softplus(logits) + w_pos * jax.nn.softplus(-logits))
 
-    def steps(params, opt_state, xb, wn, wp, ok):
+    def steps(params, opt_state, xb, wn, wp, ok, scale):
         # xb: tuple of [S, B, ...]; wn, wp: [M, S, B]; ok: [S] (False: padding step, no update).
         def step(carry, batch):
             params, opt_state = carry
@@ -450,7 +455,7 @@ def _step_fns(graphdef: Any, learning_rate: float) -> tuple[Callable, Callable, 
             def member(p, o, a, b):
                 loss, g = jax.value_and_grad(loss_fn)(p, x_s, a, b)
                 upd, o_new = opt.update(g, o, p)
-                p_new = optax.apply_updates(p, upd)
+                p_new = optax.apply_updates(p, jax.tree.map(lambda u: u * scale.astype(u.dtype), upd))
                 keep = lambda new, old: jnp.where(ok_s, new, old)  # noqa: E731
                 return jax.tree.map(keep, p_new, p), jax.tree.map(keep, o_new, o), loss
 
@@ -648,7 +653,8 @@ def train_classifier(
             wnb = jnp.asarray(wn_tr[:, ib] * okb[None])
             wpb = jnp.asarray(wp_tr[:, ib] * okb[None])
             with jax.numpy_dtype_promotion("standard"):
-                params, opt_state = steps(params, opt_state, xb, wnb, wpb, jnp.asarray(okb.any(axis=1)))
+                lr_scale = jnp.asarray(config.lr_decay**e, dtype)
+                params, opt_state = steps(params, opt_state, xb, wnb, wpb, jnp.asarray(okb.any(axis=1)), lr_scale)
         val = np.zeros(m)
         for c in range(0, n_vpad, _CHUNK):
             sl = slice(c, c + _CHUNK)

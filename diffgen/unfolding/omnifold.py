@@ -16,15 +16,19 @@ The unfolded particle-level distribution is the MC truth weighted by ``w·ν_n``
 **Events missing one level** (efficiency, acceptance, fakes): every MC event carries
 ``pass_reco`` and ``pass_gen`` flags.
 
-- Step 1 uses only MC events with ``pass_reco`` (data events are reconstructed by definition,
-  including the data's fakes). MC events *without* a detector-level counterpart have no
+- Fakes (``pass_reco`` but not ``pass_gen``) are a background: step 1 compares the MC events
+  with both levels against *data minus simulated fakes*, the MC fakes entering the data class
+  with negative weight, normalised to the data as their fraction of all reconstructed MC weight
+  (at the current push factors), as IBU subtracts fakes. Subtracting rather than reweighting
+  the fakes keeps them from diluting the detector-level ratio where they dominate (the tails).
+- MC events *without* a detector-level counterpart have no
   detector-level information, so their pull factor is their push factor, ``ω = ν``. (The
   public reference implementation gives such events ω = 1 through a dummy feature value; that
   choice pulls the result towards the prior by the inefficiency each iteration, whereas
   ω = ν keeps the true reweighting a fixed point of the iteration.)
-- Step 2 uses only MC events with ``pass_gen``. Fakes (``pass_reco`` but not ``pass_gen``)
-  have no particle-level features; their push factor is 1, i.e. the fake rate and its
-  detector-level shape are taken from simulation, as for a background.
+- Step 2 uses only MC events with ``pass_gen``. Fakes have no particle-level features; their
+  push factor stays 1, i.e. the fake rate per reconstructed event and the fakes'
+  detector-level shape are taken from simulation.
 - The returned particle-level weights are zero for fakes (they do not exist at particle
   level); events failing reconstruction keep their weight, which is how the unfolding
   corrects for the inefficiency and acceptance.
@@ -54,6 +58,7 @@ from diffgen.core import Events
 from diffgen.unfolding.classifier import (
     Classifier,
     TrainConfig,
+    _concat,
     _numpy_rng,
     as_features,
     check_weights,
@@ -326,8 +331,12 @@ def omnifold(
     if w_mc[pr].sum() <= 0 or w_mc[pg].sum() <= 0:
         raise ValueError("mc_weights: the weights of the pass_reco and of the pass_gen events must have positive sums")
 
-    idx_r, idx_g = np.nonzero(pr)[0], np.nonzero(pg)[0]
+    idx_r, idx_g = np.nonzero(pr & pg)[0], np.nonzero(pg)[0]
+    idx_f = np.nonzero(pr & ~pg)[0]
+    if idx_r.shape[0] == 0:
+        raise ValueError("omnifold: no MC event passes both pass_gen and pass_reco (no migration sample)")
     x_reco = as_features(_select(reco_raw, idx_r), "mc_reco")
+    x_fake = as_features(_select(reco_raw, idx_f), "mc_reco") if idx_f.shape[0] else None
     x_gen = as_features(_select(gen_raw, idx_g), "mc_gen")
     x_data = as_features(data_raw, "data")
     if x_reco[0].shape[1:] != x_data[0].shape[1:] and len(x_reco) == 1:
@@ -363,15 +372,25 @@ def omnifold(
     prev_auc1 = None
     for it in range(1, iterations + 1):
         k_train, k1, k2 = jax.random.split(k_train, 3)
-        # Step 1: data (label 1) vs MC reco weighted by the push factors (label 0).
+        # Step 1: data minus simulated fakes (label 1) vs MC reco of events with both levels
+        # weighted by the push factors (label 0). Fakes are normalised to the data as a fraction
+        # of all reconstructed MC weight at the current push factors.
+        if x_fake is None:
+            x1, w1 = x_data, wd_rep
+        else:
+            real = (wmc_rep * push)[:, idx_r].sum(axis=1, keepdims=True)
+            fake = wmc_rep[:, idx_f]
+            scale = wd_rep.sum(axis=1, keepdims=True) / (real + fake.sum(axis=1, keepdims=True))
+            x1 = _concat(x_data, x_fake, "data")
+            w1 = np.concatenate([wd_rep, -fake * scale], axis=1)
         clf1, info1 = train_classifier(
             x_reco,
-            x_data,
+            x1,
             key=k1,
             config=config,
             n_members=m,
             member_w0=tile((wmc_rep * push)[:, idx_r]),
-            member_w1=tile(wd_rep),
+            member_w1=tile(w1),
             init=clf1 if warm_start else None,
         )
         r1, clipped1 = clf1.ratio(x_reco)
@@ -381,7 +400,7 @@ def omnifold(
             it, 1, (w_mc * pull[0])[idx_r], np.asarray(clipped1)[:n_ensemble], info1.auc[:n_ensemble], info1.epochs
         )
         n_v0 = config.val_fraction * idx_r.shape[0]
-        n_v1 = config.val_fraction * n_data
+        n_v1 = config.val_fraction * (n_data + idx_f.shape[0])
         auc_floor = 3.0 * np.sqrt((n_v0 + n_v1 + 1) / (12.0 * n_v0 * n_v1))
         d1 = _warn(d1, prev[1], ess_drop, max_clipped, max(auc_rise, auc_floor), prev_auc1)
         prev[1], prev_auc1 = d1.ess_fraction, d1.auc
