@@ -16,12 +16,26 @@ into charged tracks and calorimeter deposits.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+import jax
 
 from diffgen.core import Events, Layer
 from diffgen.detector import pdg
 from diffgen.detector.config import DetectorConfig, load_config
-from diffgen.detector.layers import calorimeter, drop_invisible, drop_particles, efficiency, sequential, tracker
+from diffgen.detector.layers import (
+    _apply_efficiency,
+    _selector,
+    _smear_calorimeter,
+    _smear_tracker,
+    calorimeter,
+    drop_invisible,
+    drop_particles,
+    efficiency,
+    tracker,
+)
+from diffgen.typing import Key, Params
 
 __all__ = ["deposits", "detector", "lep_like", "toy", "tracks"]
 
@@ -60,22 +74,47 @@ def detector(
         if slope is not None:
             changes["slope"] = slope
         config = config.replace(**changes)
-    stages: list[tuple[str, Layer]] = [("invisible", drop_invisible())]
-    for name, section in config.sections.items():
-        stages.append(
-            (
-                f"{name}_acceptance",
-                efficiency(
-                    **section.acceptance, mode=config.mode, slope=config.slope, select=section.select, dtype=dtype
-                ),
-            )
-        )
-    for name, section in config.sections.items():
-        if section.kind == "tracker":
-            stages.append((name, tracker(**section.resolution, select=section.select, dtype=dtype)))
-        else:
-            stages.append((name, calorimeter(**section.resolution, select=section.select, dtype=dtype)))
-    return sequential(*stages)
+    invisible = drop_invisible()
+    sections = list(config.sections.items())
+    # The factories validate the numbers and provide the default params.
+    acceptances = [
+        efficiency(**sec.acceptance, mode=config.mode, slope=config.slope, select=sec.select, dtype=dtype)
+        for _, sec in sections
+    ]
+    smearings = [
+        (tracker if sec.kind == "tracker" else calorimeter)(**sec.resolution, select=sec.select, dtype=dtype)
+        for _, sec in sections
+    ]
+    selectors = [_selector(sec.select, "detector") for _, sec in sections]
+    stochastic = config.mode == "stochastic"
+    slope_value = float(config.slope)
+
+    def init(key: Key) -> dict[str, Params]:
+        params: dict[str, Params] = {"invisible": invisible.init(key)}
+        for (name, _), acc, smear in zip(sections, acceptances, smearings, strict=True):
+            params[f"{name}_acceptance"] = acc.init(key)
+            params[name] = smear.init(key)
+        return params
+
+    def apply(params: Mapping[str, Params], key: Key, events: Events) -> Events:
+        events = invisible.apply(params["invisible"], key, events)
+        n, cap = events.mask.shape
+        key_u, key_z = jax.random.split(key)
+        # One draw for all subsystems (a leading axis per subsystem): random-number generation
+        # dominates the compile time, and one call compiles once.
+        z = jax.random.normal(key_z, (len(sections), n, cap, 3), events.dtype)
+        u = jax.random.uniform(key_u, (len(sections), n, cap), events.dtype) if stochastic else None
+        for i, (name, _) in enumerate(sections):
+            u_i = None if u is None else u[i]
+            events = _apply_efficiency(params[f"{name}_acceptance"], u_i, events, selectors[i], slope_value)
+        for i, (name, sec) in enumerate(sections):
+            if sec.kind == "tracker":
+                events = _smear_tracker(params[name], z[i], events, selectors[i])
+            else:
+                events = _smear_calorimeter(params[name], z[i, ..., 0], events, selectors[i])
+        return events
+
+    return Layer(init=init, apply=apply)
 
 
 def lep_like(*, mode: str | None = None, slope: float | None = None, dtype: Any = None) -> Layer:

@@ -251,21 +251,26 @@ def tracker(
         return {k: jnp.asarray(v, dtype=dtype) for k, v in defaults.items()}
 
     def apply(params: Params, key: Key, events: Events) -> Events:
-        p = events.p
-        dt = p.dtype
-        pt = kin.pt(p)
-        ok = events.mask & selector(events.pid) & (pt > 0)
-        eta = jnp.where(ok, kin.eta(p), 0.0)
-        phi = kin.phi(p)
-        m = jnp.maximum(kin.mass(p), 0.0)
-        z = jax.random.normal(key, p.shape[:2] + (3,), dt)
-        pt_new = pt * jnp.abs(1.0 + tracker_sigma(params, pt) * z[..., 0])
-        eta_new = eta + _get(params, "sigma_eta", dt) * z[..., 1]
-        phi_new = phi + _get(params, "sigma_phi", dt) * z[..., 2]
-        p_new = kin.from_pt_eta_phi_m(pt_new, eta_new, phi_new, m)
-        return events.replace(p=jnp.where(ok[..., None], p_new, p))
+        z = jax.random.normal(key, events.p.shape[:2] + (3,), events.dtype)
+        return _smear_tracker(params, z, events, selector)
 
     return Layer(init=init, apply=apply)
+
+
+def _smear_tracker(params: Params, z: Array, events: Events, selector: Callable[[Array], Array]) -> Events:
+    """The tracker smearing with given standard normals z [N, P, 3]."""
+    p = events.p
+    dt = p.dtype
+    pt = kin.pt(p)
+    ok = events.mask & selector(events.pid) & (pt > 0)
+    eta = jnp.where(ok, kin.eta(p), 0.0)
+    phi = kin.phi(p)
+    m = jnp.maximum(kin.mass(p), 0.0)
+    pt_new = pt * jnp.abs(1.0 + tracker_sigma(params, pt) * z[..., 0])
+    eta_new = eta + _get(params, "sigma_eta", dt) * z[..., 1]
+    phi_new = phi + _get(params, "sigma_phi", dt) * z[..., 2]
+    p_new = kin.from_pt_eta_phi_m(pt_new, eta_new, phi_new, m)
+    return events.replace(p=jnp.where(ok[..., None], p_new, p))
 
 
 def calorimeter(
@@ -304,16 +309,21 @@ def calorimeter(
         return {k: jnp.asarray(v, dtype=dtype) for k, v in defaults.items()}
 
     def apply(params: Params, key: Key, events: Events) -> Events:
-        p = events.p
-        energy = p[..., 0]
-        ok = events.mask & selector(events.pid) & (energy > 0)
-        z = jax.random.normal(key, energy.shape, p.dtype)
-        e_new = energy * (1.0 + calorimeter_sigma(params, energy) * z)
-        scale = kin.safe_div(e_new, energy)
-        smeared = events.replace(p=jnp.where(ok[..., None], p * scale[..., None], p))
-        return drop_particles(smeared, ok & (e_new <= 0))
+        z = jax.random.normal(key, events.p.shape[:2], events.dtype)
+        return _smear_calorimeter(params, z, events, selector)
 
     return Layer(init=init, apply=apply)
+
+
+def _smear_calorimeter(params: Params, z: Array, events: Events, selector: Callable[[Array], Array]) -> Events:
+    """The calorimeter smearing with given standard normals z [N, P]."""
+    p = events.p
+    energy = p[..., 0]
+    ok = events.mask & selector(events.pid) & (energy > 0)
+    e_new = energy * (1.0 + calorimeter_sigma(params, energy) * z)
+    scale = kin.safe_div(e_new, energy)
+    smeared = events.replace(p=jnp.where(ok[..., None], p * scale[..., None], p))
+    return drop_particles(smeared, ok & (e_new <= 0))
 
 
 def gaussian_smearing(
@@ -501,22 +511,31 @@ def efficiency(
         return {k: jnp.asarray(v, dtype=dtype) for k, v in defaults.items()}
 
     def apply(params: Params, key: Key, events: Events) -> Events:
-        dt = events.dtype
-        selected = events.mask & selector(events.pid)
-        prob = keep_probability(params, events.p, slope)
         if mode == "soft":
             del key
-            previous = events.extra.get(KEEP_PROB, events.mask.astype(dt))
-            return events.with_extra(**{KEEP_PROB: previous * jnp.where(selected, prob, 1.0)})
-        u = jax.random.uniform(key, selected.shape, dt)
-        keep = u < prob
-        logp_particle = jnp.where(keep, kin.safe_log(prob), kin.safe_log(1.0 - prob))
-        logp = jnp.sum(jnp.where(selected, logp_particle, 0.0), axis=1)
-        previous = events.extra.get(LOGPROB, jnp.zeros(events.n_events, dt))
-        dropped = drop_particles(events, selected & ~keep)
-        return dropped.with_extra(**{LOGPROB: previous + logp})
+            return _apply_efficiency(params, None, events, selector, slope)
+        u = jax.random.uniform(key, events.mask.shape, events.dtype)
+        return _apply_efficiency(params, u, events, selector, slope)
 
     return Layer(init=init, apply=apply)
+
+
+def _apply_efficiency(
+    params: Params, u: Array | None, events: Events, selector: Callable[[Array], Array], slope: float
+) -> Events:
+    """Soft (``u`` None) or stochastic (uniforms ``u`` [N, P]) acceptance × efficiency."""
+    dt = events.dtype
+    selected = events.mask & selector(events.pid)
+    prob = keep_probability(params, events.p, slope)
+    if u is None:
+        previous = events.extra.get(KEEP_PROB, events.mask.astype(dt))
+        return events.with_extra(**{KEEP_PROB: previous * jnp.where(selected, prob, 1.0)})
+    keep = u < prob
+    logp_particle = jnp.where(keep, kin.safe_log(prob), kin.safe_log(1.0 - prob))
+    logp = jnp.sum(jnp.where(selected, logp_particle, 0.0), axis=1)
+    previous = events.extra.get(LOGPROB, jnp.zeros(events.n_events, dt))
+    dropped = drop_particles(events, selected & ~keep)
+    return dropped.with_extra(**{LOGPROB: previous + logp})
 
 
 def drop_invisible() -> Layer:
