@@ -167,10 +167,12 @@ def main() -> None:
     parser.add_argument("--skip-ee", action="store_true", help="skip the e+e- -> mu+mu- case")
     parser.add_argument("--skip-toy", action="store_true", help="skip the Gaussian toy")
     parser.add_argument("--bootstrap", type=int, default=4, help="bootstrap replicas for the σ (default 4)")
+    parser.add_argument("--iterations", type=int, default=None, help="OmniFold iterations (default 5; 3 with --quick)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
     jax.config.update("jax_enable_x64", True)
     n, iterations = (20_000, 3) if args.quick else (100_000, 5)
+    iterations = args.iterations or iterations
     print("machine:", machine_info())
     print("numbers measured on a shared machine: wall times are upper bounds; cpu_s is the process CPU time")
     rows = []
