@@ -13,8 +13,8 @@ from diffgen.typing import Key, Params
 __all__ = ["hadronize", "DEFAULT_PARAMS"]
 
 #: Default physics parameters: cl_max (GeV, Herwig 7 ClMaxLight), γ_s (strange-pair weight),
-#: p_vector (probability of a vector meson per hadron).
-DEFAULT_PARAMS = {"cl_max": 3.35, "gamma_s": 0.6, "p_vector": 0.5}
+#: p_vector (probability of a vector meson per hadron; 0.75 = spin counting 3 : 1).
+DEFAULT_PARAMS = {"cl_max": 3.35, "gamma_s": 0.6, "p_vector": 0.75}
 
 
 def hadronize(

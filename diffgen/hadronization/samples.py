@@ -19,18 +19,19 @@ from diffgen.typing import Array, Key
 __all__ = ["parton_chains", "rambo", "reference_clusters", "flatten_clusters"]
 
 
-def rambo(key: Key, n_events: int, n_particles: int, sqrt_s: float, dtype=jnp.float64) -> Array:
+def rambo(key: Key, n_events: int, n_particles: int, sqrt_s: float, dtype=None) -> Array:
     """Massless n-body phase-space momenta in the centre-of-mass frame (RAMBO).
 
     Args:
       key: PRNG key.
       n_events, n_particles: static sizes.
       sqrt_s: total energy (GeV).
-      dtype: floating dtype.
+      dtype: floating dtype (default: JAX's default float).
 
     Returns:
       [n_events, n_particles, 4] (E, px, py, pz) summing to (√s, 0, 0, 0).
     """
+    dtype = jnp.asarray(0.0).dtype if dtype is None else dtype
     u = jax.random.uniform(key, (n_events, n_particles, 4), dtype=dtype, minval=1e-12, maxval=1.0)
     c = 2.0 * u[..., 0] - 1.0
     s = jnp.sqrt(1.0 - c * c)
@@ -57,7 +58,7 @@ def parton_chains(
     sqrt_s: float = 91.2,
     flavours: str = "udscb",
     capacity: int | None = None,
-    dtype=jnp.float64,
+    dtype=None,
 ) -> Events:
     """Colour-connected q g₁ … g_n q̄ events with momentum conservation.
 
@@ -71,7 +72,7 @@ def parton_chains(
       sqrt_s: centre-of-mass energy (GeV).
       flavours: quark flavours drawn uniformly (subset of "dusc b" letters).
       capacity: particle capacity (default n_gluons + 2).
-      dtype: floating dtype.
+      dtype: floating dtype (default: JAX's default float).
 
     Returns:
       ``Events`` with pid (q, g…, q̄) and colour set.
@@ -80,6 +81,7 @@ def parton_chains(
     if not flavours or any(f not in codes for f in flavours):
         raise ValueError(f"parton_chains: flavours must be letters from 'dusbc', got {flavours!r}")
     n = n_gluons + 2
+    dtype = jnp.asarray(0.0).dtype if dtype is None else dtype
     k_p, k_f = jax.random.split(key)
     p = rambo(k_p, n_events, n, sqrt_s, dtype)
     choice = jnp.asarray(np.array([codes[f] for f in flavours], np.int32))
@@ -109,7 +111,7 @@ def flatten_clusters(clusters: Clusters) -> dict[str, np.ndarray]:
 
 
 def reference_clusters(
-    key: Key, n_clusters: int, *, sqrt_s: float = 30.0, n_gluons: int = 4, dtype=jnp.float64, min_mass: float = 1.2
+    key: Key, n_clusters: int, *, sqrt_s: float = 30.0, n_gluons: int = 4, dtype=None, min_mass: float = 1.2
 ) -> Clusters:
     """Reference clusters from hadronizing q g⁴ q̄ chains, one cluster per row.
 
@@ -122,12 +124,13 @@ def reference_clusters(
       n_clusters: number of clusters wanted (static).
       sqrt_s: energy of the generating chains (GeV).
       n_gluons: gluons per chain.
-      dtype: floating dtype.
+      dtype: floating dtype (default: JAX's default float, float64 with x64 enabled).
       min_mass: lower cut on the cluster mass (GeV).
 
     Returns:
       ``Clusters`` of shape [n_clusters, 1].
     """
+    dtype = jnp.asarray(0.0).dtype if dtype is None else dtype
     params = {"cl_max": jnp.asarray(3.35, dtype), "gamma_s": jnp.asarray(0.6, dtype)}
     out: list[dict[str, np.ndarray]] = []
     have = 0
