@@ -222,8 +222,8 @@ def test_omnifold_three_correlated_observables():
     corr_mc = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     sd = np.array([0.9, 0.8, 1.0])
     corr_data = np.array([[1.0, 0.6, -0.4], [0.6, 1.0, -0.2], [-0.4, -0.2, 1.0]])
-    mc = gaussian_toy(21, 8000, [0.0, 0.0, 0.0], corr_mc, fake_fraction=0.0, efficiency=1.0)
-    data = gaussian_toy(22, 8000, [0.2, -0.1, 0.1], corr_data * np.outer(sd, sd), fake_fraction=0.0, efficiency=1.0)
+    mc = gaussian_toy(21, 12000, [0.0, 0.0, 0.0], corr_mc, fake_fraction=0.0, efficiency=1.0)
+    data = gaussian_toy(22, 12000, [0.2, -0.1, 0.1], corr_data * np.outer(sd, sd), fake_fraction=0.0, efficiency=1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnfoldingWarning)
         # The MC is wider than the data in some directions: there the true ratio is < 1/100 and
