@@ -253,7 +253,7 @@ def check_clusters(clusters: Clusters, params: Params) -> None:
       params: the decay params (``gamma_s``, ``p_vector`` are not needed; only the table).
     """
     del params
-    if any(is_traced(x) for x in (clusters.p_q, clusters.flav_q, clusters.flav_qbar, clusters.mask)):
+    if any(is_traced(x) for x in jax.tree_util.tree_leaves(clusters)):
         return
     mask = np.asarray(clusters.mask)
     for name in ("flav_q", "flav_qbar"):
@@ -265,7 +265,10 @@ def check_clusters(clusters: Clusters, params: Params) -> None:
             )
     fq = np.asarray(clusters.flav_q)
     fqb = np.asarray(clusters.flav_qbar)
-    m = np.asarray(clusters.mass)
+    try:
+        m = np.asarray(clusters.mass)
+    except jax.errors.TracerArrayConversionError:  # momenta traced while flavours are not
+        return
     table = H.meson_table()[..., 0]
     mass = np.nan_to_num(H.TABLE["mass"])
     lightest = np.full(m.shape, np.inf)
@@ -335,7 +338,7 @@ def decay_clusters(
 
 def _check_flavours(clusters: Clusters, params: Params) -> None:
     del params
-    if is_traced(clusters.flav_q) or is_traced(clusters.mask):
+    if any(is_traced(x) for x in (clusters.flav_q, clusters.flav_qbar, clusters.mask)):
         return
     mask = np.asarray(clusters.mask)
     for name in ("flav_q", "flav_qbar"):
