@@ -85,7 +85,7 @@ def _check(params: Params, n: int) -> None:
 
 def _per_event(surrogate: Callable[[Params], Array], params: Params, n: int) -> GradientEstimate:
     flat, unravel = ravel_pytree(params)
-    jac = jax.jit(jax.jacfwd(lambda x: surrogate(unravel(x))))(flat)  # [N, P]
+    jac = jax.jacfwd(lambda x: surrogate(unravel(x)))(flat)  # [N, P]
     if jac.shape != (n, flat.shape[0]):
         raise ValueError(f"the simulator must return per-event values of shape [{n}], got {jac.shape[:-1]}")
     jac = np.asarray(jac, dtype=np.float64)
