@@ -149,6 +149,12 @@ def check_table(table: Any, fields: Mapping[str, Field], where: str) -> dict[str
 def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse a run file and check its top-level tables are subcommand names.
 
+    Args:
+      path: the TOML run file.
+
+    Returns:
+      the parsed TOML document as a dict of tables keyed by subcommand name.
+
     Raises:
       FileNotFoundError: the file does not exist.
       ValueError: invalid TOML or unknown top-level key.
@@ -168,7 +174,21 @@ def load_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_section(path: str | os.PathLike[str] | None, section: str, fields: Mapping[str, Field]) -> dict[str, Any]:
-    """The checked table ``section`` of the run file ``path`` (empty if ``path`` is None or it lacks the table)."""
+    """The checked table ``section`` of the run file ``path``.
+
+    Args:
+      path: the TOML run file, or None.
+      section: name of the table (a subcommand name).
+      fields: allowed keys of the table.
+
+    Returns:
+      the checked table as a dict (see ``check_table``); empty if ``path`` is None or
+      the file lacks the table.
+
+    Raises:
+      FileNotFoundError: the file does not exist.
+      ValueError: invalid TOML, unknown top-level key or an invalid table.
+    """
     if path is None:
         return {}
     data = load_run_config(path)

@@ -110,6 +110,9 @@ def thrust(events: Events) -> Array:
 def thrust_axis(events: Events) -> Array:
     """Unit thrust axis n⃗_T (sign chosen with n_z ≥ 0).
 
+    Args:
+      events: N events; momenta [N, P, 4] in GeV, (E, px, py, pz), centre-of-mass frame.
+
     Returns:
       [N, 3] (x, y, z).
     """
@@ -125,6 +128,9 @@ def _hemispheres(p: Array, mask: Array) -> tuple[Array, Array, Array]:
 
 def heavy_jet_mass(events: Events) -> Array:
     """Heavy-jet mass ``ρ_H = max(M₁², M₂²)/E_vis²``, hemispheres split by the thrust plane.
+
+    Args:
+      events: N events; momenta [N, P, 4] in GeV, (E, px, py, pz), centre-of-mass frame.
 
     Returns:
       [N] dimensionless.
@@ -143,6 +149,9 @@ def jet_broadening(events: Events) -> tuple[Array, Array]:
     ``B_i = Σ_{k ∈ H_i} |p⃗_k × n⃗_T| / (2 Σ_k |p⃗_k|)`` (Catani, Turnock, Webber,
     Phys. Lett. B 295 (1992) 269).
 
+    Args:
+      events: N events; momenta [N, P, 4] in GeV, (E, px, py, pz), centre-of-mass frame.
+
     Returns:
       ([N] B_T, [N] B_W).
     """
@@ -157,12 +166,26 @@ def jet_broadening(events: Events) -> tuple[Array, Array]:
 
 
 def total_broadening(events: Events) -> Array:
-    """Total jet broadening B_T (see :func:`jet_broadening`); [N]."""
+    """Total jet broadening B_T (see :func:`jet_broadening`).
+
+    Args:
+      events: N events; momenta [N, P, 4] in GeV, (E, px, py, pz), centre-of-mass frame.
+
+    Returns:
+      [N] B_T.
+    """
     return jet_broadening(events)[0]
 
 
 def wide_broadening(events: Events) -> Array:
-    """Wide jet broadening B_W (see :func:`jet_broadening`); [N]."""
+    """Wide jet broadening B_W (see :func:`jet_broadening`).
+
+    Args:
+      events: N events; momenta [N, P, 4] in GeV, (E, px, py, pz), centre-of-mass frame.
+
+    Returns:
+      [N] B_W.
+    """
     return jet_broadening(events)[1]
 
 
@@ -190,6 +213,9 @@ def sphericity(events: Events) -> Array:
 
     (J.D. Bjorken, S.J. Brodsky, Phys. Rev. D 1 (1970) 1416.)
 
+    Args:
+      events: N events; momenta [N, P, 4] in GeV, (E, px, py, pz), centre-of-mass frame.
+
     Returns:
       [N] in [0, 1].
     """
@@ -203,7 +229,14 @@ def sphericity(events: Events) -> Array:
 
 
 def multiplicity(events: Events) -> Array:
-    """Number of real particles per event; [N] int32."""
+    """Number of real particles per event.
+
+    Args:
+      events: N events; padding slots (``mask`` False) are not counted.
+
+    Returns:
+      [N] int32.
+    """
     if not isinstance(events, Events):
         raise TypeError(f"observables: expected Events, got {type(events).__name__}")
     return events.multiplicity()
@@ -267,7 +300,14 @@ def _durham_batch(p: Array, mask: Array, njets: int) -> Array:
 
 
 def durham_y23(events: Events) -> Array:
-    """Durham ``y₂₃`` (3 → 2 jets), see :func:`durham_ymerge`; [N]."""
+    """Durham ``y₂₃`` (3 → 2 jets), see :func:`durham_ymerge`.
+
+    Args:
+      events: N events; momenta [N, P, 4] in GeV, (E, px, py, pz), centre-of-mass frame.
+
+    Returns:
+      [N] y₂₃; 0 for events with at most 2 particles.
+    """
     return durham_ymerge(events, 2)
 
 

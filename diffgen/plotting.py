@@ -336,6 +336,15 @@ def histogram_from_files(
     is their total number of events. Without ``range`` for an integer ``bins``, the
     observable's default range is used, else that of the first chunk.
 
+    Args:
+      paths: one event file or a sequence of them (LHE or parquet).
+      observable: a key of :data:`OBSERVABLES`, ``extra/<name>`` or a ``diffgen.observables``
+        function name (see :func:`compute_observable`).
+      bins: number of bins or [B+1] edges.
+      range: (low, high) for a number of bins; default as described above.
+      norm: ``"xsec"``, ``"density"``, ``"fraction"`` or ``"sum"`` (see :func:`histogram`).
+      chunk_size: events read per chunk.
+
     Returns:
       ``(hist, metadata)`` with the metadata of the first file.
     """
@@ -537,6 +546,7 @@ def plot_histograms(
       ylabel: y label (e.g. ``"dσ/dx [pb]"``).
       title: right-hand label above the frame (e.g. ``"e⁺e⁻, √s = 91.2 GeV"``).
       experiment: bold left-hand label (followed by "Simulation").
+      figsize: (width, height) of the figure in inches.
 
     Returns:
       ``matplotlib.figure.Figure``.
@@ -622,7 +632,19 @@ def _ratio_panel(rax: Any, items: list[tuple[str, Any]], data: DataPoints | None
 
 
 def save(fig: Any, path: str | os.PathLike[str], *, dpi: int = 150) -> Path:
-    """Save a figure as PNG or PDF (from the suffix), atomically; returns the path."""
+    """Save a figure as PNG or PDF (from the suffix), atomically.
+
+    Args:
+      fig: a ``matplotlib.figure.Figure``.
+      path: output file ending in ``.png`` or ``.pdf``.
+      dpi: resolution in dots per inch (for PNG).
+
+    Returns:
+      the path of the written file.
+
+    Raises:
+      ValueError: the suffix is not ``.png`` or ``.pdf``.
+    """
     from diffgen.io import atomic_write
 
     path = Path(path)

@@ -96,7 +96,14 @@ def assert_on_shell(
 
 
 def assert_padding_clean(events: Events) -> None:
-    """Assert that padding slots hold zero momentum, pid 0 and (if present) colour 0."""
+    """Assert that padding slots hold zero momentum, pid 0 and (if present) colour 0.
+
+    Args:
+      events: the events to check; padding slots are those with ``mask`` False.
+
+    Raises:
+      AssertionError: a padding slot carries a non-zero momentum, pid or colour.
+    """
     mask = np.asarray(events.mask)
     pad = ~mask
     checks = {

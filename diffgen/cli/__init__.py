@@ -61,7 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``diffgen`` console script; returns the exit code."""
+    """Entry point of the ``diffgen`` console script.
+
+    Args:
+      argv: command-line arguments without the program name; None reads ``sys.argv[1:]``.
+
+    Returns:
+      the exit code: 0 on success, ``EXIT_USAGE`` for usage, value and file errors,
+      130 when interrupted.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:

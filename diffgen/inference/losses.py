@@ -233,7 +233,15 @@ def _mlp_init(key: Key, dim: int, hidden: int, dtype) -> Params:
 
 
 def classifier_logit(params: Params, x: ArrayLike) -> Array:
-    """Logit of the classifier trained by :func:`train_classifier`: [N] for x of shape [N] or [N, D]."""
+    """Logit of the classifier trained by :func:`train_classifier`.
+
+    Args:
+      params: network parameters returned by :func:`train_classifier`.
+      x: [N] or [N, D] inputs, standardised as in training.
+
+    Returns:
+      [N] logits (data vs simulation).
+    """
     x = jnp.asarray(x)
     if x.ndim == 1:
         x = x[:, None]

@@ -181,6 +181,17 @@ def hard_histogram(
     """The ordinary histogram ``Σ_i w_i·1[e_k ≤ x_i < e_{k+1}]`` (zero gradient in ``x``).
 
     Same arguments and returns as :func:`soft_histogram` (without the bandwidth).
+
+    Args:
+      x: values, any shape (e.g. [N] per event or [N, P] per particle).
+      edges: [K+1] strictly increasing bin edges.
+      weights: per-entry weights of the shape of ``x``, or per-event [N] for a per-particle
+        ``x``; default 1.
+      mask: boolean, shape of ``x``; False entries contribute nothing (padding).
+      return_sumw2: also return ``Σ_i w_i²`` per bin (the MC variance of the content).
+
+    Returns:
+      [K] bin contents (same dtype as ``x``), and [K] sum of squared weights if requested.
     """
     x, edges, weights = _prepare(x, edges, weights, mask)
     e = edges.reshape((1,) * x.ndim + edges.shape)

@@ -110,7 +110,17 @@ def open_writer(
 def write_events(
     path: str | os.PathLike[str], events: Events, metadata: Mapping[str, Any] | None = None, *, fmt: str | None = None
 ) -> Path:
-    """Write one ``Events`` batch to ``path`` atomically in the format of its suffix (or ``fmt``)."""
+    """Write one ``Events`` batch to ``path`` atomically in the format of its suffix (or ``fmt``).
+
+    Args:
+      path: output file.
+      events: the events; momenta [N, P, 4] in GeV, (E, px, py, pz), weights [N] in pb.
+      metadata: run metadata (LHE/HepMC3 need ``sqrt_s`` in GeV).
+      fmt: ``"lhe"``, ``"hepmc3"`` or ``"parquet"``; default from the suffix.
+
+    Returns:
+      the path of the written file.
+    """
     with open_writer(path, fmt, metadata=metadata) as w:
         w.write(events)
     return w.path
@@ -119,7 +129,16 @@ def write_events(
 def iter_events(
     path: str | os.PathLike[str], chunk_size: int = 100_000, *, fmt: str | None = None
 ) -> Iterator[tuple[Events, dict[str, Any]]]:
-    """Read an LHE or parquet file in chunks: yields ``(events, metadata)`` (constant memory)."""
+    """Read an LHE or parquet file in chunks (constant memory).
+
+    Args:
+      path: LHE or parquet file.
+      chunk_size: largest number of events per chunk, >= 1.
+      fmt: ``"lhe"`` or ``"parquet"``; default from the suffix.
+
+    Yields:
+      ``(events, metadata)`` per chunk.
+    """
     fmt = format_from_path(path, fmt)
     if fmt == "lhe":
         yield from iter_lhe(path, chunk_size)
@@ -130,7 +149,15 @@ def iter_events(
 
 
 def read_events(path: str | os.PathLike[str], *, fmt: str | None = None) -> tuple[Events, dict[str, Any]]:
-    """Read a whole LHE or parquet file: ``(events, metadata)``."""
+    """Read a whole LHE or parquet file.
+
+    Args:
+      path: LHE or parquet file.
+      fmt: ``"lhe"`` or ``"parquet"``; default from the suffix.
+
+    Returns:
+      ``(events, metadata)``: the events and the run metadata dict.
+    """
     fmt = format_from_path(path, fmt)
     if fmt == "lhe":
         return read_lhe(path)

@@ -84,7 +84,21 @@ class AtomicFile:
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
-    """Context manager yielding a file object whose content appears at ``path`` only on success."""
+    """Context manager yielding a file object whose content appears at ``path`` only on success.
+
+    Args:
+      path: final file name.
+      mode: ``"w"`` (text, UTF-8) or ``"wb"`` (binary).
+
+    Yields:
+      the open temporary file; it is renamed to ``path`` when the block ends without an
+      exception and deleted otherwise.
+
+    Raises:
+      ValueError: ``mode`` is not ``"w"`` or ``"wb"``.
+      IsADirectoryError: ``path`` is a directory.
+      FileNotFoundError: the directory of ``path`` does not exist.
+    """
     f = AtomicFile(path, mode)
     try:
         yield f.file

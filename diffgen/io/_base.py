@@ -23,7 +23,14 @@ RWGT_PREFIX = "rwgt/"
 
 
 def alt_weight_names(events: Events) -> list[str]:
-    """Names (without the ``rwgt/`` prefix) of the alternative weights an ``Events`` carries, sorted."""
+    """Names (without the ``rwgt/`` prefix) of the alternative weights an ``Events`` carries.
+
+    Args:
+      events: the events; alternative weights are ``extra`` entries whose key starts with ``rwgt/``.
+
+    Returns:
+      the names, sorted.
+    """
     return sorted(k[len(RWGT_PREFIX) :] for k in events.extra if k.startswith(RWGT_PREFIX))
 
 

@@ -149,7 +149,16 @@ class HepMC3Writer(EventWriter):
 
 
 def write_hepmc3(path: str | os.PathLike[str], events: Events, metadata: Mapping[str, Any] | None = None) -> Path:
-    """Write one ``Events`` batch to a HepMC3 ASCII file atomically (see :class:`HepMC3Writer`)."""
+    """Write one ``Events`` batch to a HepMC3 ASCII file atomically (see :class:`HepMC3Writer`).
+
+    Args:
+      path: output file (conventionally ``*.hepmc``).
+      events: the events; momenta [N, P, 4] in GeV, (E, px, py, pz), weights [N] in pb.
+      metadata: run metadata; must contain ``sqrt_s`` (GeV).
+
+    Returns:
+      the path of the written file.
+    """
     with HepMC3Writer(path, metadata) as w:
         w.write(events)
     return w.path

@@ -173,7 +173,16 @@ class LHEWriter(EventWriter):
 
 
 def write_lhe(path: str | os.PathLike[str], events: Events, metadata: Mapping[str, Any] | None = None) -> Path:
-    """Write one ``Events`` batch to an LHE v3 file atomically (see :class:`LHEWriter`)."""
+    """Write one ``Events`` batch to an LHE v3 file atomically (see :class:`LHEWriter`).
+
+    Args:
+      path: output file (conventionally ``*.lhe``).
+      events: the events; momenta [N, P, 4] in GeV, (E, px, py, pz), weights [N] in pb.
+      metadata: run metadata; must contain ``sqrt_s`` (GeV); see :class:`LHEWriter`.
+
+    Returns:
+      the path of the written file.
+    """
     with LHEWriter(path, metadata) as w:
         w.write(events)
     return w.path
@@ -267,6 +276,11 @@ def iter_lhe(
     path: str | os.PathLike[str], chunk_size: int = 100_000, *, dtype: Any = np.float64
 ) -> Iterator[tuple[Events, dict[str, Any]]]:
     """Read an LHE file in chunks of at most ``chunk_size`` events (constant memory).
+
+    Args:
+      path: LHE v1–v3 file (diffgen's or another generator's).
+      chunk_size: largest number of events per chunk, >= 1.
+      dtype: floating dtype of the returned momenta and weights.
 
     Yields:
       ``(events, metadata)`` per chunk; ``events`` hold the final-state (status 1)

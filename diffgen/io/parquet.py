@@ -154,7 +154,16 @@ class ParquetWriter(EventWriter):
 
 
 def write_parquet(path: str | os.PathLike[str], events: Events, metadata: Mapping[str, Any] | None = None) -> Path:
-    """Write one ``Events`` batch to a parquet file atomically (see :class:`ParquetWriter`)."""
+    """Write one ``Events`` batch to a parquet file atomically (see :class:`ParquetWriter`).
+
+    Args:
+      path: output file (conventionally ``*.parquet``).
+      events: the events, stored exactly (dtype, padding, colour, extra).
+      metadata: run metadata (any JSON-serialisable dict).
+
+    Returns:
+      the path of the written file.
+    """
     with ParquetWriter(path, metadata) as w:
         w.write(events)
     return w.path
@@ -202,6 +211,10 @@ def _table_to_events(table: pa.Table, meta: Mapping[str, Any]) -> Events:
 def iter_parquet(path: str | os.PathLike[str], chunk_size: int = 100_000) -> Iterator[tuple[Events, dict[str, Any]]]:
     """Read a diffgen parquet file in chunks of at most ``chunk_size`` events (constant memory).
 
+    Args:
+      path: parquet file written by diffgen.
+      chunk_size: largest number of events per chunk, >= 1.
+
     Yields:
       ``(events, metadata)`` per chunk.
     """
@@ -221,6 +234,9 @@ def iter_parquet(path: str | os.PathLike[str], chunk_size: int = 100_000) -> Ite
 
 def read_parquet(path: str | os.PathLike[str]) -> tuple[Events, dict[str, Any]]:
     """Read a whole diffgen parquet file.
+
+    Args:
+      path: parquet file written by diffgen.
 
     Returns:
       ``(events, metadata)``: exactly the ``Events`` written (dtype, padding, colour, extra)

@@ -118,7 +118,14 @@ def born_me2_beta(
     toy extension of the equal-mass formula.
 
     Args:
-      beta: [...] or scalar velocity in [0, 1]; other arguments as :func:`born_me2`.
+      cos_theta: [...] cosine of the angle between f and the e⁻ beam (+z).
+      s: [...] or scalar squared energy, GeV².
+      beta: [...] or scalar velocity in [0, 1].
+      charge: [...] or scalar electric charge of f, in units of e.
+      t3: [...] or scalar weak isospin T₃ of f.
+      colours: [...] or scalar number of colours N_c of f.
+      params: ``alpha_em``, ``m_z``, ``gamma_z``, ``sin2_theta_w`` (0-d arrays).
+      width: ``"fixed"`` or ``"running"`` (static).
 
     Returns:
       [...] |M̄|², dimensionless.
@@ -147,7 +154,14 @@ def born_sigma_total(
 
     ``σ = N_c πα²β/(8s) Σ_i [ (8/3)(3 − β²)|V_i|² + (16/3) β²|A_i|² ]``.
 
-    Args: as :func:`born_me2` without ``cos_theta``.
+    Args:
+      s: [...] or scalar squared energy, GeV².
+      mass: [...] or scalar mass of f, GeV.
+      charge: [...] or scalar electric charge of f, in units of e.
+      t3: [...] or scalar weak isospin T₃ of f.
+      colours: [...] or scalar number of colours N_c of f.
+      params: ``alpha_em``, ``m_z``, ``gamma_z``, ``sin2_theta_w`` (0-d arrays).
+      width: ``"fixed"`` or ``"running"`` (static).
 
     Returns:
       [...] σ in GeV⁻² (multiply by ``GEV2_PB`` for pb).

@@ -38,7 +38,17 @@ QUARK_FLAVOURS = "udscb"
 
 
 def default_params(sqrt_s: float, *, qcd: bool, dtype) -> dict[str, Array]:
-    """The electroweak (and α_s) default parameters of the Born sources, as 0-d arrays."""
+    """The electroweak (and α_s) default parameters of the Born sources, as 0-d arrays.
+
+    Args:
+      sqrt_s: centre-of-mass energy √s, GeV.
+      qcd: also include ``alpha_s`` (α_s(m_Z)), for the q q̄ source.
+      dtype: floating dtype of the arrays.
+
+    Returns:
+      dict with ``sqrt_s``, ``m_z``, ``gamma_z`` (GeV), ``sin2_theta_w``, ``alpha_em`` and,
+      if ``qcd``, ``alpha_s``.
+    """
     values = {
         "sqrt_s": sqrt_s,
         "m_z": C.M_Z,

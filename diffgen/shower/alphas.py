@@ -30,12 +30,26 @@ MZ = 91.1876
 
 
 def beta0(nf: int = NF) -> float:
-    """β0/(2π) with β0 = 11/6 C_A − 2/3 T_R n_f (arXiv:1411.4085, eq. 3.3 normalisation)."""
+    """β0/(2π) with β0 = 11/6 C_A − 2/3 T_R n_f (arXiv:1411.4085, eq. 3.3 normalisation).
+
+    Args:
+      nf: number of active quark flavours n_f.
+
+    Returns:
+      b0 = β0/(2π).
+    """
     return (11.0 / 6.0 * CA - 2.0 / 3.0 * TR * nf) / (2.0 * math.pi)
 
 
 def beta1(nf: int = NF) -> float:
-    """β1/(2π)² with β1 = 17/6 C_A² − (5/3 C_A + C_F) T_R n_f (arXiv:1411.4085)."""
+    """β1/(2π)² with β1 = 17/6 C_A² − (5/3 C_A + C_F) T_R n_f (arXiv:1411.4085).
+
+    Args:
+      nf: number of active quark flavours n_f.
+
+    Returns:
+      b1 = β1/(2π)².
+    """
     return (17.0 / 6.0 * CA**2 - (5.0 / 3.0 * CA + CF) * TR * nf) / (2.0 * math.pi) ** 2
 
 

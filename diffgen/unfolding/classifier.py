@@ -136,7 +136,8 @@ def as_features(x: Any, name: str = "features") -> tuple[np.ndarray, ...]:
       ``(x [N, F],)`` or ``(particles [N, P, F], mask [N, P] bool)``.
 
     Raises:
-      TypeError / ValueError naming ``name`` for wrong types, shapes, NaN/inf or N = 0.
+      TypeError: the input or its dtype is not numeric (floating for particle features).
+      ValueError: wrong shape or mask, no features, NaN/inf values or N = 0.
     """
     if isinstance(x, tuple) and len(x) == 1:
         x = x[0]

@@ -322,7 +322,16 @@ def sample_posterior(flow: ConditionalFlow, reco: Any, *, key: jax.Array, n_samp
 
 
 def log_prob(flow: ConditionalFlow, gen: Any, reco: Any) -> np.ndarray:
-    """``log p(gen | reco)`` [N] in the original units of ``gen``."""
+    """Conditional log density ``log p(gen | reco)`` of the flow.
+
+    Args:
+      flow: a trained :class:`ConditionalFlow`.
+      gen: [N] or [N, D] particle-level values (original units).
+      reco: [N] or [N, C] detector-level features, paired row by row with ``gen``.
+
+    Returns:
+      [N] ``log p(gen | reco)`` in the original units of ``gen``.
+    """
     d, c = flow.dims
     t = _as2d(gen, "gen", dims=d)
     x = _as2d(reco, "reco", n=t.shape[0], dims=c)

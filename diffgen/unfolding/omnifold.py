@@ -155,7 +155,14 @@ class OmniFoldResult:
 
 
 def effective_sample_size(w: np.ndarray) -> float:
-    """Kish effective sample size ``(Σw)²/Σw²`` (arXiv:1911.09107 uses it as a weight diagnostic)."""
+    """Kish effective sample size ``(Σw)²/Σw²`` (arXiv:1911.09107 uses it as a weight diagnostic).
+
+    Args:
+      w: [N] event weights.
+
+    Returns:
+      the effective number of events; 0 if all weights are zero.
+    """
     w = np.asarray(w, dtype=float)
     s2 = float(np.sum(w * w))
     return float(np.sum(w)) ** 2 / s2 if s2 > 0 else 0.0
