@@ -23,6 +23,9 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/diffgen demo --out out
 
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 lint: $(STAMP)
 	$(BIN)/ruff check diffgen tests benchmarks
 
