@@ -110,7 +110,10 @@ class DetectorConfig:
           ``DetectorConfig``.
 
         Raises:
-          ValueError / TypeError naming the offending dotted key.
+          ValueError: a key is unknown or missing, or a value is out of range; the message
+            names the offending dotted key.
+          TypeError: a value has the wrong type (e.g. a string where a number is expected);
+            the message names the offending dotted key.
         """
         _check_keys(data, _TOP_KEYS, "", origin)
         for required in ("tracker", "ecal"):
@@ -177,7 +180,19 @@ class DetectorConfig:
 
 
 def load_config(name_or_path: str | os.PathLike[str]) -> DetectorConfig:
-    """Load a shipped detector by name (``"lep_like"``, ``"toy"``) or a TOML file by path."""
+    """Load a shipped detector by name (``"lep_like"``, ``"toy"``) or a TOML file by path.
+
+    Args:
+      name_or_path: name of a shipped detector (a key of ``SHIPPED``, e.g. ``"lep_like"``)
+        or the path of a TOML detector file.
+
+    Returns:
+      The validated ``DetectorConfig``.
+
+    Raises:
+      ValueError: ``name_or_path`` is neither a shipped detector nor an existing file, or
+        the file is not valid TOML or not a valid detector description.
+    """
     if isinstance(name_or_path, str) and name_or_path in SHIPPED:
         ref = resources.files("diffgen") / "data" / "detectors" / SHIPPED[name_or_path]
         with resources.as_file(ref) as path:

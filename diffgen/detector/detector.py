@@ -118,12 +118,34 @@ def detector(
 
 
 def lep_like(*, mode: str | None = None, slope: float | None = None, dtype: Any = None) -> Layer:
-    """The shipped LEP-like detector (ALEPH numbers; ``diffgen/data/detectors/lep_like.toml``)."""
+    """The shipped LEP-like detector (ALEPH numbers; ``diffgen/data/detectors/lep_like.toml``).
+
+    Args:
+      mode: override the configuration's acceptance mode (``"soft"``/``"stochastic"``;
+        default: the one in the file).
+      slope: override the slope of the acceptance edges (``math.inf`` = hard cut;
+        default: the one in the file).
+      dtype: dtype of the default parameters (default: JAX's default float).
+
+    Returns:
+      ``Layer`` as described in :func:`detector`.
+    """
     return detector("lep_like", mode=mode, slope=slope, dtype=dtype)
 
 
 def toy(*, mode: str | None = None, slope: float | None = None, dtype: Any = None) -> Layer:
-    """The shipped generic toy detector (``diffgen/data/detectors/toy.toml``)."""
+    """The shipped generic toy detector (``diffgen/data/detectors/toy.toml``).
+
+    Args:
+      mode: override the configuration's acceptance mode (``"soft"``/``"stochastic"``;
+        default: the one in the file).
+      slope: override the slope of the acceptance edges (``math.inf`` = hard cut;
+        default: the one in the file).
+      dtype: dtype of the default parameters (default: JAX's default float).
+
+    Returns:
+      ``Layer`` as described in :func:`detector`.
+    """
     return detector("toy", mode=mode, slope=slope, dtype=dtype)
 
 

@@ -84,7 +84,20 @@ def _selector(select: str | Callable[[Array], Array], owner: str) -> Callable[[A
 
 
 def select_particles(events: Events, select: str | Callable[[Array], Array]) -> Array:
-    """Real particles of a named class: [N, P] bool (``events.mask`` and the selection)."""
+    """Real particles of a named class: ``events.mask`` and the selection.
+
+    Args:
+      events: N events with capacity P (padding has ``mask`` False).
+      select: a name in ``SELECTIONS`` (``"all"``, ``"visible"``, ``"charged"``,
+        ``"neutral"``, ``"em_neutral"``, ``"hadronic_neutral"``) or a callable
+        ``pid [N, P] int -> [N, P] bool``.
+
+    Returns:
+      [N, P] bool, True for real particles in the selection.
+
+    Raises:
+      ValueError: ``select`` is neither a name in ``SELECTIONS`` nor a callable.
+    """
     return events.mask & _selector(select, "select_particles")(events.pid)
 
 
@@ -111,6 +124,14 @@ def drop_particles(events: Events, drop: Array) -> Events:
 
     Momentum, pid, colour and the soft keep-probability of a dropped particle are zeroed so
     the padding stays clean.
+
+    Args:
+      events: N events with capacity P.
+      drop: [N, P] bool, True for the particles to remove.
+
+    Returns:
+      ``Events`` with the same capacity P; dropped slots are padding (mask False, zero
+      momentum, pid 0).
     """
     keep = ~drop
     extra = dict(events.extra)
@@ -436,7 +457,20 @@ def efficiency_curve(params: Params, p: Array) -> Array:
 
 
 def keep_probability(params: Params, p: Array, slope: float) -> Array:
-    """Probability that a particle is reconstructed: acceptance × efficiency, [...]."""
+    """Probability that a particle is reconstructed: acceptance × efficiency.
+
+    The product of :func:`acceptance_weight` and :func:`efficiency_curve`.
+
+    Args:
+      params: ``{"eta_max", "pt_min" (GeV), "plateau"}`` and optionally
+        ``{"pt_50", "pt_width"}`` (GeV) and ``{"eta_50", "eta_width"}``.
+      p: [..., 4] momenta (E, px, py, pz) in GeV.
+      slope: steepness s > 0 of the acceptance edges (GeV⁻¹ for pT, dimensionless for η),
+        static; ``math.inf`` gives the hard cut.
+
+    Returns:
+      [...] in [0, 1], dtype of ``p``.
+    """
     return acceptance_weight(params, p, slope) * efficiency_curve(params, p)
 
 

@@ -90,7 +90,17 @@ def smeared_cos_theta(u: Array, smearing: Array) -> Array:
 
 
 def smeared_cos_theta_log_prob(c: Array, smearing: Array) -> Array:
-    """Log-density of the truncated exponential of :func:`smeared_cos_theta`: [...] → [...]."""
+    """Log-density of the truncated exponential of :func:`smeared_cos_theta`.
+
+    ``log p(c) = (c − 1)/σ − log σ − log(1 − exp(−2/σ))`` for c in [−1, 1].
+
+    Args:
+      c: [...] cos θ values in [−1, 1].
+      smearing: σ > 0 (dimensionless), broadcast-compatible with ``c``.
+
+    Returns:
+      [...] log-density, dtype of ``c``; differentiable in σ.
+    """
     smearing = jnp.asarray(smearing, c.dtype)
     return (c - 1.0) / smearing - jnp.log(smearing) - jnp.log(-jnp.expm1(-2.0 / smearing))
 

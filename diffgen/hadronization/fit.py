@@ -40,7 +40,14 @@ class DeepSets(nnx.Module):
 
 
 def hadron_features(p: Array) -> Array:
-    """Per-hadron features (E, px, py, pz) / 10 GeV: [..., 4] → [..., 4]."""
+    """Per-hadron features for the discriminator: the four-momentum scaled by 1/(10 GeV).
+
+    Args:
+      p: [..., 4] hadron momenta (E, px, py, pz) in GeV.
+
+    Returns:
+      [..., 4] dimensionless features ``p / 10 GeV``.
+    """
     return p / 10.0
 
 

@@ -102,7 +102,14 @@ def constituent_axis(p_q: Array, p_cluster: Array) -> Array:
 
 
 def popped_flavour_logits(gamma_s: Array) -> Array:
-    """Log-weights of popping d, u, s from the vacuum: [3] = log(1, 1, γ_s)."""
+    """Log-weights of popping d, u, s quarks from the vacuum: log(1, 1, γ_s).
+
+    Args:
+      gamma_s: scalar strangeness suppression γ_s ≥ 0 (γ_s = 0 gives log-weight −inf for s).
+
+    Returns:
+      [3] unnormalised logits for (d, u, s); differentiable in γ_s.
+    """
     gamma_s = jnp.asarray(gamma_s)
     zero = jnp.zeros_like(gamma_s)
     return jnp.stack([zero, zero, kin.safe_log(gamma_s, fill=-jnp.inf)])
@@ -169,7 +176,16 @@ def append_to_free_slots(mask: Array, flags: Array) -> tuple[Array, Array]:
 
 
 def sample_flavour(u: Array, logits: Array) -> Array:
-    """Inverse-CDF draw of a popped flavour 1..3 (d, u, s) from uniforms u [...] → [...] int32."""
+    """Inverse-CDF draw of a popped flavour 1..3 (d, u, s).
+
+    Args:
+      u: [...] uniform numbers in [0, 1).
+      logits: [3] unnormalised log-weights of (d, u, s), e.g. from
+        :func:`popped_flavour_logits`.
+
+    Returns:
+      [...] int32 flavour codes 1 (d), 2 (u) or 3 (s).
+    """
     cdf = jnp.cumsum(jax.nn.softmax(logits))[:-1].astype(u.dtype)
     cdf = cdf.reshape((1,) * u.ndim + (-1,))
     return (jnp.sum(u[..., None] >= cdf, axis=-1) + 1).astype(jnp.int32)

@@ -200,7 +200,15 @@ def meson_pid(quark: Array, antiquark: Array, vector: Array) -> Array:
 
 
 def hadron_mass(pid: Array, dtype=None) -> Array:
-    """PDG mass of each hadron (GeV); 0 for pid 0. pid: [...] int → [...] float."""
+    """PDG mass of each hadron in GeV; 0 for pid 0 (padding).
+
+    Args:
+      pid: [...] int PDG codes (the sign is ignored).
+      dtype: float dtype of the result (default: JAX's default float).
+
+    Returns:
+      [...] float masses in GeV.
+    """
     mass = np.nan_to_num(TABLE["mass"], nan=0.0)
     table = jnp.asarray(mass, dtype=dtype) if dtype is not None else jnp.asarray(mass)
     return table[_abs_index(pid)]

@@ -179,7 +179,17 @@ def _build(cfg: Mapping[str, Any], seed: int) -> dict[str, nnx.Module]:
 
 
 def init_params(cfg: Mapping[str, Any], seed: int | None = None) -> dict[str, Any]:
-    """Fresh params of the model described by ``cfg``: ``{"generator", "discriminator"}`` or ``{"flow"}``."""
+    """Fresh params of the model described by ``cfg``.
+
+    Args:
+      cfg: model config, as from :func:`default_config` (``model`` selects ``"gan"`` or
+        ``"flow"``; the architecture keys fix the shapes).
+      seed: initialisation seed (default: ``cfg["seed"]``).
+
+    Returns:
+      Pure nested dicts of arrays: ``{"generator", "discriminator"}`` for the GAN or
+      ``{"flow"}`` for the flow.
+    """
     modules = _build(cfg, cfg["seed"] if seed is None else seed)
     return {k: nnx.to_pure_dict(nnx.split(v)[1]) for k, v in modules.items()}
 
