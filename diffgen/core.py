@@ -148,7 +148,9 @@ class Events:
 
         Returns:
           ``Events`` with ``p`` [N, capacity, 4] etc.; padding is zero momentum, pid 0,
-          mask False, colour 0.
+          mask False, colour 0. ``extra`` arrays are left as they are: a layer that keeps
+          per-particle bookkeeping of shape [N, P, …] in ``extra`` pads it itself (an [N, R]
+          array cannot be told apart from a per-particle one by its shape).
         """
         extra_slots = int(capacity) - self.capacity
         if extra_slots < 0:
