@@ -8,8 +8,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 STAGES = [
     ("theory\nparameters", "m_Z, Γ_Z, sin²θ_W,\nαs(m_Z), t₀, σ_det …", "#dfe7f2"),
@@ -35,11 +35,24 @@ def main(path: Path) -> None:
         if i < len(STAGES) - 1:
             ax.add_patch(FancyArrowPatch((x + 1.68, 1.65), (x + 2.02, 1.65), arrowstyle="-|>", mutation_scale=14))
     ax.add_patch(
-        FancyArrowPatch((len(STAGES) * 2.0 - 1.1, 0.8), (1.0, 0.8), arrowstyle="-|>", mutation_scale=14,
-                        connectionstyle="arc3,rad=-0.06", color="#b03030")
+        FancyArrowPatch(
+            (len(STAGES) * 2.0 - 1.1, 0.8),
+            (1.0, 0.8),
+            arrowstyle="-|>",
+            mutation_scale=14,
+            connectionstyle="arc3,rad=-0.06",
+            color="#b03030",
+        )
     )
-    ax.text(len(STAGES), 0.12, "jax.grad: one autodiff graph from every parameter to every observable",
-            ha="center", va="center", fontsize=10, color="#b03030")
+    ax.text(
+        len(STAGES),
+        0.12,
+        "jax.grad: one autodiff graph from every parameter to every observable",
+        ha="center",
+        va="center",
+        fontsize=10,
+        color="#b03030",
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
