@@ -452,6 +452,16 @@ def stream_cross_section(
 ) -> tuple[Array, Array]:
     """Cross section ⟨w⟩ and standard error over N events streamed in chunks (:func:`stream_sum`).
 
+    Args:
+      source: the ``Source`` (or chain) whose event weights (pb) are averaged.
+      params: its parameter pytree.
+      key: PRNG key; chunk ``i`` uses ``fold_in(key, i)``.
+      n: total number of events (static), a multiple of ``chunk_size``.
+      chunk_size: events per chunk (static); memory is that of one chunk.
+      mesh: optional device mesh to shard each chunk over.
+      axis: mesh axis name of the event axis (default ``"events"``).
+      blocks: summation blocks of :func:`ordered_sum` (a multiple of the device count).
+
     Returns:
       ``(sigma_pb, error_pb)``, differentiable with constant memory.
     """
