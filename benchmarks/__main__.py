@@ -567,16 +567,10 @@ def _machine_tag() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (about a minute on an idle 2-core machine)")
-    parser.add_argument(
-        "--sections",
-        default=",".join(SECTIONS),
-        help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})",
-    )
-    parser.add_argument("--no-pythia", action="store_true", help="skip the Pythia 8 baseline even if installed")
-    parser.add_argument(
-        "--out", default=None, help="output JSON path (default: benchmarks/results/<date>-<machine>[-quick].json)"
-    )
+    # One definition of the options, shared with `diffgen bench`.
+    from diffgen.cli.bench import add_arguments
+
+    add_arguments(parser)
     args = parser.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
