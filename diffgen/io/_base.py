@@ -163,9 +163,16 @@ class EventWriter:
         """Finish the file and publish it atomically under :attr:`path`; returns the path."""
         raise NotImplementedError
 
-    def abort(self) -> None:  # pragma: no cover - abstract
-        """Discard everything written; no file appears."""
-        raise NotImplementedError
+    def abort(self) -> None:
+        """Discard everything written; no file appears.
+
+        This default serves writers that stream into an :class:`~diffgen.io._atomic.AtomicFile`
+        held as ``self._file`` (LHE, HepMC3); others override it.
+        """
+        self._closed = True
+        atomic = getattr(self, "_file", None)
+        if atomic is not None:
+            atomic.abort()
 
     def __enter__(self) -> EventWriter:
         return self

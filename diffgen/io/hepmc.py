@@ -141,12 +141,6 @@ class HepMC3Writer(EventWriter):
         self._closed = True
         return self.path
 
-    def abort(self) -> None:
-        """Discard the temporary file; no output appears."""
-        self._closed = True
-        if self._file is not None:
-            self._file.abort()
-
 
 def write_hepmc3(path: str | os.PathLike[str], events: Events, metadata: Mapping[str, Any] | None = None) -> Path:
     """Write one ``Events`` batch to a HepMC3 ASCII file atomically (see :class:`HepMC3Writer`).

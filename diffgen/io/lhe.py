@@ -165,12 +165,6 @@ class LHEWriter(EventWriter):
         self._closed = True
         return self.path
 
-    def abort(self) -> None:
-        """Discard the temporary file; no output appears."""
-        self._closed = True
-        if self._file is not None:
-            self._file.abort()
-
 
 def write_lhe(path: str | os.PathLike[str], events: Events, metadata: Mapping[str, Any] | None = None) -> Path:
     """Write one ``Events`` batch to an LHE v3 file atomically (see :class:`LHEWriter`).
