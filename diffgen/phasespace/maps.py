@@ -21,6 +21,7 @@ __all__ = [
     "COS_THETA_SAMPLINGS",
     "breit_wigner",
     "breit_wigner_fraction",
+    "cos_theta_and_jacobian",
     "cos_theta_map",
     "resonant_decay",
     "two_body_decay",
@@ -31,14 +32,46 @@ __all__ = [
 COS_THETA_SAMPLINGS = ("flat", "born")
 
 
+def cos_theta_and_jacobian(u: ArrayLike, sampling: str = "flat") -> tuple[Array, Array]:
+    """Map a uniform number to cos θ ∈ [−1, 1]; returns the Jacobian itself, not its log.
+
+    The same map as :func:`cos_theta_map`, for callers that multiply the weight by
+    ``|dc/du|`` directly (a log followed by an exp costs as much as the map itself).
+
+    ``"born"`` inverts ``F(c) = (c³/3 + c + 4/3)·3/8``, i.e. solves ``c³ + 3c − 3y = 0``
+    with ``y = 8u/3 − 4/3``, by Newton's method: the derivative ``3(c² + 1) ≥ 3`` never
+    vanishes and ``c₀ = y(1 − 9y²/64)`` (exact at y = 0 and y = ±4/3) is within 0.02 of the
+    root, so four steps reach rounding level (|F(c) − u| ≤ 2·10⁻¹⁶ in float64, below
+    Cardano's closed form, whose ``t − 1/t`` cancels); and they need no ``cbrt``, which
+    costs more than the rest of the event on CPU.
+
+    Args:
+      u: [...] uniform numbers in [0, 1).
+      sampling: ``"flat"`` or ``"born"`` (static).
+
+    Returns:
+      ``(c, jacobian)``, both [...]: cos θ and ``|dc/du|`` (2 for flat, ``8/(3(1 + c²))``
+      for born).
+    """
+    u = jnp.asarray(u)
+    if sampling == "flat":
+        return 2.0 * u - 1.0, jnp.full(u.shape, 2.0, u.dtype)
+    if sampling == "born":
+        y = (8.0 / 3.0) * u - 4.0 / 3.0
+        c = y * (1.0 - (9.0 / 64.0) * y * y)
+        for _ in range(4):
+            c2 = c * c
+            c = c - (c * (c2 + 3.0) - 3.0 * y) / (3.0 * (c2 + 1.0))
+        return c, (8.0 / 3.0) / (1.0 + c * c)
+    raise ValueError(f"cos_theta_map: sampling must be one of {COS_THETA_SAMPLINGS}, got {sampling!r}")
+
+
 def cos_theta_map(u: ArrayLike, sampling: str = "flat") -> tuple[Array, Array]:
     """Map a uniform number to cos θ ∈ [−1, 1], flat or importance-sampled.
 
     ``"flat"``: ``c = 2u − 1``. ``"born"``: density ``ρ(c) = 3(1 + c²)/8``, the angular
-    distribution of e⁺e⁻ → γ* → f f̄, by inverting ``F(c) = (c³/3 + c + 4/3)·3/8`` with
-    Cardano's formula for ``c³ + 3c − 3y = 0``, ``y = 8u/3 − 4/3``:
-    ``c = t − 1/t``, ``t = cbrt(3y/2 + sqrt(9y²/4 + 1))`` (evaluated for |y| and given the
-    sign of y, which avoids cancellation).
+    distribution of e⁺e⁻ → γ* → f f̄, by inverting its CDF
+    ``F(c) = (c³/3 + c + 4/3)·3/8`` (see :func:`cos_theta_and_jacobian` for the solver).
 
     Args:
       u: [...] uniform numbers in [0, 1).
@@ -47,16 +80,8 @@ def cos_theta_map(u: ArrayLike, sampling: str = "flat") -> tuple[Array, Array]:
     Returns:
       ``(c, log_jacobian)``, both [...]: cos θ and ``log |dc/du|``.
     """
-    u = jnp.asarray(u)
-    if sampling == "flat":
-        return 2.0 * u - 1.0, jnp.full(u.shape, math.log(2.0), u.dtype)
-    if sampling == "born":
-        y = (8.0 / 3.0) * u - 4.0 / 3.0
-        ay = jnp.abs(y)
-        t = jnp.cbrt(1.5 * ay + jnp.sqrt(2.25 * ay * ay + 1.0))
-        c = jnp.sign(y) * (t - 1.0 / t)
-        return c, jnp.log(8.0 / 3.0) - jnp.log1p(c * c)
-    raise ValueError(f"cos_theta_map: sampling must be one of {COS_THETA_SAMPLINGS}, got {sampling!r}")
+    c, jac = cos_theta_and_jacobian(u, sampling)
+    return c, jnp.log(jac)
 
 
 def _direction(c: Array, ph: Array) -> Array:
