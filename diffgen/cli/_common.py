@@ -10,9 +10,11 @@ Usage in a subcommand module::
 
     def run(args):
         cfg = _common.resolve(args, "generate", FIELDS, DEFAULTS)
-        with _common.sigterm_as_interrupt(), _common.progress(total, "generating", quiet=args.quiet) as bar:
-            ...
-            bar.advance(k)
+        with _common.sigterm_as_interrupt() as interrupt, _common.progress(total, "generating") as bar:
+            for chunk in chunks:
+                ...
+                interrupt.check()
+                bar.advance(k)
 
 Nothing here imports JAX (``--help`` stays instant).
 """
@@ -32,6 +34,7 @@ from diffgen.cli import UsageError
 
 __all__ = [
     "EventProgress",
+    "Interrupt",
     "add_common_options",
     "add_config_option",
     "add_quiet_option",
@@ -150,25 +153,58 @@ def handle_sigterm() -> None:
         signal.signal(signal.SIGTERM, _raise)
 
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM raises ``KeyboardInterrupt`` (writers abort, exit 130); restored after.
+class Interrupt:
+    """The state :func:`sigterm_as_interrupt` yields: which signal arrived, if any.
 
-    Does nothing outside the main thread (signal handlers can only be set there).
+    Python raises the ``KeyboardInterrupt`` of a signal handler wherever the main thread
+    happens to be, and where exceptions are ignored (a garbage-collection callback, a
+    ``__del__``) it is printed and lost, so the run would go on. Long loops therefore call
+    :meth:`check` at safe points (after each chunk, before publishing an output): it raises
+    again if a signal arrived, whether or not the first exception got through.
+
+    Attributes:
+      signum: the number of the signal received, or None.
     """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        """Whether SIGTERM or SIGINT arrived."""
+        return self.signum is not None
+
+    def check(self) -> None:
+        """Raise ``KeyboardInterrupt`` if SIGTERM or SIGINT arrived."""
+        if self.signum is not None:
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[Interrupt]:
+    """Within the block, SIGTERM (and SIGINT) raise ``KeyboardInterrupt``; restored after.
+
+    Writers then abort and the CLI exits with 130. Yields an :class:`Interrupt`; call its
+    ``check()`` between chunks so that an interrupt swallowed where exceptions are ignored
+    still stops the run. Installs nothing outside the main thread (signal handlers can only
+    be set there); ``check()`` then never raises.
+    """
+    state = Interrupt()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield state
         return
 
     def _raise(signum: int, frame: Any) -> None:
-        del signum, frame
+        del frame
+        state.signum = signum
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _raise)
+    previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield state
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class EventProgress:

@@ -345,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
     keep_all = bool(getattr(args, "all_extra", False)) and fmt == "parquet"
     quiet = bool(args.quiet)
     with (
-        _common.sigterm_as_interrupt(),
+        _common.sigterm_as_interrupt() as interrupt,
         _common.progress(gen.n, f"generating {cfg['process']}", quiet=quiet) as bar,
         dio.open_writer(cfg["output"], fmt, metadata=gen.metadata) as writer,
     ):
@@ -353,8 +353,11 @@ def run(args: argparse.Namespace) -> int:
             events = gen.chunk(i)
             if not keep_all:
                 events = events.replace(extra={k: v for k, v in events.extra.items() if v.ndim == 1})
+            interrupt.check()
             writer.write(events)
             bar.advance(events.n_events)
+        # An interrupt swallowed during the last chunk must not publish the file either.
+        interrupt.check()
     sigma, err = writer.metadata["cross_section_pb"], writer.metadata["cross_section_error_pb"]
     cfg_path = write_effective_config(cfg["output"], NAME, effective)
     if not quiet:
