@@ -154,9 +154,11 @@ def test_hepmc3_read_back_by_pyhepmc(tmp_path):
             ]
             final = [p for p in hev.particles if p.status == 1]
             assert [p.pid for p in final] == pids
+            assert [(v.id, v.status) for v in hev.vertices] == [(-1, 1), (-2, 2)]
+            assert beams[0].end_vertex.id == beams[1].end_vertex.id == -1
             for p, mom, col in zip(final, moms, cols, strict=True):
                 assert [p.momentum.e, p.momentum.px, p.momentum.py, p.momentum.pz] == mom
-                assert all(b in p.parents for b in beams)
+                assert [(q.pid, q.status) for q in p.parents] == [(23, 2)]  # the γ*/Z
                 flows = [int(str(p.attributes[k])) if k in p.attributes else 0 for k in ("flow1", "flow2")]
                 assert flows == col
             if i >= 5:  # the last chunk carries the final cross section
@@ -238,3 +240,92 @@ def test_bad_inputs(tmp_path):
         w.write(_events(3, cap=3).replace(extra={}))
     w.abort()
     assert not (tmp_path / "c.parquet").exists()
+
+
+def _four(p) -> np.ndarray:
+    return np.array([p.momentum.e, p.momentum.px, p.momentum.py, p.momentum.pz])
+
+
+def check_hepmc_vertices(hev, *, atol: float) -> None:
+    """Every vertex conserves four-momentum within ``atol`` GeV; beams feed the γ*/Z at rest."""
+    for v in hev.vertices:
+        assert v.particles_in and v.particles_out
+        np.testing.assert_allclose(
+            sum(_four(p) for p in v.particles_in), sum(_four(p) for p in v.particles_out), rtol=0, atol=atol
+        )
+    v1 = hev.vertices[0]
+    assert [(p.pid, p.status) for p in v1.particles_in] == [(11, 4), (-11, 4)]
+    ((z,),) = [v1.particles_out]
+    assert (z.pid, z.status) == (23, 2)
+    assert _four(z).tolist() == [SQRT_S, 0.0, 0.0, 0.0] and z.generated_mass == SQRT_S
+    assert z.end_vertex.id == -2
+
+
+def _split(p: np.ndarray, mask: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each real particle [N,P,4] split collinearly into fractions z and 1 − z (exact conservation):
+    returns [N,2P,4] momenta and mask with the daughters of slot j in slots 2j, 2j + 1."""
+    out = np.stack([p * z[..., None], p * (1 - z[..., None])], axis=2).reshape(p.shape[0], -1, 4)
+    return out, np.repeat(mask, 2, axis=1)
+
+
+def test_hepmc3_writes_the_history_of_every_stage(tmp_path):
+    """Hard process → shower-like → hadronization-like stages: vertices, statuses, momenta, colour."""
+    rng = np.random.default_rng(11)
+    n = 6
+    cos, phi = rng.uniform(-1, 1, n), rng.uniform(0, 2 * np.pi, n)
+    sin = np.sqrt(1 - cos**2)
+    axis = np.stack([sin * np.cos(phi), sin * np.sin(phi), cos], axis=-1) * SQRT_S / 2
+    e = np.full((n, 1), SQRT_S / 2)
+    p0 = np.stack([np.concatenate([e, axis], -1), np.concatenate([e, -axis], -1)], axis=1)
+    m0 = np.ones((n, 2), bool)
+    col0 = np.broadcast_to(np.array([[501, 0], [0, 501]], np.int32), (n, 2, 2))
+    p1, m1 = _split(p0, m0, rng.uniform(0.2, 0.8, (n, 2)))
+    m1[:, 3] = rng.uniform(size=n) < 0.5  # some events keep the antiquark unsplit: re-merge its slots
+    p1[:, 2] = np.where(m1[:, 3, None], p1[:, 2], p0[:, 1])
+    p1[:, 3] *= m1[:, 3, None]
+    pid1 = np.where(m1, np.array([1, 21, -1, 21]), 0).astype(np.int32)
+    col1 = np.where(m1[..., None], np.array([[501, 0], [502, 501], [0, 502], [0, 0]]), 0).astype(np.int32)
+    p2, m2 = _split(p1, m1, rng.uniform(0.3, 0.7, (n, 4)))
+    pid2 = np.where(m2, 211 * np.array([1, -1] * 4), 0).astype(np.int32)
+    final = Events.from_numpy({"p": p2, "pid": pid2, "mask": m2, "weight": np.ones(n)})
+    history = {
+        "history/0-source/p": p0, "history/0-source/pid": np.array([[1, -1]] * n, np.int32),
+        "history/0-source/mask": m0, "history/0-source/colour": np.ascontiguousarray(col0),
+        "history/1-shower/p": p1, "history/1-shower/pid": pid1, "history/1-shower/mask": m1,
+        "history/1-shower/colour": col1,
+    }  # fmt: skip
+    ev = final.with_extra(**history)
+    path = dio.write_events(tmp_path / "h.hepmc", ev, META)
+    with pyhepmc.open(path) as f:
+        events = list(f)
+    assert len(events) == n
+    for i, hev in enumerate(events):
+        check_hepmc_vertices(hev, atol=1e-12)
+        assert [(v.id, v.status) for v in hev.vertices] == [(-1, 1), (-2, 2), (-3, 3), (-4, 4)]
+        stages = [(p0[i], m0[i], [1, -1], col0[i], 11), (p1[i], m1[i], pid1[i], col1[i], 12)]
+        stages.append((p2[i], m2[i], pid2[i], np.zeros((8, 2), int), 1))
+        for v, (p, m, pid, col, status) in zip(hev.vertices[1:], stages, strict=True):
+            out = v.particles_out
+            assert [q.status for q in out] == [status] * int(m.sum())
+            assert [q.pid for q in out] == np.asarray(pid)[m].tolist()
+            assert [_four(q).tolist() for q in out] == p[m].tolist()
+            flows = [[int(str(q.attributes[k])) if k in q.attributes else 0 for k in ("flow1", "flow2")] for q in out]
+            assert flows == col[m].tolist()
+        # Every particle of a stage enters the next stage's vertex; the final particles end nowhere.
+        assert hev.vertices[2].particles_in == hev.vertices[1].particles_out
+        assert hev.vertices[3].particles_in == hev.vertices[2].particles_out
+        assert all(q.end_vertex is None for q in hev.vertices[3].particles_out)
+        assert len(hev.particles) == 3 + 2 + int(m1[i].sum()) + int(m2[i].sum())
+    meta = json.loads(str(events[0].run_info.attributes["diffgen"]))
+    assert meta["history"] == ["source", "shower"]
+
+
+def test_hepmc3_history_keys_are_checked(tmp_path):
+    ev = _events(3, colour=False)
+    bad = ev.with_extra(**{"history/source/p": np.asarray(ev.p)})
+    with pytest.raises(ValueError, match="history/<j>-<name>/<field>"):
+        dio.write_events(tmp_path / "a.hepmc", bad, META)
+    lacking = ev.with_extra(**{"history/0-source/p": np.asarray(ev.p)})
+    with pytest.raises(ValueError, match=r"lacks \['mask', 'pid'\]"):
+        dio.write_events(tmp_path / "a.hepmc", lacking, META)
+    assert list(tmp_path.iterdir()) == []

@@ -216,9 +216,44 @@ def apply_overrides(params: dict[str, Any], overrides: dict[str, dict[str, float
 # ---------------------------------------------------------------------------- the run
 
 
+def _sample_with_history(source: Any, stages: list[tuple[str, Any]]) -> Any:
+    """``sample(params, key, n)`` of ``chain(("source", source), *stages)`` that also records the
+    particles entering every layer as ``extra["history/<j>-<stage>/{p,pid,mask,colour}"]``
+    (the HepMC3 writer turns them into vertices; see :mod:`diffgen.io.hepmc`).
+
+    The keys are those of :func:`diffgen.core.chain` (stage ``i`` gets ``stage_key(key, i)``),
+    so the final events are the chain's, bit for bit.
+    """
+    from diffgen.core import stage_key
+    from diffgen.io.hepmc import HISTORY_PREFIX
+
+    def sample(params: Any, key: Any, n: int) -> Any:
+        events = source.sample(params["source"], stage_key(key, 0), n)
+        history = {}
+        for j, (name, layer) in enumerate(stages):
+            label = f"{HISTORY_PREFIX}{j}-{'source' if j == 0 else stages[j - 1][0]}"
+            history[f"{label}/p"], history[f"{label}/pid"], history[f"{label}/mask"] = (
+                events.p,
+                events.pid,
+                events.mask,
+            )
+            if events.colour is not None:
+                history[f"{label}/colour"] = events.colour
+            events = layer.apply(params[name], stage_key(key, j + 1), events)
+        return events.with_extra(**history)
+
+    return sample
+
+
 @functools.lru_cache(maxsize=8)
-def _simulator(process: str, sqrt_s: float, layers: tuple[str, ...], detector: str, dtype: str) -> tuple[Any, Any]:
-    """The chain and its jitted ``sample`` (cached, so repeated runs in one process compile once)."""
+def _simulator(
+    process: str, sqrt_s: float, layers: tuple[str, ...], detector: str, dtype: str, history: bool = False
+) -> tuple[Any, Any]:
+    """The chain and its jitted ``sample`` (cached, so repeated runs in one process compile once).
+
+    With ``history`` the jitted function also records the particles entering each layer
+    (:func:`_sample_with_history`).
+    """
     import jax
     import jax.numpy as jnp
 
@@ -227,7 +262,8 @@ def _simulator(process: str, sqrt_s: float, layers: tuple[str, ...], detector: s
     source = build_source(process, sqrt_s, jnp.dtype(dtype))
     stages = [(name, build_layer(name, detector, jnp.dtype(dtype))) for name in layers]
     sim = chain(("source", source), *stages)
-    return sim, jax.jit(sim.sample, static_argnums=2)
+    sample = _sample_with_history(source, stages) if history else sim.sample
+    return sim, jax.jit(sample, static_argnums=2)
 
 
 class Generation:
@@ -239,9 +275,11 @@ class Generation:
 
     Args:
       cfg: settings with the keys of :data:`DEFAULTS` (``params`` = overrides by stage).
+      history: also record the particles entering every layer in ``extra["history/…"]``
+        (for HepMC3 output); the final particles are the same either way.
     """
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], *, history: bool = False) -> None:
         import jax
 
         if cfg["dtype"] == "float64":
@@ -259,7 +297,7 @@ class Generation:
         self.n_chunks = -(-self.n // self.chunk_size)
         self.dtype = jnp.dtype(cfg["dtype"])
         self.sim, self._sample = _simulator(
-            cfg["process"], float(cfg["sqrt_s"]), tuple(layers), cfg["detector"], cfg["dtype"]
+            cfg["process"], float(cfg["sqrt_s"]), tuple(layers), cfg["detector"], cfg["dtype"], bool(history)
         )
         key = jax.random.key(int(cfg["seed"]))
         params = self.sim.init(jax.random.fold_in(key, 0))
@@ -267,9 +305,11 @@ class Generation:
             params["source"]["sqrt_s"] = jnp.asarray(cfg["sqrt_s"], dtype=params["source"]["sqrt_s"].dtype)
         self.params = apply_overrides(params, cfg["params"])
         self._key = jax.random.fold_in(key, 1)
+        # The beams of LHE/HepMC3 files follow the generating √s (--param source.sqrt_s may change it).
+        sqrt_s = float(self.params["source"].get("sqrt_s", cfg["sqrt_s"]))
         self.metadata: dict[str, Any] = {
             "process": cfg["process"],
-            "sqrt_s": float(cfg["sqrt_s"]),
+            "sqrt_s": sqrt_s,
             "layers": layers,
             "seed": int(cfg["seed"]),
             "chunk_size": self.chunk_size,
@@ -340,7 +380,7 @@ def run(args: argparse.Namespace) -> int:
     from diffgen.config import write_effective_config
 
     fmt = dio.format_from_path(cfg["output"], cfg["format"])
-    gen = Generation(cfg)
+    gen = Generation(cfg, history=fmt == "hepmc3")
     effective = {**cfg, "format": fmt, "params": gen.metadata["params"]}
     keep_all = bool(getattr(args, "all_extra", False)) and fmt == "parquet"
     quiet = bool(args.quiet)
@@ -352,7 +392,9 @@ def run(args: argparse.Namespace) -> int:
         for i in range(gen.n_chunks):
             events = gen.chunk(i)
             if not keep_all:
-                events = events.replace(extra={k: v for k, v in events.extra.items() if v.ndim == 1})
+                events = events.replace(
+                    extra={k: v for k, v in events.extra.items() if v.ndim == 1 or k.startswith("history/")}
+                )
             interrupt.check()
             writer.write(events)
             bar.advance(events.n_events)
