@@ -1,0 +1,469 @@
+"""Fit of the LEP-like detector's resolution parameters to calibration pseudo-data.
+
+The calibration samples (particle level, generated once per seed):
+
+- ``z_mumu``: e⁺e⁻ → μ⁺μ⁻ at √s = 91.1876 GeV (Born, ``diffgen.processes.ee_to_ffbar``).
+  Each muon has |p| = √s/2 exactly, so the reconstructed ``x = |p|/(√s/2) − 1`` measures the
+  tracker's σ(pT)/pT = a ⊕ b·pT at pT = (√s/2)/cosh η; the pair is back to back, so
+  ``η₁ + η₂`` and the acoplanarity ``Δφ − π`` measure √2 σ_η and √2 σ_φ.
+- ``low_mumu``: the same at √s = 10 GeV (|p| = 5 GeV), where the multiple-scattering term
+  ``a`` dominates.
+- ``gamma_E``: single photons of fixed energy E ("test beam", |η| < 1) for the ECAL
+  σ(E)/E = a/√E ⊕ b; ``klong_E``: single K⁰_L of fixed energy for the HCAL a/√E.
+
+Observables are per-block histograms of the relative deviations (soft histograms for the model
+and, with the same kernel, for the pseudo-data, so the kernel's smoothing cancels in
+expectation), weighted with the soft acceptance (``extra["detector_keep_prob"]``) and the
+event weights. The loss is the χ² ``Σ_k (d_k − r m_k)² / V_k`` with ``r = N_data/N_MC`` and
+``V_k = Σw²_data + r² Σw²_MC`` (data and MC statistical errors; ``V`` is held fixed during a fit
+and recomputed once at the first optimum). With common random numbers (the detector's Gaussian
+numbers come from the key alone) the χ² is a smooth deterministic function of the resolution
+parameters: pathwise gradients, L-BFGS and the Hessian (docs/detector.md, "Gradient modes").
+
+References: resolution models as in ``diffgen.detector`` (Gluckstern, Nucl. Instrum. Meth. 24
+(1963) 381; Fabjan & Gianotti, Rev. Mod. Phys. 75 (2003) 1243); soft histograms, arXiv:2308.16680;
+the χ² with MC statistical errors in the denominator, R. Barlow & C. Beeston, Comput. Phys.
+Commun. 77 (1993) 219 (its Gaussian limit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from diffgen import kinematics as kin
+from diffgen.core import Events
+from diffgen.detector import lep_like
+from diffgen.detector.layers import KEEP_PROB
+from diffgen.inference.fit import Covariance, FitResult, fit, hessian_covariance, param_names, scaled
+from diffgen.inference.soft import soft_histogram, soft_window
+from diffgen.typing import Array, Key, Params
+
+__all__ = [
+    "FREE_PARAMETERS",
+    "GAMMA_ENERGIES",
+    "KLONG_ENERGIES",
+    "ResolutionFit",
+    "ResolutionProblem",
+    "fit_resolution",
+    "resolution_problem",
+]
+
+#: The resolution parameters fitted (``"section/name"`` in the LEP-like detector's params).
+FREE_PARAMETERS = (
+    "tracker/a",
+    "tracker/b",
+    "tracker/sigma_eta",
+    "tracker/sigma_phi",
+    "ecal/a",
+    "ecal/b",
+    "hcal/a",
+)
+#: Photon test-beam energies (GeV) for the ECAL.
+GAMMA_ENERGIES = (1.0, 2.0, 5.0, 10.0, 20.0, 45.0)
+#: K⁰_L test-beam energies (GeV) for the HCAL (above ~15 GeV the Gaussian model loses no deposits).
+KLONG_ENERGIES = (15.0, 25.0, 45.0)
+#: |η| categories of the muon momentum histograms.
+ETA_CATEGORIES = ((0.0, 0.6), (0.6, 1.2), (1.2, 1.832))
+SQRT_S = {"z_mumu": 91.1876, "low_mumu": 10.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Block:
+    name: str
+    start: int
+    stop: int
+    kind: str  # "mumu" | "gun"
+    scale: float  # |p| (μμ) or E (gun) in GeV
+
+
+def _gun(key: Key, n: int, energy: float, pid: int, dtype: Any) -> Events:
+    """n single particles of fixed energy, isotropic in φ, |cos θ| < 0.76 (|η| < 1)."""
+    k1, k2 = jax.random.split(key)
+    c = jax.random.uniform(k1, (n,), dtype, -0.76, 0.76)
+    phi = jax.random.uniform(k2, (n,), dtype, -math.pi, math.pi)
+    s = jnp.sqrt(1.0 - c * c)
+    # massless photon; the K⁰_L mass (0.4976 GeV) is kept so the particle is on shell
+    m = 0.497611 if pid == 130 else 0.0
+    q = math.sqrt(energy**2 - m**2)
+    p = jnp.stack([jnp.full((n,), energy, dtype), q * s * jnp.cos(phi), q * s * jnp.sin(phi), q * c], axis=-1)
+    return Events(
+        p=p[:, None, :],
+        weight=jnp.ones((n,), dtype),
+        mask=jnp.ones((n, 1), bool),
+        pid=jnp.full((n, 1), pid, jnp.int32),
+    )
+
+
+def _mumu(key: Key, n: int, sqrt_s: float, dtype: Any) -> Events:
+    from diffgen.processes import ee_to_ffbar
+
+    src = ee_to_ffbar(flavour="mu", sqrt_s=sqrt_s, dtype=dtype)
+    ev = jax.jit(src.sample, static_argnums=2)(src.init(key), key, n)
+    # weighted events (pb): normalise to mean 1 per block so that r = N_data/N_MC
+    w = ev.weight / jnp.mean(ev.weight)
+    return Events(p=ev.p, weight=w, mask=ev.mask, pid=ev.pid)
+
+
+def calibration_events(key: Key, n: int, *, dtype: Any = jnp.float64) -> tuple[Events, list[_Block]]:
+    """The particle-level calibration samples in one ``Events`` (capacity 2) and their layout.
+
+    Args:
+      key: PRNG key.
+      n: events per μμ block; each test-beam energy gets n // 2 particles.
+      dtype: float dtype.
+
+    Returns:
+      ``(events, blocks)``: events [M, 2] and the contiguous blocks (name, start, stop).
+    """
+    if not isinstance(n, int) or n < 10:
+        raise ValueError(f"calibration_events: n must be an int >= 10, got {n!r}")
+    keys = jax.random.split(key, 2 + len(GAMMA_ENERGIES) + len(KLONG_ENERGIES))
+    parts, blocks, start = [], [], 0
+    for i, name in enumerate(("z_mumu", "low_mumu")):
+        parts.append(_mumu(keys[i], n, SQRT_S[name], dtype))
+        blocks.append(_Block(name, start, start + n, "mumu", SQRT_S[name] / 2))
+        start += n
+    n_gun = n // 2
+    guns = [(f"gamma_{e:g}", e, 22) for e in GAMMA_ENERGIES] + [(f"klong_{e:g}", e, 130) for e in KLONG_ENERGIES]
+    for j, (name, e, pid) in enumerate(guns):
+        parts.append(_gun(keys[2 + j], n_gun, e, pid, dtype))
+        blocks.append(_Block(name, start, start + n_gun, "gun", e))
+        start += n_gun
+    return Events.concatenate(parts), blocks
+
+
+def _nominal_sigma(block: _Block, det: Params) -> float:
+    """Nominal relative resolution of a gun block (sets its histogram range)."""
+    e = block.scale
+    sec = det["ecal"] if block.name.startswith("gamma") else det["hcal"]
+    a, b, c = (float(sec[k]) for k in ("a", "b", "c"))
+    return math.sqrt((a / math.sqrt(e)) ** 2 + b**2 + (c / e) ** 2)
+
+
+def _histogram_specs(blocks: Sequence[_Block], det: Params) -> list[tuple[str, _Block, str, np.ndarray]]:
+    """(name, block, observable, edges) of every histogram; ranges ±3σ of the nominal resolution."""
+    specs = []
+    t = det["tracker"]
+    a, b = float(t["a"]), float(t["b"])
+    for blk in blocks:
+        if blk.kind == "mumu":
+            for lo, hi in ETA_CATEGORIES:
+                pt = blk.scale / math.cosh(lo)  # the widest resolution in the category
+                sig = math.sqrt(a**2 + (b * pt) ** 2)
+                specs.append((f"{blk.name}_x_eta{lo:g}-{hi:g}", blk, f"x:{lo}:{hi}", np.linspace(-3, 3, 25) * sig))
+            if blk.name == "z_mumu":
+                s_eta = math.sqrt(2) * float(t["sigma_eta"])
+                s_phi = math.sqrt(2) * float(t["sigma_phi"])
+                specs.append((f"{blk.name}_eta_sum", blk, "eta_sum", np.linspace(-3, 3, 25) * s_eta))
+                specs.append((f"{blk.name}_acoplanarity", blk, "acop", np.linspace(-3, 3, 25) * s_phi))
+        else:
+            sig = _nominal_sigma(blk, det)
+            specs.append((f"{blk.name}_dE", blk, "dE", np.linspace(-3, 3, 25) * sig))
+    return specs
+
+
+def _histograms(reco: Events, specs, bandwidth_frac: float) -> tuple[Array, Array]:
+    """Concatenated soft histograms (and Σw²) of all specs from detector-level events."""
+    kp = reco.extra[KEEP_PROB]
+    out, out2 = [], []
+    for _, blk, obs, edges in specs:
+        sl = slice(blk.start, blk.stop)
+        p, w, m, k = reco.p[sl], reco.weight[sl], reco.mask[sl], kp[sl]
+        e = jnp.asarray(edges, p.dtype)
+        h = bandwidth_frac * float(edges[1] - edges[0])
+        if obs.startswith("x:"):
+            lo, hi = (float(v) for v in obs.split(":")[1:])
+            pabs = kin.safe_sqrt(jnp.sum(p[..., 1:] ** 2, axis=-1))
+            x = pabs / blk.scale - 1.0
+            eta = jnp.abs(jnp.where(m, kin.eta(p), 0.0))
+            ww = w[:, None] * k * soft_window(eta, lo, hi, 0.005)
+            hist, s2 = soft_histogram(x, e, h, weights=ww, mask=m, return_sumw2=True)
+        elif obs == "eta_sum":
+            x = jnp.where(m[:, 0] & m[:, 1], kin.eta(p[:, 0]) + kin.eta(p[:, 1]), 1e3)
+            hist, s2 = soft_histogram(x, e, h, weights=w * k[:, 0] * k[:, 1], return_sumw2=True)
+        elif obs == "acop":
+            d = kin.phi(p[:, 0]) - kin.phi(p[:, 1]) - math.pi
+            x = jnp.arctan2(jnp.sin(d), jnp.cos(d))
+            x = jnp.where(m[:, 0] & m[:, 1], x, 1e3)
+            hist, s2 = soft_histogram(x, e, h, weights=w * k[:, 0] * k[:, 1], return_sumw2=True)
+        else:  # dE: relative energy deviation of the single particle
+            x = jnp.where(m[:, 0], p[:, 0, 0] / blk.scale - 1.0, 1e3)
+            hist, s2 = soft_histogram(x, e, h, weights=w * k[:, 0], return_sumw2=True)
+        out.append(hist)
+        out2.append(s2)
+    return jnp.concatenate(out), jnp.concatenate(out2)
+
+
+@dataclasses.dataclass
+class ResolutionProblem:
+    """A detector-resolution fit set up for repeated use (compiled once).
+
+    Attributes:
+      detector: the LEP-like detector ``Layer``.
+      nominal: its default params (the shipped configuration).
+      n: events per μμ block of the pseudo-data; ``mc_factor``: MC/data size ratio.
+      bin_names: [B] histogram name of every bin (concatenated); ``specs``: histogram specs.
+      histogram: jitted ``(det_params, key, truth) -> (sumw [B], sumw2 [B])``.
+      loss: ``loss(params, key)`` with ``params = {"det": ..., "data": {"d", "v"}}``.
+      frozen: names held fixed in the fit (everything but :data:`FREE_PARAMETERS`, and the data).
+    """
+
+    detector: Any
+    nominal: Params
+    n: int
+    mc_factor: int
+    specs: list
+    bin_names: list[str]
+    histogram: Any
+    loss: Any
+    frozen: list[str]
+    bandwidth_frac: float
+    dtype: Any
+
+
+def resolution_problem(
+    n: int = 5000, *, mc_factor: int = 4, bandwidth_frac: float = 0.25, dtype: Any = jnp.float64
+) -> ResolutionProblem:
+    """Set up the resolution fit: detector, histogram layout, χ² loss.
+
+    Args:
+      n: events per μμ block of the pseudo-data (test beams: n // 2 per energy), ≥ 10.
+      mc_factor: the MC sample is ``mc_factor`` times larger (≥ 1).
+      bandwidth_frac: soft-histogram bandwidth in units of the bin width (> 0).
+      dtype: float dtype of the events and params.
+
+    Returns:
+      :class:`ResolutionProblem`.
+    """
+    if not isinstance(n, int) or n < 10:
+        raise ValueError(f"resolution_problem: n must be an int >= 10, got {n!r}")
+    if not isinstance(mc_factor, int) or mc_factor < 1:
+        raise ValueError(f"resolution_problem: mc_factor must be an int >= 1, got {mc_factor!r}")
+    if not bandwidth_frac > 0:
+        raise ValueError(f"resolution_problem: bandwidth_frac must be > 0, got {bandwidth_frac!r}")
+    det = lep_like(dtype=dtype)
+    nominal = det.init(jax.random.key(0))
+    _, blocks = _layout(n)
+    specs = _histogram_specs(blocks, nominal)
+    bin_names = [name for name, _, _, edges in specs for _ in range(len(edges) - 1)]
+
+    def histogram(det_params: Params, key: Key, truth: Events) -> tuple[Array, Array]:
+        reco = det.apply(det_params, key, truth)
+        return _histograms(reco, _rescale_specs(specs, truth.n_events, n), bandwidth_frac)
+
+    r = 1.0 / mc_factor
+
+    def loss(params: Params, key: Key, truth: Events) -> Array:
+        m, _ = histogram(params["det"], key, truth)
+        d, v = params["data"]["d"], params["data"]["v"]
+        return jnp.sum((d - r * m) ** 2 / v)
+
+    frozen = [nm for nm in param_names(nominal) if nm not in FREE_PARAMETERS]
+    return ResolutionProblem(
+        detector=det,
+        nominal=nominal,
+        n=n,
+        mc_factor=mc_factor,
+        specs=specs,
+        bin_names=bin_names,
+        histogram=jax.jit(histogram),
+        loss=loss,
+        frozen=["data"] + [f"det/{nm}" for nm in frozen],
+        bandwidth_frac=bandwidth_frac,
+        dtype=dtype,
+    )
+
+
+def _layout(n: int) -> tuple[None, list[_Block]]:
+    blocks, start = [], 0
+    for name in ("z_mumu", "low_mumu"):
+        blocks.append(_Block(name, start, start + n, "mumu", SQRT_S[name] / 2))
+        start += n
+    for e in GAMMA_ENERGIES:
+        blocks.append(_Block(f"gamma_{e:g}", start, start + n // 2, "gun", e))
+        start += n // 2
+    for e in KLONG_ENERGIES:
+        blocks.append(_Block(f"klong_{e:g}", start, start + n // 2, "gun", e))
+        start += n // 2
+    return None, blocks
+
+
+def _rescale_specs(specs, n_events: int, n: int):
+    """The same histograms on a sample whose blocks are k = n_events / total(n) times larger."""
+    total = specs_total(n)
+    if n_events == total:
+        return specs
+    k = n_events // total
+    if k * total != n_events:
+        raise ValueError(f"sample of {n_events} events is not a multiple of the layout's {total}")
+    out = []
+    for name, blk, obs, edges in specs:
+        out.append((name, dataclasses.replace(blk, start=blk.start * k, stop=blk.stop * k), obs, edges))
+    return out
+
+
+def specs_total(n: int) -> int:
+    """Number of events of the layout with n events per μμ block."""
+    return 2 * n + (len(GAMMA_ENERGIES) + len(KLONG_ENERGIES)) * (n // 2)
+
+
+@dataclasses.dataclass
+class ResolutionFit:
+    """Outcome of :func:`fit_resolution`.
+
+    Attributes:
+      truth: the parameters the pseudo-data were generated with ({name: value}).
+      start: starting values. values: fitted values. errors: Hessian errors ({name: σ}).
+      covariance: :class:`Covariance`. result: the second pass's :class:`FitResult`.
+      chi2, ndf: χ² at the optimum and bins − free parameters.
+      chi2_start: χ² at the start (with the final V).
+      data, data_var, model, model_start: [B] histograms (data; its variance V; r·MC at the
+        optimum and at the start).
+    """
+
+    truth: dict[str, float]
+    start: dict[str, float]
+    values: dict[str, float]
+    errors: dict[str, float]
+    covariance: Covariance
+    result: FitResult
+    chi2: float
+    ndf: int
+    chi2_start: float
+    data: np.ndarray
+    data_var: np.ndarray
+    model: np.ndarray
+    model_start: np.ndarray
+
+
+def _set(params: Params, values: dict[str, float]) -> Params:
+    out = jax.tree.map(lambda x: x, params)
+    for name, v in values.items():
+        sec, leaf = name.split("/")
+        out[sec] = {**out[sec], leaf: jnp.asarray(v, jnp.asarray(out[sec][leaf]).dtype)}
+    return out
+
+
+def _get(params: Params, name: str) -> float:
+    sec, leaf = name.split("/")
+    return float(params[sec][leaf])
+
+
+_LOSS_CACHE: dict = {}
+
+
+def fit_resolution(
+    problem: ResolutionProblem,
+    truth: dict[str, float],
+    *,
+    seed: int = 0,
+    start: dict[str, float] | None = None,
+    steps: int = 200,
+) -> ResolutionFit:
+    """Generate pseudo-data at ``truth`` and fit the resolution parameters to it.
+
+    The pseudo-data and the MC use independent particle-level samples and detector random
+    numbers derived from ``seed``; the MC sample is ``problem.mc_factor`` times larger.
+
+    Args:
+      problem: from :func:`resolution_problem`.
+      truth: {name: value} for names in :data:`FREE_PARAMETERS` (others stay nominal).
+      seed: seed of this pseudo-experiment (data and MC).
+      start: starting values (default: the nominal LEP-like values).
+      steps: L-BFGS steps per pass.
+
+    Returns:
+      :class:`ResolutionFit`.
+    """
+    unknown = sorted(set(truth) - set(FREE_PARAMETERS)) + sorted(set(start or {}) - set(FREE_PARAMETERS))
+    if unknown:
+        raise ValueError(f"fit_resolution: unknown parameters {unknown}; allowed: {list(FREE_PARAMETERS)}")
+    for name, v in {**truth, **(start or {})}.items():
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"fit_resolution: {name} must be finite and > 0, got {v}")
+    n, dtype = problem.n, problem.dtype
+    k_data, k_mc, k_det_data, k_det_mc = jax.random.split(jax.random.key(seed), 4)
+    truth_data, _ = calibration_events(k_data, n, dtype=dtype)
+    truth_mc = Events.concatenate(
+        [calibration_events(k, n, dtype=dtype)[0] for k in jax.random.split(k_mc, problem.mc_factor)]
+    )
+    # reorder the MC so that each block is contiguous (k samples of one block after another)
+    truth_mc = _interleave_blocks(truth_mc, problem)
+    det_truth = _set(problem.nominal, truth)
+    d, d2 = problem.histogram(det_truth, k_det_data, truth_data)
+    start_vals = {nm: _get(problem.nominal, nm) for nm in FREE_PARAMETERS}
+    start_vals.update(start or {})
+    det_start = _set(problem.nominal, start_vals)
+    r = 1.0 / problem.mc_factor
+    tiny = jnp.finfo(d.dtype).tiny
+
+    cache = _LOSS_CACHE.get(id(problem))
+    if cache is None or cache[0] is not problem:
+        # the MC momenta and weights travel as frozen params (floating leaves), so one loss
+        # object (one compilation) serves every seed; mask and pid are fixed by the layout
+        mask, pid = truth_mc.mask, truth_mc.pid
+
+        def loss(params: Params, key: Key) -> Array:
+            ev = Events(p=params["mc"]["p"], weight=params["mc"]["w"], mask=mask, pid=pid)
+            return problem.loss(params, key, ev)
+
+        cache = (problem, loss, optax.lbfgs(), jax.jit(loss))
+        _LOSS_CACHE.clear()
+        _LOSS_CACHE[id(problem)] = cache
+    _, loss, opt, loss_jit = cache
+    mc = {"p": truth_mc.p, "w": truth_mc.weight}
+    frozen = [*problem.frozen, "mc"]
+    transforms = {
+        f"det/{nm}": scaled(_get(problem.nominal, nm), 0.1 * _get(problem.nominal, nm)) for nm in FREE_PARAMETERS
+    }
+
+    def variance(det_params: Params) -> Array:
+        _, m2 = problem.histogram(det_params, k_det_mc, truth_mc)
+        return jnp.maximum(d2 + r * r * m2, tiny)
+
+    params = {"det": det_start, "data": {"d": d, "v": variance(det_start)}, "mc": mc}
+    res = None
+    for _ in range(2):  # V at the start, then at the first optimum
+        res = fit(loss, params, opt, steps=steps, key=k_det_mc, frozen=frozen, transforms=transforms)
+        params = {"det": res.params["det"], "data": {"d": d, "v": variance(res.params["det"])}, "mc": mc}
+    assert res is not None
+    cov = hessian_covariance(loss, params, errordef=1.0, frozen=frozen, key=k_det_mc)
+    chi2 = float(loss_jit(params, k_det_mc))
+    p_start = {"det": det_start, "data": params["data"], "mc": mc}
+    chi2_start = float(loss_jit(p_start, k_det_mc))
+    m_fit, _ = problem.histogram(params["det"], k_det_mc, truth_mc)
+    m_start, _ = problem.histogram(det_start, k_det_mc, truth_mc)
+    return ResolutionFit(
+        truth={nm: _get(det_truth, nm) for nm in FREE_PARAMETERS},
+        start=start_vals,
+        values={nm: _get(params["det"], nm) for nm in FREE_PARAMETERS},
+        errors={nm: cov.errors[f"det/{nm}"] for nm in FREE_PARAMETERS},
+        covariance=cov,
+        result=res,
+        chi2=chi2,
+        ndf=len(problem.bin_names) - len(FREE_PARAMETERS),
+        chi2_start=chi2_start,
+        data=np.asarray(d),
+        data_var=np.asarray(params["data"]["v"]),
+        model=r * np.asarray(m_fit),
+        model_start=r * np.asarray(m_start),
+    )
+
+
+def _interleave_blocks(ev: Events, problem: ResolutionProblem) -> Events:
+    """Reorder k concatenated layouts so that each block's k copies are contiguous."""
+    _, blocks = _layout(problem.n)
+    total = specs_total(problem.n)
+    k = problem.mc_factor
+    idx = np.concatenate(
+        [(np.arange(b.start, b.stop)[None, :] + total * np.arange(k)[:, None]).reshape(-1) for b in blocks]
+    )
+    return ev.take(jnp.asarray(idx))

@@ -1,0 +1,68 @@
+"""Demonstration 2 at reduced size: the LEP-like detector's resolution parameters recovered from pseudo-data.
+
+The full-size run and the 20-seed coverage study are ``examples/fit_detector_resolution.py
+[--study 20]`` (docs/demonstrations.md).
+"""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from diffgen.inference.resolution import FREE_PARAMETERS, fit_resolution, resolution_problem
+
+TRUTH = {
+    "tracker/a": 0.006,
+    "tracker/b": 0.00055,
+    "tracker/sigma_eta": 0.0012,
+    "tracker/sigma_phi": 0.0009,
+    "ecal/a": 0.20,
+    "ecal/b": 0.012,
+    "hcal/a": 0.75,
+}
+SEEDS = (11, 12)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return resolution_problem(600, mc_factor=2)
+
+
+@pytest.fixture(scope="module")
+def fits(problem):
+    return [fit_resolution(problem, TRUTH, seed=s) for s in SEEDS]
+
+
+def test_closure_within_reported_errors(fits):
+    """Every parameter within 3σ of the truth (σ = the fit's own Hessian error), pulls χ²-consistent."""
+    pulls = np.array([[(r.values[k] - r.truth[k]) / r.errors[k] for k in FREE_PARAMETERS] for r in fits])
+    assert np.all(np.abs(pulls) < 3.0), pulls
+    # Σ pull² over all fits ~ χ²(K·n_seeds) if the errors are right: 0.1 %–99.9 % quantiles
+    k = pulls.size
+    lo, hi = scipy.stats.chi2.ppf([0.001, 0.999], k)
+    assert lo < float(np.sum(pulls**2)) < hi, pulls
+    for r in fits:
+        assert r.result.status == "converged" or r.result.n_steps > 0
+        # the start (shipped values) is far from the truth; the fit must improve a lot
+        assert r.chi2 < r.chi2_start
+        # goodness of fit: χ² within 5 standard deviations of ndf
+        assert abs(r.chi2 - r.ndf) < 5 * math.sqrt(2 * r.ndf), (r.chi2, r.ndf)
+        # relative errors are sensible (each parameter constrained to better than 30 %)
+        for name in FREE_PARAMETERS:
+            assert 0 < r.errors[name] < 0.3 * r.truth[name], (name, r.errors[name])
+
+
+def test_bad_input(problem):
+    with pytest.raises(ValueError, match="unknown parameters"):
+        fit_resolution(problem, {"tracker/c": 0.1})
+    with pytest.raises(ValueError, match="must be finite and > 0"):
+        fit_resolution(problem, {"tracker/a": -0.1})
+    with pytest.raises(ValueError, match="must be finite and > 0"):
+        fit_resolution(problem, TRUTH, start={"ecal/a": float("nan")})
+    with pytest.raises(ValueError, match="n must be an int >= 10"):
+        resolution_problem(5)
+    with pytest.raises(ValueError, match="mc_factor"):
+        resolution_problem(100, mc_factor=0)
+    with pytest.raises(ValueError, match="bandwidth_frac"):
+        resolution_problem(100, bandwidth_frac=0.0)
