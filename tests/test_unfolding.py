@@ -335,6 +335,7 @@ def _ok():
         (lambda a: a.update(pass_reco=np.arange(50) > 0, pass_gen=np.arange(50) > 0), "neither pass_gen nor pass_reco"),
         (lambda a: a.update(iterations=0), "iterations must be an integer >= 1"),
         (lambda a: a.update(n_bootstrap=1), "n_bootstrap must be 0 or"),
+        (lambda a: a.update(missing_reco="drop"), "missing_reco must be 'learn' or 'push'"),
     ],
 )
 def test_omnifold_bad_input(change, match):

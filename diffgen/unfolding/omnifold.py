@@ -21,14 +21,24 @@ The unfolded particle-level distribution is the MC truth weighted by ``w·ν_n``
   with negative weight, normalised to the data as their fraction of all reconstructed MC weight
   (at the current push factors), as IBU subtracts fakes. Subtracting rather than reweighting
   the fakes keeps them from diluting the detector-level ratio where they dominate (the tails).
-- MC events *without* a detector-level counterpart have no
-  detector-level information, so their pull factor is their push factor, ``ω = ν``. (The
-  public reference implementation gives such events ω = 1 through a dummy feature value; that
-  choice pulls the result towards the prior by the inefficiency each iteration, whereas
-  ω = ν keeps the true reweighting a fixed point of the iteration.)
-- Step 2 uses only MC events with ``pass_gen``. Fakes have no particle-level features; their
-  push factor stays 1, i.e. the fake rate per reconstructed event and the fakes'
-  detector-level shape are taken from simulation.
+- MC events *without* a detector-level counterpart (inefficiency) have no detector-level
+  information. With ``missing_reco="learn"`` (default) step 2 is trained on the events
+  with both levels only (label 1: weights ``w·ω``, label 0: ``w``), and its ratio
+  ``ν_n(t) = ν_{n−1}(t)·E[r₁(x) | t, reconstructed]`` is evaluated on every ``pass_gen``
+  event: the update of an event at particle level ``t`` does not depend on whether that
+  event was reconstructed. This is D'Agostini's efficiency correction
+  ``nᵢ = (1/εᵢ) Σ_j P(i|j) d_j`` in unbinned form (Nucl. Instrum. Meth. A362 (1995) 487),
+  so the iteration is the expectation-maximisation of IBU; it needs the efficiency to
+  depend on the particle-level features only and to be non-zero on the ``pass_gen``
+  region (restrict ``pass_gen`` to the fiducial region, as for IBU). With
+  ``missing_reco="push"`` the missed events enter step 2 with ``ω = ν`` (their previous
+  push): the true reweighting stays a fixed point, but every update is damped to
+  ``ε·E[r₁|t] + (1 − ε)``, so the iteration moves only a fraction ε of the way per step (on the
+  10⁵-event Gaussian toy with ε = 0.9 the unfolded width after 5 iterations lagged the
+  expectation-maximisation value by 1.5 bootstrap σ); the shape of regions that are never
+  reconstructed then stays that of the simulation. (The public reference implementation
+  gives such events ω = 1 through a dummy feature value, which also pulls the result
+  towards the prior by the inefficiency every iteration.)
 - The returned particle-level weights are zero for fakes (they do not exist at particle
   level); events failing reconstruction keep their weight, which is how the unfolding
   corrects for the inefficiency and acceptance.
@@ -263,6 +273,7 @@ def omnifold(
     ess_drop: float = 0.5,
     max_clipped: float = 0.01,
     auc_rise: float = 0.05,
+    missing_reco: str = "learn",
 ) -> OmniFoldResult:
     """Unfold detector-level data with OmniFold (arXiv:1911.09107, Algorithm 1).
 
@@ -293,6 +304,10 @@ def omnifold(
         next (the reweighted simulation moving away from data), and by more than 3 times the
         AUC's statistical error under the null, ``sqrt((n₀+n₁+1)/(12 n₀ n₁))`` (Hanley & McNeil,
         Radiology 143 (1982) 29), on the validation split.
+      missing_reco: treatment of MC events failing reconstruction: ``"learn"`` (step 2 on the
+        events with both levels, its ratio applied to all ``pass_gen`` events: the unbinned
+        efficiency correction of IBU) or ``"push"`` (they enter step 2 with ω = ν, which keeps
+        the simulation's shape where nothing is reconstructed but converges more slowly).
 
     Returns:
       :class:`OmniFoldResult`.
@@ -303,6 +318,8 @@ def omnifold(
         raise ValueError(f"omnifold: n_ensemble must be an integer >= 1, got {n_ensemble!r}")
     if not (isinstance(n_bootstrap, int) and (n_bootstrap == 0 or n_bootstrap >= 2)):
         raise ValueError(f"omnifold: n_bootstrap must be 0 or an integer >= 2, got {n_bootstrap!r}")
+    if missing_reco not in ("learn", "push"):
+        raise ValueError(f"omnifold: missing_reco must be 'learn' or 'push', got {missing_reco!r}")
     if not 0 <= ess_drop <= 1:
         raise ValueError(f"omnifold: ess_drop must be in [0, 1], got {ess_drop!r}")
     config = config or TrainConfig()
@@ -345,6 +362,9 @@ def omnifold(
     x_reco = as_features(_select(reco_raw, idx_r), "mc_reco")
     x_fake = as_features(_select(reco_raw, idx_f), "mc_reco") if idx_f.shape[0] else None
     x_gen = as_features(_select(gen_raw, idx_g), "mc_gen")
+    # Step 2 training events: with both levels ("learn") or all pass_gen events ("push").
+    idx_2 = idx_r if missing_reco == "learn" else idx_g
+    x_gen2 = as_features(_select(gen_raw, idx_2), "mc_gen") if missing_reco == "learn" else x_gen
     x_data = as_features(data_raw, "data")
     if x_reco[0].shape[1:] != x_data[0].shape[1:] and len(x_reco) == 1:
         raise ValueError(
@@ -413,15 +433,16 @@ def omnifold(
         prev[1], prev_auc1 = d1.ess_fraction, d1.auc
         diags.append(d1)
 
-        # Step 2: MC gen with pulled weights (label 1) vs MC gen with prior weights (label 0).
+        # Step 2: MC gen with pulled weights (label 1) vs MC gen with prior weights (label 0),
+        # trained on idx_2 and evaluated on every pass_gen event.
         clf2, info2 = train_classifier(
-            x_gen,
+            x_gen2,
             None,
             key=k2,
             config=config_step2,
             n_members=m,
-            member_w0=tile(wmc_rep[:, idx_g]),
-            member_w1=tile((wmc_rep * pull)[:, idx_g]),
+            member_w0=tile(wmc_rep[:, idx_2]),
+            member_w1=tile((wmc_rep * pull)[:, idx_2]),
             init=clf2 if warm_start else None,
         )
         r2, clipped2 = clf2.ratio(x_gen)
