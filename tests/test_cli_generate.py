@@ -9,15 +9,19 @@ import subprocess
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pyhepmc
 import pylhe
 import pytest
 
+from diffgen import Events, Layer, chain
 from diffgen import io as dio
 from diffgen.cli import generate as gen_cli
 from diffgen.cli import main
 from diffgen.config import effective_config_path, load_run_config
+from diffgen.core import stage_key
 
 DIFFGEN = [sys.executable, "-m", "diffgen.cli"]
 
@@ -78,6 +82,94 @@ def test_generate_hepmc3_read_by_pyhepmc(tmp_path):
         assert [[q.momentum.e, q.momentum.px, q.momentum.py, q.momentum.pz] for q in final] == p[i].tolist()
         assert list(ev.weights) == [w[i]]
         assert ev.cross_section.xsec() == pytest.approx(w.mean(), rel=1e-13)
+        # e+e- (status 4) -> gamma*/Z (status 2) -> mu-mu+ (status 1), four-momentum conserved at both vertices.
+        _check_vertices(ev, 91.1876, atol=1e-11)
+        assert [(v.id, v.status, len(v.particles_in), len(v.particles_out)) for v in ev.vertices] == [
+            (-1, 1, 2, 1),
+            (-2, 2, 1, 2),
+        ]
+        assert ev.vertices[1].particles_out == final
+        assert len(ev.particles) == 5
+
+
+def _four(q) -> np.ndarray:
+    return np.array([q.momentum.e, q.momentum.px, q.momentum.py, q.momentum.pz])
+
+
+def _check_vertices(ev, sqrt_s: float, *, atol: float) -> None:
+    """Beams (status 4) -> gamma*/Z at rest (status 2) first; four-momentum conserved at every vertex."""
+    for v in ev.vertices:
+        assert v.particles_in and v.particles_out
+        np.testing.assert_allclose(
+            sum(_four(q) for q in v.particles_in), sum(_four(q) for q in v.particles_out), rtol=0, atol=atol
+        )
+    beams, (z,) = ev.vertices[0].particles_in, ev.vertices[0].particles_out
+    assert [(b.pid, b.status, b.momentum.pz) for b in beams] == [(11, 4, sqrt_s / 2), (-11, 4, -sqrt_s / 2)]
+    assert (z.pid, z.status, z.generated_mass) == (23, 2, sqrt_s)
+
+
+def _collinear_split() -> Layer:
+    """A cheap stand-in for a layer that creates particles: every particle splits collinearly in two
+    (fractions z, 1 - z, z uniform), conserving four-momentum; daughters of slot j in 2j, 2j + 1."""
+
+    def apply(params, key, events):
+        del params
+        z = jax.random.uniform(key, events.mask.shape, dtype=events.dtype)
+        p = jnp.stack([events.p * z[..., None], events.p * (1 - z[..., None])], axis=2)
+        n, cap = events.mask.shape
+        return Events(
+            p=p.reshape(n, 2 * cap, 4),
+            weight=events.weight,
+            mask=jnp.repeat(events.mask, 2, axis=1),
+            pid=jnp.where(jnp.repeat(events.mask, 2, axis=1), jnp.int32(111), jnp.int32(0)),
+            extra=events.extra,
+        )
+
+    return Layer(init=lambda key: {}, apply=apply)
+
+
+def test_history_recorder_matches_chain_and_makes_conserving_hepmc(tmp_path, key):
+    """The per-layer history generate records for HepMC3: same final events as the chain, one vertex per layer."""
+    from diffgen.processes import ee_to_ffbar
+
+    source = ee_to_ffbar(flavour="u", sqrt_s=91.1876)  # q qbar with colour, cheap to trace
+    stages = [("split1", _collinear_split()), ("split2", _collinear_split())]
+    sim = chain(("source", source), *stages)
+    params = sim.init(key)
+    k = jax.random.fold_in(key, 3)
+    plain = sim.sample(params, k, 8)
+    recorded = gen_cli._sample_with_history(source, stages)(params, k, 8)
+    for name in ("p", "pid", "mask", "weight"):
+        np.testing.assert_array_equal(np.asarray(getattr(recorded, name)), np.asarray(getattr(plain, name)))
+    hard = source.sample(params["source"], stage_key(k, 0), 8)
+    np.testing.assert_array_equal(np.asarray(recorded.extra["history/0-source/p"]), np.asarray(hard.p))
+    np.testing.assert_array_equal(np.asarray(recorded.extra["history/0-source/colour"]), np.asarray(hard.colour))
+    # The split layer's output has no colour, so only the hard process records one.
+    assert sorted(k for k in recorded.extra if k.startswith("history/")) == [
+        "history/0-source/colour",
+        "history/0-source/mask",
+        "history/0-source/p",
+        "history/0-source/pid",
+        "history/1-split1/mask",
+        "history/1-split1/p",
+        "history/1-split1/pid",
+    ]
+    out = dio.write_events(tmp_path / "h.hepmc", recorded, {"sqrt_s": 91.1876})
+    with pyhepmc.open(out) as f:
+        events = list(f)
+    hard_pid = np.asarray(hard.pid).tolist()
+    for i, ev in enumerate(events):
+        _check_vertices(ev, 91.1876, atol=1e-12)
+        assert [(v.status, len(v.particles_in), len(v.particles_out)) for v in ev.vertices] == [
+            (1, 2, 1),
+            (2, 1, 2),
+            (3, 2, 4),
+            (4, 4, 8),
+        ]
+        assert [(q.pid, q.status) for q in ev.vertices[1].particles_out] == [(hard_pid[i][0], 11), (hard_pid[i][1], 11)]
+        assert [q.status for q in ev.vertices[2].particles_out] == [12] * 4
+        assert [q.status for q in ev.vertices[3].particles_out] == [1] * 8
+        assert [int(str(q.attributes["flow1"])) for q in ev.vertices[1].particles_out] == [501, 0]
 
 
 def test_generate_parquet_config_file_and_reproducible_rerun(tmp_path, capsys):
