@@ -1,9 +1,9 @@
 """Parton-level inputs and reference cluster samples for tests, training and benchmarks.
 
 :func:`parton_chains` builds colour-connected q g … g q̄ events with exact momentum
-conservation (massless RAMBO momenta, R. Kleiss, W.J. Stirling, S.D. Ellis, Comput. Phys.
-Commun. 40 (1986) 359), independent of the shower. :func:`reference_clusters` turns them into
-clusters, the training conditions of the learned decay models.
+conservation (massless RAMBO momenta from :func:`diffgen.phasespace.rambo`), independent of the
+shower. :func:`reference_clusters` turns them into clusters, the training conditions of the
+learned decay models.
 """
 
 from __future__ import annotations
@@ -12,42 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffgen import phasespace
 from diffgen.core import Events
 from diffgen.hadronization.formation import Clusters, form_clusters
-from diffgen.typing import Array, Key
+from diffgen.typing import Key
 
-__all__ = ["parton_chains", "rambo", "reference_clusters", "flatten_clusters"]
-
-
-def rambo(key: Key, n_events: int, n_particles: int, sqrt_s: float, dtype=None) -> Array:
-    """Massless n-body phase-space momenta in the centre-of-mass frame (RAMBO).
-
-    Args:
-      key: PRNG key.
-      n_events, n_particles: static sizes.
-      sqrt_s: total energy (GeV).
-      dtype: floating dtype (default: JAX's default float).
-
-    Returns:
-      [n_events, n_particles, 4] (E, px, py, pz) summing to (√s, 0, 0, 0).
-    """
-    dtype = jnp.asarray(0.0).dtype if dtype is None else dtype
-    u = jax.random.uniform(key, (n_events, n_particles, 4), dtype=dtype, minval=1e-12, maxval=1.0)
-    c = 2.0 * u[..., 0] - 1.0
-    s = jnp.sqrt(1.0 - c * c)
-    phi = 2.0 * jnp.pi * u[..., 1]
-    q0 = -jnp.log(u[..., 2] * u[..., 3])
-    q = jnp.stack([q0, q0 * s * jnp.cos(phi), q0 * s * jnp.sin(phi), q0 * c], axis=-1)
-    big_q = jnp.sum(q, axis=1)
-    m = jnp.sqrt(big_q[:, 0] ** 2 - jnp.sum(big_q[:, 1:] ** 2, axis=-1))
-    b = -big_q[:, 1:] / m[:, None]
-    x = sqrt_s / m
-    gamma = big_q[:, 0] / m
-    a = 1.0 / (1.0 + gamma)
-    bq = jnp.sum(b[:, None, :] * q[..., 1:], axis=-1)
-    e = x[:, None] * (gamma[:, None] * q[..., 0] + bq)
-    p3 = x[:, None, None] * (q[..., 1:] + b[:, None, :] * q[..., :1] + (a[:, None] * bq)[..., None] * b[:, None, :])
-    return jnp.concatenate([e[..., None], p3], axis=-1)
+__all__ = ["parton_chains", "reference_clusters", "flatten_clusters"]
 
 
 def parton_chains(
@@ -83,7 +53,9 @@ def parton_chains(
     n = n_gluons + 2
     dtype = jnp.asarray(0.0).dtype if dtype is None else dtype
     k_p, k_f = jax.random.split(key)
-    p = rambo(k_p, n_events, n, sqrt_s, dtype)
+    # minval > 0: RAMBO takes log(u₃u₄) for the energies
+    u = jax.random.uniform(k_p, (n_events, 4 * n), dtype=dtype, minval=1e-12, maxval=1.0)
+    p, _ = phasespace.rambo(u, jnp.asarray(sqrt_s, dtype))
     choice = jnp.asarray(np.array([codes[f] for f in flavours], np.int32))
     fl = choice[jax.random.randint(k_f, (n_events,), 0, len(flavours))]
     pid = jnp.concatenate([fl[:, None], jnp.full((n_events, n_gluons), 21, jnp.int32), -fl[:, None]], axis=1).astype(
