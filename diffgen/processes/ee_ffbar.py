@@ -23,7 +23,7 @@ import numpy as np
 
 from diffgen import kinematics as kin
 from diffgen.core import Events, Source
-from diffgen.phasespace import COS_THETA_SAMPLINGS, cos_theta_and_jacobian
+from diffgen.phasespace import COS_THETA_SAMPLINGS, cos_sin_2pi, cos_theta_and_jacobian
 from diffgen.processes import constants as C
 from diffgen.processes._validation import check_dtype, check_n, check_params
 from diffgen.processes.born import WIDTH_SCHEMES, born_me2, born_sigma_total
@@ -85,13 +85,13 @@ def _check_options(where: str, sqrt_s: float, width: str, sampling: str, dtype) 
     check_dtype(where, dtype)
 
 
-def _back_to_back(sqrt_s: Array, beta: Array, c: Array, ph: Array) -> Array:
+def _back_to_back(sqrt_s: Array, beta: Array, c: Array, cos_ph: Array, sin_ph: Array) -> Array:
     """[N, 2, 4] momenta of f (direction (c, φ)) and f̄ (opposite), each with energy √s/2."""
     e = 0.5 * sqrt_s
     pabs = e * beta
     sin_t = kin.safe_sqrt(1.0 - c * c)
     ee = jnp.broadcast_to(e, c.shape)
-    p_f = jnp.stack([ee, pabs * sin_t * jnp.cos(ph), pabs * sin_t * jnp.sin(ph), pabs * c], -1)
+    p_f = jnp.stack([ee, pabs * sin_t * cos_ph, pabs * sin_t * sin_ph, pabs * c], -1)
     # f̄ = parity image of f; one broadcast multiply writes both slots in a single pass.
     parity = jnp.array([[1.0, 1.0, 1.0, 1.0], [1.0, -1.0, -1.0, -1.0]], dtype=p_f.dtype)
     return p_f[:, None, :] * parity[None, :, :]
@@ -116,9 +116,9 @@ def _born_events(
     s = sqrt_s * sqrt_s
     u = jax.random.uniform(key, (n, 2), dtype)
     c, jac = cos_theta_and_jacobian(u[:, 0], sampling)
-    ph = (2.0 * math.pi) * u[:, 1]
+    cos_ph, sin_ph = cos_sin_2pi(u[:, 1])
     beta = kin.safe_sqrt(1.0 - 4.0 * mass * mass / s)
-    p = _back_to_back(sqrt_s, beta, c, ph)
+    p = _back_to_back(sqrt_s, beta, c, cos_ph, sin_ph)
     me2 = born_me2(c, s, mass, charge, t3, colours, params, width)
     if qcd_correction:
         me2 = me2 * (1.0 + params["alpha_s"] / math.pi)
