@@ -12,62 +12,17 @@ Run: ``.venv/bin/python -m benchmarks.hard_process [--quick] [--n N] [--json out
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.baselines import numpy_mumu
 from benchmarks.common import best_time, machine_info, print_table, time_compile_and_run, write_json
-from diffgen.processes import constants as C
 from diffgen.processes import cross_section, ee_to_ffbar
 
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
-
-
-def numpy_mumu(rng: np.random.Generator, n: int, params: dict[str, float], dtype) -> tuple[np.ndarray, np.ndarray]:
-    """The same generator in vectorised NumPy: 1 + cos²θ importance sampling, γ/Z Born weight."""
-    u = rng.random((n, 2), dtype=dtype)
-    rs = dtype(params["sqrt_s"])
-    s = rs * rs
-    # inverse CDF of 3(1 + c²)/8 (Cardano), as diffgen.phasespace.cos_theta_map("born")
-    y = dtype(8 / 3) * u[:, 0] - dtype(4 / 3)
-    ay = np.abs(y)
-    t = np.cbrt(dtype(1.5) * ay + np.sqrt(dtype(2.25) * ay * ay + 1))
-    c = np.sign(y) * (t - 1 / t)
-    jac = dtype(8 / 3) / (1 + c * c)
-    ph = dtype(2 * math.pi) * u[:, 1]
-    m = dtype(C.FERMIONS["mu"].mass)
-    beta = np.sqrt(1 - 4 * m * m / s)
-    mz, gz, sw2, alpha = (dtype(params[k]) for k in ("m_z", "gamma_z", "sin2_theta_w", "alpha_em"))
-    den = (s - mz * mz) ** 2 + (mz * gz) ** 2
-    norm = 1 / (sw2 * (1 - sw2))
-    re_chi, im_chi = norm * s * (s - mz * mz) / den, -norm * s * mz * gz / den
-    chi2 = re_chi**2 + im_chi**2
-    v_f, a_f = dtype(0.5) * (-0.5 + 2 * sw2), dtype(-0.25)
-    vv = aa = va = dtype(0)
-    for sign, g_e in ((1, -0.5 + sw2), (-1, sw2)):
-        gv, ga = g_e * v_f, g_e * a_f
-        vv = vv + (1 + gv * re_chi) ** 2 + (gv * im_chi) ** 2
-        aa = aa + ga * ga * chi2
-        va = va + sign * (ga * re_chi + gv * ga * chi2)
-    sin2 = 1 - c * c
-    me2 = (
-        dtype(0.25)
-        * (4 * math.pi * alpha) ** 2
-        * (2 * vv * (2 - beta**2 * sin2) + 2 * aa * beta**2 * (1 + c * c) + 8 * beta * c * va)
-    )
-    weight = dtype(C.GEV2_PB / (32 * math.pi)) * me2 * beta * jac / s
-    pabs = rs / 2 * beta
-    st = np.sqrt(sin2)
-    p = np.empty((n, 2, 4), dtype=dtype)
-    p[:, :, 0] = rs / 2
-    p[:, 0, 1] = pabs * st * np.cos(ph)
-    p[:, 0, 2] = pabs * st * np.sin(ph)
-    p[:, 0, 3] = pabs * c
-    p[:, 1, 1:] = -p[:, 0, 1:]
-    return p, weight
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng(1)
         np_params = {k: float(v) for k, v in params.items()}
         np_dtype = np.float64 if name == "float64" else np.float32
-        np_s = best_time(numpy_mumu, rng, n, np_params, np_dtype, repeat=repeat)
+        np_s = best_time(numpy_mumu, np_params, n, rng, np_dtype, repeat=repeat)
         rows.append({"dtype": name, "prng": "numpy PCG64", "compile_s": 0.0, "run_s": np_s, "events_per_s": n / np_s})
         for r in rows:
             if r["dtype"] == name:
