@@ -128,8 +128,10 @@ def test_bad_input(hard):
         SHOWER.apply(params(0.118, -1.0), key, ev)
     with pytest.raises(ValueError, match="alpha_s_mz must lie in"):
         SHOWER.apply(params(0.9), key, ev)
-    with pytest.raises(ValueError, match="Landau pole"):
+    with pytest.raises(ValueError, match="Landau pole|must lie in \\(0, 1\\]"):
         SHOWER.apply(params(0.118, 0.01), key, ev)
+    with pytest.raises(ValueError, match=r"αs\(t0\) must lie in \(0, 1\]"):
+        SHOWER.apply(params(0.118, 0.05), key, ev)  # αs(0.05 GeV²) = 1.5: below the perturbative range
     with pytest.raises(ValueError, match="capacity must be an integer >= 2"):
         final_state_shower(capacity=1)
     with pytest.raises(ValueError, match="alpha_s_order"):

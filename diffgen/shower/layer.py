@@ -99,10 +99,12 @@ def _check_params(params: Mapping[str, Array]) -> None:
     if not is_traced(a) and not is_traced(t0):
         amax = float(alpha_s(jnp.asarray(float(t0)), float(a), order=2))
         amax1 = float(alpha_s(jnp.asarray(float(t0)), float(a), order=1))
-        if not (0.0 < amax < 5.0 and 0.0 < amax1 < 5.0):
+        # αs(t0) ≤ 1 keeps the running overestimate above the two-loop coupling (dipole.py)
+        if not (0.0 < amax <= 1.0 and 0.0 < amax1 <= 1.0):
             raise ValueError(
-                f"final_state_shower: t0 = {float(t0)} GeV² is at or below the Landau pole of αs for "
-                f"alpha_s_mz = {float(a)}; raise t0 (default 1 GeV²)"
+                f"final_state_shower: αs(t0) must lie in (0, 1] (perturbative cut-off), got "
+                f"αs(t0) = {amax:.3g} (two loops) for t0 = {float(t0)} GeV² and alpha_s_mz = {float(a)}; "
+                "raise t0 (default 1 GeV²)"
             )
 
 
