@@ -1,0 +1,61 @@
+"""``diffgen bench`` in a subprocess: the quick hard-process section writes its JSON; a bad option.
+
+``--quick --sections hard_process`` is the smallest run that measures something (e⁺e⁻ → μ⁺μ⁻ at
+N = 10⁵ in float64 and float32 against the NumPy baseline of the same physics, ~5 s of CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+DIFFGEN = [sys.executable, "-m", "diffgen.cli", "bench"]
+
+
+def test_quick_hard_process_bench_writes_results_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [*DIFFGEN, "--quick", "--sections", "hard_process", "--no-pythia", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("diffgen benchmark suite (quick) on ")
+    assert "ee->mumu" in proc.stdout and proc.stdout.rstrip().endswith(f"wrote {out}")
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # written atomically: no temporary file left
+    results = json.loads(out.read_text())
+    assert results["quick"] is True and results["pythia"] is False and "errors" not in results
+    assert set(results["section_wall_s"]) == {"hard_process"}
+    rows = results["hard_process"]
+    assert [(r["dtype"], r["n"], r["baseline"]) for r in rows] == [
+        ("float64", 100_000, "numpy (same physics)"),
+        ("float32", 100_000, "numpy (same physics)"),
+        ("float64", 100_000, "(numpy itself)"),
+    ]
+    numpy_rate = rows[2]["events_per_s"]
+    for r in rows:
+        assert math.isfinite(r["events_per_s"]) and r["events_per_s"] > 0
+        assert r["baseline_events_per_s"] == numpy_rate
+        assert math.isclose(r["ratio"], r["events_per_s"] / numpy_rate, rel_tol=1e-12)
+    # Both generators sample the same physics: their cross sections agree with the analytic Born value.
+    sigma = results["mumu_sigma_pb"]
+    for name in ("diffgen", "numpy"):
+        assert abs(sigma[name] - sigma["analytic"]) < 5 * sigma["mc_error"], (name, sigma)
+    assert {s["target"] for s in results["summary"]} >= {"ee->mumu float64 events/s", "ee->mumu vs numpy (same run)"}
+
+
+def test_bad_option_is_one_line_exit_2(tmp_path):
+    proc = subprocess.run(
+        [*DIFFGEN, "--sections", "hard_process,warp_drive", "--out", str(tmp_path / "b.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert err.startswith("diffgen bench: error: --sections: unknown section(s) ['warp_drive']; choose from [")
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and proc.stdout == ""
+    assert list(tmp_path.iterdir()) == []
