@@ -146,6 +146,21 @@ def _quiet_fd1():
             os.close(fd)
 
 
+#: The range Pythia 8 accepts for ``StandardModel:alphaEMmZ``.
+PYTHIA_ALPHA_EM_RANGE = (0.00780, 0.00800)
+
+
+def pythia_alpha_em(alpha_em: float) -> float:
+    """α_em(m_Z) as given to Pythia: diffgen's value clipped to the range Pythia accepts.
+
+    diffgen's default 1/128.95 lies just below Pythia's minimum 0.00780; the rate does not
+    depend on it, and :func:`pythia_rate` rescales Pythia's σ by ``(α/α_Pythia)²`` so the
+    cross sections printed side by side refer to the same coupling.
+    """
+    lo, hi = PYTHIA_ALPHA_EM_RANGE
+    return min(max(float(alpha_em), lo), hi)
+
+
 def pythia_settings(mode: str, params: Mapping[str, float]) -> list[str]:
     """The full Pythia settings of a mode with the diffgen electroweak parameters."""
     if mode not in PYTHIA_MODES:
@@ -161,8 +176,8 @@ def pythia_settings(mode: str, params: Mapping[str, float]) -> list[str]:
         f"23:mWidth = {float(params['gamma_z'])!r}",
         f"StandardModel:sin2thetaW = {float(params['sin2_theta_w'])!r}",
         f"StandardModel:sin2thetaWbar = {float(params['sin2_theta_w'])!r}",
-        f"StandardModel:alphaEMmZ = {float(params['alpha_em'])!r}",
-        "SigmaProcess:alphaEMorder = 0",  # fixed alpha_em(m_Z), as diffgen's params
+        f"StandardModel:alphaEMmZ = {pythia_alpha_em(params['alpha_em'])!r}",
+        "SigmaProcess:alphaEMorder = -1",  # alpha_em fixed at its m_Z value, as diffgen's params
         "Next:numberCount = 0",
         "Print:quiet = on",
         *PYTHIA_MODES[mode][1],
@@ -173,7 +188,8 @@ def pythia_rate(mode: str, params: Mapping[str, float], n: int, *, seed: int = 1
     """Events/s of Pythia 8 generating ``n`` events of ``mode``; ``None`` without Pythia.
 
     Returns:
-      dict with ``events_per_s``, ``init_s`` (initialisation time), ``sigma_pb`` (Pythia's
+      dict with ``events_per_s``, ``init_s`` (initialisation time), ``alpha_em_pythia`` (the
+      α_em Pythia ran with, :func:`pythia_alpha_em`), ``sigma_pb`` (Pythia's
       cross-section estimate), ``mean_multiplicity`` (final-state particles) and the
       ``settings`` used.
     """
@@ -207,10 +223,15 @@ def pythia_rate(mode: str, params: Mapping[str, float], n: int, *, seed: int = 1
             event = pythia.event if pythia.event.size() > 0 else pythia.process
             n_final += sum(1 for i in range(event.size()) if event[i].isFinal())
     info = pythia.infoPython()
+    alpha_py = pythia_alpha_em(params["alpha_em"])
     return {
         "events_per_s": n / wall,
         "init_s": init_s,
-        "sigma_pb": float(info.sigmaGen()) * 1e9,  # mb -> pb
+        # mb -> pb, and from Pythia's alpha_em to diffgen's (sigma ∝ alpha_em²)
+        "sigma_pb": float(info.sigmaGen())
+        * 1e9
+        * (float(params["alpha_em"]) / pythia_alpha_em(params["alpha_em"])) ** 2,
+        "alpha_em_pythia": alpha_py,
         "mean_multiplicity": n_final / n_count,
         "settings": settings,
     }
