@@ -53,8 +53,18 @@ def test_pythia_settings_carry_our_parameters():
     assert "23:onIfAny = 1 2 3 4 5" in settings and "PDF:lepton = off" in settings
     with pytest.raises(ValueError, match="mode must be one of"):
         baselines.pythia_settings("ttbar", PARAMS)
+    # alpha_em fixed at m_Z (order -1), inside the range Pythia accepts
+    assert "SigmaProcess:alphaEMorder = -1" in settings
+    lo, hi = baselines.PYTHIA_ALPHA_EM_RANGE
+    assert baselines.pythia_alpha_em(1 / 128.95) == lo and baselines.pythia_alpha_em(0.0079) == 0.0079
     if not baselines.pythia_available():
         assert baselines.pythia_rate("mumu", PARAMS, 10) is None
+        return
+    # with the optional extra installed: Pythia's sigma is the same Born sigma (its MC error at
+    # 5000 events is about 0.2 %)
+    run = baselines.pythia_rate("mumu", PARAMS, 5000)
+    assert run["mean_multiplicity"] == 2.0
+    np.testing.assert_allclose(run["sigma_pb"], baselines.numpy_mumu_sigma(PARAMS), rtol=0.01)
 
 
 def test_area_functions_are_called_by_convention():
