@@ -60,7 +60,8 @@ def summary(r, args, seconds: float) -> dict:
         "chi2_per_ndf": r.chi2 / r.ndf,
         "chi2_start": r.chi2_start,
         "within_2_sigma": all(abs(p) < 2 for p in pulls.values()),
-        "fit_message": r.result.message,
+        "fit_message": r.message,
+        "gauss_newton_errors": r.gauss_newton_errors,
         "seconds": seconds,
     }
 

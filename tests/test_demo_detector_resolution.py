@@ -43,7 +43,7 @@ def test_closure_within_reported_errors(fits):
     lo, hi = scipy.stats.chi2.ppf([0.001, 0.999], k)
     assert lo < float(np.sum(pulls**2)) < hi, pulls
     for r in fits:
-        assert r.result.status == "converged" or r.result.n_steps > 0
+        assert r.message.startswith("converged"), r.message
         # the start (shipped values) is far from the truth; the fit must improve a lot
         assert r.chi2 < r.chi2_start
         # goodness of fit: χ² within 5 standard deviations of ndf

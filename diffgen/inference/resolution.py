@@ -15,8 +15,9 @@ Observables are per-block histograms of the relative deviations (soft histograms
 and, with the same kernel, for the pseudo-data, so the kernel's smoothing cancels in
 expectation), weighted with the soft acceptance (``extra["detector_keep_prob"]``) and the
 event weights. The loss is the χ² ``Σ_k (d_k − r m_k)² / V_k`` with ``r = N_data/N_MC`` and
-``V_k = Σw²_data + r² Σw²_MC`` (data and MC statistical errors; ``V`` is held fixed during a fit
-and recomputed once at the first optimum). With common random numbers (the detector's Gaussian
+``V_k = r(1 + r)·Σ_MC w²m²`` (the expected data plus MC statistical variance of the residual,
+from the MC; a bin without MC gets the variance of half an event; ``V`` is held fixed during a
+fit and recomputed once at the first optimum). With common random numbers (the detector's Gaussian
 numbers come from the key alone) the χ² is a smooth deterministic function of the resolution
 parameters: pathwise gradients, L-BFGS and the Hessian (docs/detector.md, "Gradient modes").
 
@@ -36,13 +37,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from diffgen import kinematics as kin
 from diffgen.core import Events
 from diffgen.detector import lep_like
 from diffgen.detector.layers import KEEP_PROB
-from diffgen.inference.fit import Covariance, FitResult, fit, hessian_covariance, param_names, scaled
+from diffgen.inference.fit import Covariance, hessian_covariance, param_names
 from diffgen.inference.soft import soft_histogram, soft_window
 from diffgen.typing import Array, Key, Params
 
@@ -170,6 +170,23 @@ def _histogram_specs(blocks: Sequence[_Block], det: Params) -> list[tuple[str, _
     return specs
 
 
+def _soft_hist(x: Array, edges: Array, h: float, weights: Array, mask: Array | None = None) -> tuple[Array, Array]:
+    """``soft_histogram`` contents and their variance ``Σ_i w_i²·m_ik²``.
+
+    A soft bin membership m_ik ∈ (0, 1) is shared between neighbouring bins, so the variance of
+    a bin content is Σ w² m² (``soft_histogram``'s ``sumw2`` is Σ w² m, exact only for hard bins).
+    """
+    counts = soft_histogram(x, edges, h, weights=weights, mask=mask)
+    if weights.ndim < x.ndim:
+        weights = jnp.broadcast_to(weights[:, None], x.shape)
+    if mask is not None:
+        weights = jnp.where(mask, weights, 0.0)
+    cdf = jax.nn.sigmoid((x[..., None] - edges) / h)  # the sigmoid kernel of soft_histogram
+    member = cdf[..., :-1] - cdf[..., 1:]
+    w2 = (weights * weights).reshape(-1)
+    return counts, w2 @ (member * member).reshape(-1, member.shape[-1])
+
+
 def _histograms(reco: Events, specs, bandwidth_frac: float) -> tuple[Array, Array]:
     """Concatenated soft histograms (and Σw²) of all specs from detector-level events."""
     kp = reco.extra[KEEP_PROB]
@@ -185,18 +202,18 @@ def _histograms(reco: Events, specs, bandwidth_frac: float) -> tuple[Array, Arra
             x = pabs / blk.scale - 1.0
             eta = jnp.abs(jnp.where(m, kin.eta(p), 0.0))
             ww = w[:, None] * k * soft_window(eta, lo, hi, 0.005)
-            hist, s2 = soft_histogram(x, e, h, weights=ww, mask=m, return_sumw2=True)
+            hist, s2 = _soft_hist(x, e, h, ww, m)
         elif obs == "eta_sum":
             x = jnp.where(m[:, 0] & m[:, 1], kin.eta(p[:, 0]) + kin.eta(p[:, 1]), 1e3)
-            hist, s2 = soft_histogram(x, e, h, weights=w * k[:, 0] * k[:, 1], return_sumw2=True)
+            hist, s2 = _soft_hist(x, e, h, w * k[:, 0] * k[:, 1])
         elif obs == "acop":
             d = kin.phi(p[:, 0]) - kin.phi(p[:, 1]) - math.pi
             x = jnp.arctan2(jnp.sin(d), jnp.cos(d))
             x = jnp.where(m[:, 0] & m[:, 1], x, 1e3)
-            hist, s2 = soft_histogram(x, e, h, weights=w * k[:, 0] * k[:, 1], return_sumw2=True)
+            hist, s2 = _soft_hist(x, e, h, w * k[:, 0] * k[:, 1])
         else:  # dE: relative energy deviation of the single particle
             x = jnp.where(m[:, 0], p[:, 0, 0] / blk.scale - 1.0, 1e3)
-            hist, s2 = soft_histogram(x, e, h, weights=w * k[:, 0], return_sumw2=True)
+            hist, s2 = _soft_hist(x, e, h, w * k[:, 0])
         out.append(hist)
         out2.append(s2)
     return jnp.concatenate(out), jnp.concatenate(out2)
@@ -322,7 +339,8 @@ class ResolutionFit:
     Attributes:
       truth: the parameters the pseudo-data were generated with ({name: value}).
       start: starting values. values: fitted values. errors: Hessian errors ({name: σ}).
-      covariance: :class:`Covariance`. result: the second pass's :class:`FitResult`.
+      gauss_newton_errors: the ``(JᵀJ)⁻¹`` errors. covariance: :class:`Covariance`.
+      n_steps: Levenberg–Marquardt steps (both passes). message: convergence message.
       chi2, ndf: χ² at the optimum and bins − free parameters.
       chi2_start: χ² at the start (with the final V).
       data, data_var, model, model_start: [B] histograms (data; its variance V; r·MC at the
@@ -333,8 +351,10 @@ class ResolutionFit:
     start: dict[str, float]
     values: dict[str, float]
     errors: dict[str, float]
+    gauss_newton_errors: dict[str, float]
     covariance: Covariance
-    result: FitResult
+    n_steps: int
+    message: str
     chi2: float
     ndf: int
     chi2_start: float
@@ -357,7 +377,36 @@ def _get(params: Params, name: str) -> float:
     return float(params[sec][leaf])
 
 
-_LOSS_CACHE: dict = {}
+def _with_free(det: Params, x: Array, nominal: Params) -> Params:
+    """Detector params with the free parameters set to ``x · nominal`` (x: [K] relative values)."""
+    out = {sec: dict(v) for sec, v in det.items()}
+    for i, name in enumerate(FREE_PARAMETERS):
+        sec, leaf = name.split("/")
+        out[sec][leaf] = x[i] * _get(nominal, name)
+    return out
+
+
+_JAC_CACHE: dict = {}
+
+
+def _compiled(problem: ResolutionProblem):
+    """Jitted residuals and their forward-mode Jacobian for ``problem`` (compiled once per problem)."""
+    hit = _JAC_CACHE.get(id(problem))
+    if hit is not None and hit[0] is problem:
+        return hit[1]
+    r = 1.0 / problem.mc_factor
+
+    def residuals(x: Array, det: Params, key: Key, truth: Events, d: Array, v: Array) -> Array:
+        m, _ = problem.histogram(_with_free(det, x, problem.nominal), key, truth)
+        return (d - r * m) / jnp.sqrt(v)
+
+    fns = {
+        "residuals": jax.jit(residuals),
+        "jacobian": jax.jit(jax.jacfwd(residuals)),
+    }
+    _JAC_CACHE.clear()
+    _JAC_CACHE[id(problem)] = (problem, fns)
+    return fns
 
 
 def fit_resolution(
@@ -366,19 +415,27 @@ def fit_resolution(
     *,
     seed: int = 0,
     start: dict[str, float] | None = None,
-    steps: int = 200,
+    steps: int = 30,
+    hessian: bool = True,
 ) -> ResolutionFit:
     """Generate pseudo-data at ``truth`` and fit the resolution parameters to it.
 
     The pseudo-data and the MC use independent particle-level samples and detector random
-    numbers derived from ``seed``; the MC sample is ``problem.mc_factor`` times larger.
+    numbers derived from ``seed``; the MC sample is ``problem.mc_factor`` times larger. The
+    χ² is minimised by Levenberg–Marquardt (Gauss–Newton) steps on the exact forward-mode
+    Jacobian (``jax.jacfwd``) of the normalised residuals with common random numbers; V is
+    recomputed at the first optimum and the fit repeated. The errors are ``2·H⁻¹`` with the full
+    Hessian of the χ² (``hessian_covariance``, ``jax.hessian``) if ``hessian`` is True, else the
+    Gauss–Newton approximation ``(JᵀJ)⁻¹`` (H ≈ 2JᵀJ; the two agree when the residuals are
+    small against the curvature, see the tests and docs/demonstrations.md).
 
     Args:
       problem: from :func:`resolution_problem`.
       truth: {name: value} for names in :data:`FREE_PARAMETERS` (others stay nominal).
       seed: seed of this pseudo-experiment (data and MC).
       start: starting values (default: the nominal LEP-like values).
-      steps: L-BFGS steps per pass.
+      steps: maximum Levenberg–Marquardt steps per pass.
+      hessian: compute the full Hessian for the errors (one more compilation).
 
     Returns:
       :class:`ResolutionFit`.
@@ -389,73 +446,132 @@ def fit_resolution(
     for name, v in {**truth, **(start or {})}.items():
         if not (math.isfinite(v) and v > 0):
             raise ValueError(f"fit_resolution: {name} must be finite and > 0, got {v}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"fit_resolution: steps must be an int >= 1, got {steps!r}")
     n, dtype = problem.n, problem.dtype
     k_data, k_mc, k_det_data, k_det_mc = jax.random.split(jax.random.key(seed), 4)
     truth_data, _ = calibration_events(k_data, n, dtype=dtype)
     truth_mc = Events.concatenate(
         [calibration_events(k, n, dtype=dtype)[0] for k in jax.random.split(k_mc, problem.mc_factor)]
     )
-    # reorder the MC so that each block is contiguous (k samples of one block after another)
     truth_mc = _interleave_blocks(truth_mc, problem)
     det_truth = _set(problem.nominal, truth)
-    d, d2 = problem.histogram(det_truth, k_det_data, truth_data)
+    d, _ = problem.histogram(det_truth, k_det_data, truth_data)
     start_vals = {nm: _get(problem.nominal, nm) for nm in FREE_PARAMETERS}
     start_vals.update(start or {})
     det_start = _set(problem.nominal, start_vals)
     r = 1.0 / problem.mc_factor
-    tiny = jnp.finfo(d.dtype).tiny
-
-    cache = _LOSS_CACHE.get(id(problem))
-    if cache is None or cache[0] is not problem:
-        # the MC momenta and weights travel as frozen params (floating leaves), so one loss
-        # object (one compilation) serves every seed; mask and pid are fixed by the layout
-        mask, pid = truth_mc.mask, truth_mc.pid
-
-        def loss(params: Params, key: Key) -> Array:
-            ev = Events(p=params["mc"]["p"], weight=params["mc"]["w"], mask=mask, pid=pid)
-            return problem.loss(params, key, ev)
-
-        cache = (problem, loss, optax.lbfgs(), jax.jit(loss))
-        _LOSS_CACHE.clear()
-        _LOSS_CACHE[id(problem)] = cache
-    _, loss, opt, loss_jit = cache
-    mc = {"p": truth_mc.p, "w": truth_mc.weight}
-    frozen = [*problem.frozen, "mc"]
-    transforms = {
-        f"det/{nm}": scaled(_get(problem.nominal, nm), 0.1 * _get(problem.nominal, nm)) for nm in FREE_PARAMETERS
-    }
+    fns = _compiled(problem)
+    scale = np.array([_get(problem.nominal, nm) for nm in FREE_PARAMETERS])
 
     def variance(det_params: Params) -> Array:
+        # expected variance of d − r·m from the MC (Pearson-type): r·Σw²m² for the data (the MC
+        # is 1/r times larger) plus r²·Σw²m² for the MC itself. Data-derived variances (Neyman)
+        # bias resolutions low: downward-fluctuating tail bins get too much weight.
         _, m2 = problem.histogram(det_params, k_det_mc, truth_mc)
-        return jnp.maximum(d2 + r * r * m2, tiny)
+        return jnp.maximum(r * (1.0 + r) * m2, 0.5 * r * (1.0 + r))
 
-    params = {"det": det_start, "data": {"d": d, "v": variance(det_start)}, "mc": mc}
-    res = None
+    x = jnp.asarray([start_vals[nm] for nm in FREE_PARAMETERS], dtype) / jnp.asarray(scale, dtype)
+    v = variance(det_start)
+    n_steps, message = 0, ""
     for _ in range(2):  # V at the start, then at the first optimum
-        res = fit(loss, params, opt, steps=steps, key=k_det_mc, frozen=frozen, transforms=transforms)
-        params = {"det": res.params["det"], "data": {"d": d, "v": variance(res.params["det"])}, "mc": mc}
-    assert res is not None
-    cov = hessian_covariance(loss, params, errordef=1.0, frozen=frozen, key=k_det_mc)
-    chi2 = float(loss_jit(params, k_det_mc))
-    p_start = {"det": det_start, "data": params["data"], "mc": mc}
-    chi2_start = float(loss_jit(p_start, k_det_mc))
-    m_fit, _ = problem.histogram(params["det"], k_det_mc, truth_mc)
+        x, _, n_pass, message = _levenberg_marquardt(fns, x, det_start, k_det_mc, truth_mc, d, v, steps)
+        n_steps += n_pass
+        v = variance(_with_free(det_start, x, problem.nominal))
+    jac = np.asarray(fns["jacobian"](x, det_start, k_det_mc, truth_mc, d, v))
+    res_vec = np.asarray(fns["residuals"](x, det_start, k_det_mc, truth_mc, d, v))
+    cov_x = np.linalg.inv(jac.T @ jac)
+    det_fit = _with_free(det_start, x, problem.nominal)
+    if hessian:
+        params = {"det": det_fit, "data": {"d": d, "v": v}, "mc": {"p": truth_mc.p, "w": truth_mc.weight}}
+        cov = hessian_covariance(
+            _hessian_loss(problem, truth_mc), params, errordef=1.0, frozen=[*problem.frozen, "mc"], key=k_det_mc
+        )
+        errors = {nm: cov.errors[f"det/{nm}"] for nm in FREE_PARAMETERS}
+    else:
+        m = cov_x * np.outer(scale, scale)
+        sig = np.sqrt(np.diag(m))
+        names = [f"det/{nm}" for nm in FREE_PARAMETERS]
+        cov = Covariance(
+            names=names,
+            values=np.asarray(x) * scale,
+            matrix=m,
+            hessian=2.0 * jac.T @ jac / np.outer(scale, scale),
+            errors=dict(zip(names, map(float, sig), strict=True)),
+            correlation=m / np.outer(sig, sig),
+        )
+        errors = {nm: cov.errors[f"det/{nm}"] for nm in FREE_PARAMETERS}
+    chi2 = float(res_vec @ res_vec)
+    x0 = jnp.asarray([start_vals[nm] for nm in FREE_PARAMETERS], dtype) / jnp.asarray(scale, dtype)
+    res0 = np.asarray(fns["residuals"](x0, det_start, k_det_mc, truth_mc, d, v))
+    m_fit, _ = problem.histogram(det_fit, k_det_mc, truth_mc)
     m_start, _ = problem.histogram(det_start, k_det_mc, truth_mc)
+    gn_errors = dict(zip(FREE_PARAMETERS, map(float, np.sqrt(np.diag(cov_x)) * scale), strict=True))
     return ResolutionFit(
         truth={nm: _get(det_truth, nm) for nm in FREE_PARAMETERS},
         start=start_vals,
-        values={nm: _get(params["det"], nm) for nm in FREE_PARAMETERS},
-        errors={nm: cov.errors[f"det/{nm}"] for nm in FREE_PARAMETERS},
+        values={nm: _get(det_fit, nm) for nm in FREE_PARAMETERS},
+        errors=errors,
+        gauss_newton_errors=gn_errors,
         covariance=cov,
-        result=res,
+        n_steps=n_steps,
+        message=message,
         chi2=chi2,
         ndf=len(problem.bin_names) - len(FREE_PARAMETERS),
-        chi2_start=chi2_start,
+        chi2_start=float(res0 @ res0),
         data=np.asarray(d),
-        data_var=np.asarray(params["data"]["v"]),
+        data_var=np.asarray(v),
         model=r * np.asarray(m_fit),
         model_start=r * np.asarray(m_start),
     )
+
+
+_HLOSS: dict = {}
+
+
+def _hessian_loss(problem: ResolutionProblem, truth_mc: Events):
+    """χ² over {"det", "data", "mc"} params (MC momenta/weights as frozen leaves), one object per problem."""
+    hit = _HLOSS.get(id(problem))
+    if hit is not None and hit[0] is problem:
+        return hit[1]
+    mask, pid = truth_mc.mask, truth_mc.pid  # fixed by the layout
+
+    def loss(params: Params, key: Key) -> Array:
+        ev = Events(p=params["mc"]["p"], weight=params["mc"]["w"], mask=mask, pid=pid)
+        return problem.loss(params, key, ev)
+
+    _HLOSS.clear()
+    _HLOSS[id(problem)] = (problem, loss)
+    return loss
+
+
+def _levenberg_marquardt(fns, x, det, key, truth, d, v, steps: int, tol: float = 1e-8):
+    """Minimise |residuals|² over x by Levenberg–Marquardt steps (K. Levenberg 1944; D. Marquardt 1963)."""
+    lam = 1e-3
+    rv = np.asarray(fns["residuals"](x, det, key, truth, d, v))
+    chi2 = float(rv @ rv)
+    for it in range(steps):
+        j = np.asarray(fns["jacobian"](x, det, key, truth, d, v))
+        a = j.T @ j
+        g = j.T @ rv
+        improved = False
+        for _ in range(12):
+            step = -np.linalg.solve(a + lam * np.diag(np.diag(a)), g)
+            x_new = x + jnp.asarray(step, x.dtype)
+            r_new = np.asarray(fns["residuals"](x_new, det, key, truth, d, v))
+            c_new = float(r_new @ r_new)
+            if np.isfinite(c_new) and c_new <= chi2:
+                improved = True
+                break
+            lam *= 10.0
+        if not improved:
+            return x, v, it, f"stopped after {it} steps: no decrease of chi2 = {chi2:.6g}"
+        lam = max(lam / 10.0, 1e-9)
+        done = chi2 - c_new <= tol * (1.0 + chi2)
+        x, rv, chi2 = x_new, r_new, c_new
+        if done:
+            return x, v, it + 1, f"converged after {it + 1} steps; chi2 {chi2:.8g}"
+    return x, v, steps, f"stopped after {steps} steps; chi2 {chi2:.8g}"
 
 
 def _interleave_blocks(ev: Events, problem: ResolutionProblem) -> Events:

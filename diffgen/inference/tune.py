@@ -79,12 +79,17 @@ _CHOICES = np.array([(f, v1, v2) for f in (1, 2, 3) for v1 in (0, 1) for v2 in (
 
 @dataclasses.dataclass(frozen=True)
 class Distribution:
-    """A measured distribution: bin edges [K+1], values [K], total errors [K]; ``kind`` "nch" or "xp"."""
+    """A measured distribution: bin edges [K+1], values [K], total errors [K]; ``kind`` "nch" or "xp".
+
+    ``covariance`` [K, K] (optional) replaces ``diag(errors²)`` in the χ² (e.g. the statistical
+    covariance of pseudo-data, whose bins are correlated through the events).
+    """
 
     kind: str
     edges: np.ndarray
     values: np.ndarray
     errors: np.ndarray
+    covariance: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("nch", "xp"):
@@ -98,6 +103,18 @@ class Distribution:
             )
         if not (np.all(np.isfinite(v)) and np.all(np.isfinite(s)) and np.all(s > 0)):
             raise ValueError("Distribution.errors must be finite and > 0 and values finite")
+        if self.covariance is not None:
+            c = np.asarray(self.covariance, np.float64)
+            if c.shape != (v.size, v.size) or not np.allclose(c, c.T) or np.any(np.linalg.eigvalsh(c) <= 0):
+                raise ValueError(
+                    f"Distribution.covariance must be a symmetric positive-definite [{v.size}, {v.size}] matrix"
+                )
+
+    def data_covariance(self) -> np.ndarray:
+        """[K, K] covariance of the values: ``covariance`` or ``diag(errors²)``."""
+        if self.covariance is not None:
+            return np.asarray(self.covariance, np.float64)
+        return np.diag(np.asarray(self.errors, np.float64) ** 2)
 
 
 @jax.tree_util.register_dataclass
@@ -166,10 +183,10 @@ def _generate(theta: Params, key: Key, partons: Events, p_beam: float, max_clust
     match = ((o1 == obs1[..., None]) & (o2 == obs2[..., None])) | fixed[..., None]
     two = clusters.mask & ~light
     # formation draws: every cluster's quark end is a primary quark or one flavour draw
-    n_quarks = jnp.sum(partons.mask & (partons.pid >= 1) & (partons.pid <= 5), axis=1)
-    n_s_quarks = jnp.sum(partons.mask & (partons.pid == 3), axis=1)
-    n_draw = clusters.multiplicity() - n_quarks
-    n_strange = jnp.sum(clusters.mask & (clusters.flav_q == 3), axis=1) - n_s_quarks
+    n_quarks = jnp.sum(partons.mask & (partons.pid >= 1) & (partons.pid <= 5), axis=1, dtype=jnp.int32)
+    n_s_quarks = jnp.sum(partons.mask & (partons.pid == 3), axis=1, dtype=jnp.int32)
+    n_draw = clusters.multiplicity().astype(jnp.int32) - n_quarks
+    n_strange = jnp.sum(clusters.mask & (clusters.flav_q == 3), axis=1, dtype=jnp.int32) - n_s_quarks
     pad = capacity - p.shape[1]
     p = jnp.pad(p, ((0, 0), (0, pad), (0, 0)))
     pid = jnp.pad(pid, ((0, 0), (0, pad)))
@@ -247,7 +264,8 @@ def log_weights(theta: Params, sample: TuneSample) -> Array:
         g = jnp.asarray(th["gamma_s"], sample.cos.dtype)
         pv = jnp.asarray(th["p_vector"], sample.cos.dtype)
         sig = jnp.asarray(th["smearing"], sample.cos.dtype)
-        form = sample.n_strange * jnp.log(g) - sample.n_draw * jnp.log(2.0 + g)
+        dt = sample.cos.dtype
+        form = sample.n_strange.astype(dt) * jnp.log(g) - sample.n_draw.astype(dt) * jnp.log(2.0 + g)
         f, v1, v2 = (_CHOICES[:, i] for i in range(3))
         pf = jnp.where(jnp.asarray(f) == 3, g, 1.0) / (2.0 + g)
         nv = jnp.asarray(v1 + v2, sample.cos.dtype)
@@ -302,8 +320,8 @@ def predict(
       sample: events at θ₀. stats: :func:`sample_statistics`.
 
     Returns:
-      ``(pred, var, ess)``: {"nch": [K1], "xp": [K2]} weighted means, their MC variances
-      ``Σ w²(c − pred)²/(Σw)²``, and the effective sample size ``(Σw)²/Σw²``.
+      ``(pred, cov, ess)``: {"nch": [K1], "xp": [K2]} weighted means, their MC covariance
+      matrices ``Σ w²(c − pred)(c − pred)ᵀ/(Σw)²``, and the effective sample size ``(Σw)²/Σw²``.
     """
     lw = log_weights(theta, sample)
     w = jnp.exp(lw - jax.lax.stop_gradient(jnp.max(lw)))
@@ -312,7 +330,8 @@ def predict(
     for name, c in stats.items():
         mu = (w @ c) / sw
         pred[name] = mu
-        var[name] = jnp.sum((w[:, None] * (c - mu[None, :])) ** 2, axis=0) / sw**2
+        dev = w[:, None] * (c - mu[None, :])
+        var[name] = (dev.T @ dev) / sw**2
     return pred, var, sw**2 / jnp.sum(w * w)
 
 
@@ -349,7 +368,8 @@ class TuneResult:
 def _chi2_parts(pred, var, data: Mapping[str, Distribution]) -> dict[str, float]:
     out = {}
     for name, d in data.items():
-        out[name] = float(np.sum((np.asarray(pred[name]) - d.values) ** 2 / (d.errors**2 + np.asarray(var[name]))))
+        r = np.asarray(pred[name]) - d.values
+        out[name] = float(r @ np.linalg.solve(d.data_covariance() + np.asarray(var[name]), r))
     out["total"] = sum(out.values())
     return out
 
@@ -489,7 +509,10 @@ def _data_leaves(sample, stats, data, var0) -> dict:
     dt = sample.cos.dtype
     out = {"events": _as_float(sample), "stats": dict(stats)}
     for name, d in data.items():
-        out[name] = {"y": jnp.asarray(d.values, dt), "v": jnp.asarray(d.errors**2, dt) + var0[name]}
+        # χ² = rᵀ V⁻¹ r with V = data covariance + MC covariance at θ₀ (fixed in an iteration),
+        # through the Cholesky factor of V
+        v = d.data_covariance() + np.asarray(var0[name], np.float64)
+        out[name] = {"y": jnp.asarray(d.values, dt), "chol": jnp.asarray(np.linalg.cholesky(v), dt)}
     return out
 
 
@@ -499,8 +522,8 @@ def _loss(params: Params) -> Array:
     pred, _, _ = predict(params["theta"], _from_float(dat["events"]), dat["stats"])
     total = None
     for name in dat["stats"]:
-        r = pred[name] - dat[name]["y"]
-        term = jnp.sum(r * r / dat[name]["v"])
+        z = jax.scipy.linalg.solve_triangular(dat[name]["chol"], pred[name] - dat[name]["y"], lower=True)
+        term = jnp.sum(z * z)
         total = term if total is None else total + term
     return total
 
@@ -518,7 +541,8 @@ def pseudo_data(sample: TuneSample, nch_edges: Any, xp_edges: Any) -> dict[str, 
 
     Returns:
       {"nch": P(N_ch) per bin, "xp": (1/N) dN/dx_p}, errors = standard errors of the means
-      (an empty bin gets the error of one event, so that it still constrains the model).
+      (an empty bin gets the error of one event, so that it still constrains the model) and
+      the covariance of the means (bins are correlated through the events).
     """
     d = {k: _dummy(k) for k in ("nch", "xp")}
     d["nch"] = Distribution(
@@ -533,6 +557,10 @@ def pseudo_data(sample: TuneSample, nch_edges: Any, xp_edges: Any) -> dict[str, 
         mean = c.mean(axis=0)
         err = c.std(axis=0, ddof=1) / math.sqrt(n)
         width = np.diff(d[name].edges) if name == "xp" else np.ones_like(mean)
-        err = np.maximum(err, 1.0 / (n * width))
-        out[name] = Distribution(name, d[name].edges, mean, err)
+        floor = 1.0 / (n * width)
+        err = np.maximum(err, floor)
+        # bins are correlated through the events (N_ch bins sum to one): full covariance of the
+        # means, regularised by the one-event floor on the diagonal
+        cov = np.cov(c, rowvar=False) / n + np.diag(floor**2)
+        out[name] = Distribution(name, d[name].edges, mean, err, cov)
     return out
