@@ -30,16 +30,16 @@ def test_quick_hard_process_bench_writes_results_json(tmp_path):
     assert results["quick"] is True and results["pythia"] is False and "errors" not in results
     assert set(results["section_wall_s"]) == {"hard_process"}
     rows = results["hard_process"]
-    assert [(r["dtype"], r["n"], r["baseline"]) for r in rows] == [
-        ("float64", 100_000, "numpy (same physics)"),
-        ("float32", 100_000, "numpy (same physics)"),
-        ("float64", 100_000, "(numpy itself)"),
-    ]
-    numpy_rate = rows[2]["events_per_s"]
+    n_quick = results["sizes"]["mumu"]
+    assert {(r["dtype"], r["baseline"]) for r in rows} >= {
+        ("float64", "numpy (same physics)"),
+        ("float32", "numpy (same physics)"),
+    }
     for r in rows:
+        assert r["n"] == n_quick <= 100_000
         assert math.isfinite(r["events_per_s"]) and r["events_per_s"] > 0
-        assert r["baseline_events_per_s"] == numpy_rate
-        assert math.isclose(r["ratio"], r["events_per_s"] / numpy_rate, rel_tol=1e-12)
+        # The ratio to the baseline measured in the same run.
+        assert math.isclose(r["ratio"], r["events_per_s"] / r["baseline_events_per_s"], rel_tol=1e-12)
     # Both generators sample the same physics: their cross sections agree with the analytic Born value.
     sigma = results["mumu_sigma_pb"]
     for name in ("diffgen", "numpy"):
