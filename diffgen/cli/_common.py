@@ -9,12 +9,13 @@ Usage in a subcommand module::
         ...
 
     def run(args):
-        cfg = _common.resolve(args, "generate", FIELDS, DEFAULTS)
+        cfg = _common.resolve(args, "generate", FIELDS, DEFAULTS)   # command line > --config > defaults
         with _common.sigterm_as_interrupt() as interrupt, _common.progress(total, "generating") as bar:
             for chunk in chunks:
                 ...
                 interrupt.check()
                 bar.advance(k)
+        _common.write_effective(output, "generate", cfg)            # <output>.run.toml, atomically
 
 Nothing here imports JAX (``--help`` stays instant).
 """
@@ -37,24 +38,27 @@ __all__ = [
     "Interrupt",
     "add_common_options",
     "add_config_option",
+    "add_flag",
     "add_quiet_option",
     "add_seed_option",
     "handle_sigterm",
+    "not_applicable",
     "parse_overrides",
     "progress",
     "resolve",
     "sigterm_as_interrupt",
+    "write_effective",
 ]
 
 
-def add_seed_option(parser: argparse.ArgumentParser, default: int = 0) -> None:
+def add_seed_option(parser: argparse.ArgumentParser, default: int = 0, *, what: str = "events") -> None:
     """``--seed N``: the random seed (default None on the parser, so a run file can set it)."""
     parser.add_argument(
         "--seed",
         type=int,
         default=None,
         metavar="N",
-        help=f"random seed, an integer >= 0; the same seed gives the same events (default: {default})",
+        help=f"random seed, an integer >= 0; the same seed gives the same {what} (default: {default})",
     )
 
 
@@ -79,11 +83,51 @@ def add_quiet_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_common_options(parser: argparse.ArgumentParser, *, seed_default: int = 0) -> None:
-    """Add ``--seed``, ``--config`` and ``--quiet``."""
-    add_seed_option(parser, seed_default)
+def add_common_options(parser: argparse.ArgumentParser, *, seed_default: int = 0, seed_what: str = "events") -> None:
+    """Add ``--seed``, ``--config`` and ``--quiet``.
+
+    Args:
+      parser: the subcommand's parser.
+      seed_default: the seed used when neither the command line nor the run file sets one.
+      seed_what: what the seed fixes, for the help text ("events", "fit", ...).
+    """
+    add_seed_option(parser, seed_default, what=seed_what)
     add_config_option(parser)
     add_quiet_option(parser)
+
+
+def add_flag(parser: argparse.ArgumentParser, *flags: str, help: str, dest: str | None = None) -> None:
+    """An on/off option whose default is None on the parser, so that a run file can set it.
+
+    ``store_true`` would make "not given" indistinguishable from "off", and the command line
+    would always override the run file.
+    """
+    kwargs: dict[str, Any] = {"dest": dest} if dest else {}
+    parser.add_argument(*flags, action="store_const", const=True, default=None, help=help, **kwargs)
+
+
+def not_applicable(parser: argparse.ArgumentParser, option: str, reason: str) -> None:
+    """Say in ``--help`` that a common option does not exist for this subcommand, and why."""
+    note = f"{option} is not an option of this command: {reason}."
+    parser.epilog = f"{parser.epilog} {note}" if parser.epilog else note
+
+
+def write_effective(outputs: Any, section: str, values: Mapping[str, Any]) -> list[Any]:
+    """Write the effective configuration ``{section: values}`` next to every output, atomically.
+
+    Args:
+      outputs: one output path or a list of them; each gets ``<output>.run.toml``.
+      section: the run-file table (the subcommand name).
+      values: every setting actually used (``None`` values are left out, TOML has no null).
+
+    Returns:
+      the written paths (``pathlib.Path``).
+    """
+    from diffgen.config import write_effective_config
+
+    if isinstance(outputs, (str, bytes)) or not isinstance(outputs, (list, tuple)):
+        outputs = [outputs]
+    return [write_effective_config(out, section, values) for out in outputs]
 
 
 def resolve(

@@ -1,51 +1,82 @@
-"""``diffgen demo``: the Z-lineshape fit to the LEP cross sections, with events and plots in ``--out``."""
+"""``diffgen demo``: the Z-lineshape fit to the LEP cross sections, with events and plots in ``--out``.
+
+Run file table ``[demo]`` (every key optional; command-line options override it)::
+
+    [demo]
+    out = "out"            # output directory
+    events = 100000        # weighted hadronic events per LEP energy in the fit
+    seed = 1
+    optimizer = "lbfgs"    # or "adam"
+    quick = false          # 5000 events per point (smoke test)
+
+The effective configuration is written as ``<out>/summary.json.run.toml``.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
+
+from diffgen.cli import _common
 
 NAME = "demo"
 HELP = "generate e+e- -> mu+mu- / hadrons across the Z and fit m_Z, Gamma_Z to the LEP lineshape"
 
+DEFAULTS: dict[str, Any] = {"out": "out", "events": 100_000, "seed": 1, "optimizer": "lbfgs", "quick": False}
+
+
+def fields() -> dict[str, Any]:
+    """Allowed keys of the ``[demo]`` table."""
+    from diffgen.config import Field
+
+    return {
+        "out": Field((str,), "output directory"),
+        "events": Field((int,), "weighted hadronic events per LEP energy in the fit", minimum=100),
+        "seed": Field((int,), "random seed", minimum=0),
+        "optimizer": Field((str,), "optax optimiser", choices=("lbfgs", "adam")),
+        "quick": Field((bool,), "reduced sizes (5000 events per point)"),
+    }
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="out", help="output directory (default: out)")
+    """Options of ``diffgen demo``."""
+    parser.add_argument("--out", default=None, metavar="DIR", help=f"output directory (default: {DEFAULTS['out']})")
     parser.add_argument(
         "--events",
         type=int,
-        default=100_000,
-        help="weighted hadronic events per LEP energy in the fitted MC estimate (default: 100000)",
+        default=None,
+        metavar="N",
+        help="weighted hadronic events per LEP energy in the fitted MC estimate, >= 100 "
+        f"(default: {DEFAULTS['events']})",
     )
-    parser.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    parser.add_argument("--optimizer", choices=("lbfgs", "adam"), default=None, help="optax optimiser (default: lbfgs)")
+    _common.add_flag(parser, "--quick", help="reduced size (5000 events per point) for a smoke test (default: off)")
     parser.add_argument(
-        "--optimizer", choices=("lbfgs", "adam"), default="lbfgs", help="optax optimiser (default: lbfgs)"
+        "--no-progress", action="store_true", help="no progress bars, but the summary is printed (default: off)"
     )
-    parser.add_argument("--quick", action="store_true", help="reduced size (5000 events per point) for a smoke test")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _common.add_common_options(parser, seed_default=DEFAULTS["seed"], seed_what="pseudo-events and fit")
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffgen.cli import UsageError
-
-    if args.events < 100:
-        raise UsageError(f"--events must be >= 100, got {args.events}")
-    if args.seed < 0:
-        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    """Run the demonstration; exit code 1 if a fitted value is more than 3σ from LEP."""
+    cfg = _common.resolve(args, NAME, fields(), DEFAULTS)
     import jax
 
     jax.config.update("jax_enable_x64", True)
     from diffgen.demo import run_demo
 
-    n_fit = 5_000 if args.quick else args.events
-    n_plot = 5_000 if args.quick else 50_000
-    n_save = 1_000 if args.quick else 10_000
+    quick = bool(cfg["quick"])
     summary = run_demo(
-        args.out,
-        n_fit=n_fit,
-        n_plot=n_plot,
-        n_save=n_save,
-        seed=args.seed,
-        optimizer=args.optimizer,
-        progress=not args.no_progress,
+        cfg["out"],
+        n_fit=5_000 if quick else cfg["events"],
+        n_plot=5_000 if quick else 50_000,
+        n_save=1_000 if quick else 10_000,
+        seed=cfg["seed"],
+        optimizer=cfg["optimizer"],
+        progress=not (args.quiet or args.no_progress),
+        verbose=not args.quiet,
     )
+    Path(cfg["out"]).mkdir(parents=True, exist_ok=True)
+    _common.write_effective(Path(cfg["out"]) / "summary.json", NAME, cfg)
     return 0 if all(summary["within_3_sigma"].values()) else 1

@@ -377,7 +377,6 @@ def run(args: argparse.Namespace) -> int:
     """Generate ``n`` events in chunks and stream them into the output file."""
     cfg = settings(args)
     from diffgen import io as dio
-    from diffgen.config import write_effective_config
 
     fmt = dio.format_from_path(cfg["output"], cfg["format"])
     gen = Generation(cfg, history=fmt == "hepmc3")
@@ -401,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
         # An interrupt swallowed during the last chunk must not publish the file either.
         interrupt.check()
     sigma, err = writer.metadata["cross_section_pb"], writer.metadata["cross_section_error_pb"]
-    cfg_path = write_effective_config(cfg["output"], NAME, effective)
+    (cfg_path,) = _common.write_effective(cfg["output"], NAME, effective)
     if not quiet:
         print(
             f"wrote {gen.n} events to {cfg['output']} ({fmt}); σ = {sigma:.6g} ± {err:.2g} pb; "

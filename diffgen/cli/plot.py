@@ -141,12 +141,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _common.add_config_option(parser)
     _common.add_quiet_option(parser)
+    _common.not_applicable(parser, "--seed", "plot draws no random numbers")
 
 
 def run(args: argparse.Namespace) -> int:
     """Read the files chunk by chunk, histogram, draw, save the image and its configuration."""
     from diffgen import plotting
-    from diffgen.config import PLOT_FIELDS, write_effective_config
+    from diffgen.config import PLOT_FIELDS
 
     if args.files:
         args.files = list(args.files)
@@ -216,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         effective["range"] = list(rng) if rng else None
     else:
         effective["edges"] = [float(e) for e in bins]
-    cfg_path = write_effective_config(path, NAME, effective)
+    (cfg_path,) = _common.write_effective(path, NAME, effective)
     if not args.quiet:
         print(f"wrote {path} ({len(hists)} histogram(s)); configuration in {cfg_path}", file=sys.stderr)
     return 0

@@ -19,31 +19,118 @@ import argparse
 import json
 import os
 import tempfile
+from typing import Any
 
-from diffgen.cli import UsageError
+from diffgen.cli import UsageError, _common
 
 NAME = "unfold"
 HELP = "Unfold detector-level data with OmniFold; write per-event particle-level weights (npz)."
 
 
+DEFAULTS: dict[str, Any] = {
+    "mc": None,
+    "data": None,
+    "out": None,
+    "iterations": 5,
+    "bootstrap": 0,
+    "ensemble": 1,
+    "epochs": 20,
+    "batch_size": 1024,
+    "hidden": "32,32",
+    "learning_rate": 3e-3,
+    "clip": 100.0,
+    "seed": 0,
+}
+
+
+def fields() -> dict[str, Any]:
+    """Allowed keys of the ``[unfold]`` table."""
+    from diffgen.config import Field
+
+    return {
+        "mc": Field((str,), "npz with gen, reco [, weights, pass_gen, pass_reco]"),
+        "data": Field((str,), "npz with reco [, weights]"),
+        "out": Field((str,), "output npz file"),
+        "iterations": Field((int,), "OmniFold iterations", minimum=1),
+        "bootstrap": Field((int,), "bootstrap replicas of the data, 0 or >= 2", minimum=0),
+        "ensemble": Field((int,), "networks averaged per step", minimum=1),
+        "epochs": Field((int,), "maximum epochs per step", minimum=1),
+        "batch_size": Field((int,), "events per optimiser step", minimum=1),
+        "hidden": Field((str,), "MLP hidden widths, comma separated, e.g. '32,32'"),
+        "learning_rate": Field((float,), "Adam step size", minimum=0.0),
+        "clip": Field((float,), "ratios clipped to [1/clip, clip]", minimum=1.0),
+        "seed": Field((int,), "random seed", minimum=0),
+    }
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``diffgen unfold``."""
+    d = DEFAULTS
     parser.add_argument(
-        "--mc", required=True, help="npz with gen, reco [, weights, pass_gen, pass_reco] (one row per MC event)"
+        "--mc",
+        default=None,
+        metavar="NPZ",
+        help="npz with gen, reco [, weights, pass_gen, pass_reco] (one row per MC event); required, "
+        "on the command line or in the run file",
     )
-    parser.add_argument("--data", required=True, help="npz with reco [, weights] (one row per data event)")
-    parser.add_argument("--out", required=True, help="output npz file (written atomically)")
-    parser.add_argument("--iterations", type=int, default=5, help="OmniFold iterations (default 5)")
     parser.add_argument(
-        "--bootstrap", type=int, default=0, help="bootstrap replicas of the data, 0 or >= 2 (default 0)"
+        "--data",
+        default=None,
+        metavar="NPZ",
+        help="npz with reco [, weights] (one row per data event); required, on the command line or in the run file",
     )
-    parser.add_argument("--ensemble", type=int, default=1, help="networks averaged per step (default 1)")
-    parser.add_argument("--epochs", type=int, default=20, help="maximum epochs per step (default 20; early stopping)")
-    parser.add_argument("--batch-size", type=int, default=1024, help="events per optimiser step (default 1024)")
-    parser.add_argument("--hidden", default="32,32", help="MLP hidden widths, comma separated (default 32,32)")
-    parser.add_argument("--learning-rate", type=float, default=3e-3, help="Adam step size (default 3e-3)")
-    parser.add_argument("--clip", type=float, default=100.0, help="ratios clipped to [1/clip, clip] (default 100)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="NPZ",
+        help="output npz file (written atomically, with OUT.run.toml next to it); required, "
+        "on the command line or in the run file",
+    )
+    parser.add_argument(
+        "--iterations", type=int, default=None, metavar="N", help=f"OmniFold iterations (default: {d['iterations']})"
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=None,
+        metavar="B",
+        help=f"bootstrap replicas of the data, 0 or >= 2 (default: {d['bootstrap']})",
+    )
+    parser.add_argument(
+        "--ensemble", type=int, default=None, metavar="K", help=f"networks averaged per step (default: {d['ensemble']})"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"maximum epochs per step (default: {d['epochs']}; early stopping)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"events per optimiser step (default: {d['batch_size']})",
+    )
+    parser.add_argument(
+        "--hidden", default=None, metavar="W1,W2", help=f"MLP hidden widths, comma separated (default: {d['hidden']})"
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help=f"Adam step size (default: {d['learning_rate']})",
+    )
+    parser.add_argument(
+        "--clip",
+        type=float,
+        default=None,
+        metavar="C",
+        help=f"ratios clipped to [1/clip, clip], > 1 (default: {d['clip']:g})",
+    )
+    _common.add_common_options(parser, seed_default=d["seed"], seed_what="networks, minibatches and bootstrap replicas")
 
 
 def _load(path: str, required: tuple[str, ...], optional: tuple[str, ...], what: str) -> dict:
@@ -66,18 +153,22 @@ def _load(path: str, required: tuple[str, ...], optional: tuple[str, ...], what:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run OmniFold on the files and write the weights."""
+    """Run OmniFold on the files and write the weights and the effective configuration."""
+    cfg = _common.resolve(args, NAME, fields(), DEFAULTS)
+    missing = [f"--{k}" for k in ("mc", "data", "out") if cfg[k] is None]
+    if missing:
+        raise UsageError(f"the following are required (as options or in the run file): {', '.join(missing)}")
     try:
-        hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
+        hidden = tuple(int(h) for h in cfg["hidden"].split(",") if h.strip())
     except ValueError as err:
-        raise UsageError(f"--hidden: expected comma-separated integers, got {args.hidden!r}") from err
+        raise UsageError(f"--hidden: expected comma-separated integers, got {cfg['hidden']!r}") from err
     if not hidden or min(hidden) < 1:
-        raise UsageError(f"--hidden: widths must be positive integers, got {args.hidden!r}")
-    out_dir = os.path.dirname(os.path.abspath(args.out))
+        raise UsageError(f"--hidden: widths must be positive integers, got {cfg['hidden']!r}")
+    out_dir = os.path.dirname(os.path.abspath(cfg["out"]))
     if not os.path.isdir(out_dir):
         raise UsageError(f"--out: directory {out_dir!r} does not exist")
-    mc = _load(args.mc, ("gen", "reco"), ("weights", "pass_gen", "pass_reco"), "mc")
-    data = _load(args.data, ("reco",), ("weights",), "data")
+    mc = _load(cfg["mc"], ("gen", "reco"), ("weights", "pass_gen", "pass_reco"), "mc")
+    data = _load(cfg["data"], ("reco",), ("weights",), "data")
 
     import dataclasses
 
@@ -88,25 +179,28 @@ def run(args: argparse.Namespace) -> int:
 
     config = TrainConfig(
         hidden=hidden,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        clip=args.clip,
+        epochs=cfg["epochs"],
+        batch_size=cfg["batch_size"],
+        learning_rate=cfg["learning_rate"],
+        clip=cfg["clip"],
     )
-    res = omnifold(
-        mc["gen"],
-        mc["reco"],
-        data["reco"],
-        key=jax.random.key(args.seed),
-        mc_weights=mc.get("weights"),
-        data_weights=data.get("weights"),
-        pass_gen=mc.get("pass_gen"),
-        pass_reco=mc.get("pass_reco"),
-        iterations=args.iterations,
-        n_bootstrap=args.bootstrap,
-        n_ensemble=args.ensemble,
-        config=config,
-    )
+    # OmniFold reports no intermediate progress: the bar shows the elapsed time of the whole run.
+    with _common.progress(1, f"unfolding ({cfg['iterations']} iterations)", quiet=args.quiet, unit="runs") as bar:
+        res = omnifold(
+            mc["gen"],
+            mc["reco"],
+            data["reco"],
+            key=jax.random.key(cfg["seed"]),
+            mc_weights=mc.get("weights"),
+            data_weights=data.get("weights"),
+            pass_gen=mc.get("pass_gen"),
+            pass_reco=mc.get("pass_reco"),
+            iterations=cfg["iterations"],
+            n_bootstrap=cfg["bootstrap"],
+            n_ensemble=cfg["ensemble"],
+            config=config,
+        )
+        bar.advance(1)
     diagnostics = json.dumps([dataclasses.asdict(d) for d in res.diagnostics])
     fd, tmp = tempfile.mkstemp(prefix=".unfold-", suffix=".npz", dir=out_dir)
     try:
@@ -120,14 +214,16 @@ def run(args: argparse.Namespace) -> int:
                 pass_reco=res.pass_reco,
                 diagnostics=np.asarray(diagnostics),
             )
-        os.replace(tmp, args.out)
+        os.replace(tmp, cfg["out"])
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _common.write_effective(cfg["out"], NAME, cfg)
     last = res.diagnostics[-1]
-    print(
-        f"unfolded {res.weights.shape[0]} MC events with {args.iterations} iterations; "
-        f"last step ESS fraction {last.ess_fraction:.3f}, AUC {last.auc:.3f}; wrote {args.out}"
-    )
+    if not args.quiet:
+        print(
+            f"unfolded {res.weights.shape[0]} MC events with {cfg['iterations']} iterations; "
+            f"last step ESS fraction {last.ess_fraction:.3f}, AUC {last.auc:.3f}; wrote {cfg['out']}"
+        )
     return 0
