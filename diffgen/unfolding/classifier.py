@@ -254,8 +254,12 @@ class TrainConfig:
       val_fraction: fraction of events held out for early stopping and the AUC, in (0, 1).
       patience: epochs without improvement of the validation loss before stopping.
       min_delta: relative improvement of the validation loss that counts.
-      lr_decay: the step size is multiplied by this after every epoch (in (0, 1]); a decay
-        lowers the optimiser noise of the final parameters.
+      lr_decay: the step size is multiplied by this after every epoch (in (0, 1]). The
+        default 0.8 lowers the optimiser noise of the final parameters: with a constant step
+        the kept (best-validation) parameters of a weak-signal problem such as an OmniFold
+        step are a noisy, under-trained point, whose ratio lags the optimum (on the
+        10⁵-event Gaussian toy the unfolded width after 5 iterations lagged the
+        expectation-maximisation value by ≈ 0.002, with a spread of the same size).
       clip: ratios are clipped to ``[1/clip, clip]`` (logit to ±log clip), > 1.
       dtype: network dtype.
     """
@@ -269,7 +273,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     patience: int = 3
     min_delta: float = 0.0
-    lr_decay: float = 1.0
+    lr_decay: float = 0.8
     clip: float = 100.0
     dtype: Any = jnp.float32
 
@@ -297,7 +301,7 @@ class TrainInfo:
     Attributes:
       epochs: number of epochs run.
       best_epoch: [M] epoch (1-based) of the kept parameters.
-      val_loss: [M] best validation loss (weighted BCE per unit weight).
+      val_loss: [M] validation loss of the kept parameters (weighted BCE per unit weight).
       auc: [M] weighted ROC AUC on the validation split (0.5 = indistinguishable).
       history: [epochs, M] validation losses.
     """
@@ -544,7 +548,9 @@ def train_classifier(
     Each class is normalised to the same total weight, so the trained ``f/(1−f)`` estimates
     the ratio of the *normalised* densities ``p₁/p₀`` (arXiv:1911.09107, eq. 3). The loss is
     ``Σ_i [w0_i·(−log(1−f(x_i))) + w1_i·(−log f(x_i))]``. Early stopping keeps, for every
-    member separately, the parameters with the lowest weighted validation loss.
+    member separately, the parameters with the lowest weighted validation loss, unless the
+    last parameters are not significantly worse (paired per-event validation-loss difference
+    within 2 standard errors), in which case the last ones are kept.
 
     Args:
       x0, x1: features of the two samples (``[N]``/``[N, F]`` or ``(particles, mask)``).
@@ -673,9 +679,27 @@ def train_classifier(
         if np.all(waited >= config.patience):
             break
 
+    # Keep the last parameters unless the best-validation ones are significantly better: the
+    # per-event loss difference, summed over the validation split, beyond 2 standard errors.
+    # A validation minimum within the noise selects the validation sample's fluctuation and,
+    # early in training, a network still close to its initialisation (ratio ≈ 1): an OmniFold
+    # step then lags towards the prior, more so for bootstrap replicas (Poisson weights make
+    # the validation loss noisier), which biases them against the nominal result.
+    val_x = tuple(a[val_idx] for a in xs)
+    wn_v, wp_v = w_neg[:, val_idx], w_pos[:, val_idx]
+
+    def event_loss(p: Any) -> np.ndarray:
+        logit = np.asarray(_predict(graphdef, p, val_x), dtype=np.float64)
+        return wn_v * np.logaddexp(0.0, logit) + wp_v * np.logaddexp(0.0, -logit)
+
+    diff = event_loss(params) - event_loss(jax.tree.map(jnp.asarray, best_params))  # [M, n_val]
+    keep_last = diff.sum(axis=1) <= 2.0 * np.sqrt(n_val * diff.var(axis=1))
+    best_params = jax.tree.map(functools.partial(_select_members, keep_last), params, best_params)
+    best_loss = np.where(keep_last, history[-1], best_loss)
+    best_epoch = np.where(keep_last, run, best_epoch)
     best_params = jax.tree.map(jnp.asarray, best_params)
     clf = Classifier(graphdef, best_params, np.asarray(shift), np.asarray(scale), kind, float(config.clip))
-    val_logits = np.asarray(_predict(graphdef, best_params, tuple(a[val_idx] for a in xs)))
+    val_logits = np.asarray(_predict(graphdef, best_params, val_x))
     labels = np.concatenate([np.zeros(n_val), np.ones(n_val)])
     aucs = np.array(
         [
