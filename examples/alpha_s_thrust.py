@@ -1,0 +1,629 @@
+"""Strong coupling αs(m_Z) from the ALEPH 1 − T distribution of charged particles at 91.2 GeV.
+
+The model is e⁺e⁻ → q q̄ (``ee_to_qqbar``) → dipole shower (``final_state_shower``) → cluster
+hadronization (``hadronize``); 1 − T is computed from the charged final-state particles, like
+the measurement (ALEPH, Phys. Rept. 294 (1998) 1, INSPIRE 428072).
+
+The sample is generated **once** at a reference αs_ref; the model histogram at any other αs′ is
+the same events with the shower's exact reweighting weights ``reweight(events, αs′)``
+(S. Mrenna and P. Skands, arXiv:1605.08352). αs′ enters only the weights, so the binned model
+is a smooth, exactly differentiable function of αs′ even with hard bins; its gradient is the
+shower's reweighting gradient estimator. Hadronization does not depend on αs, so the shower
+weight is the weight of the whole event.
+
+χ² = Σ_k (d_k − m_k(αs))² / (σ_data,k² + σ_MC,k²) over the fit range, where σ_data is the
+published total error (statistical and systematic combined) and σ_MC the model's Monte Carlo
+error (from Σ w², evaluated at the previous iterate and then held fixed). The uncertainty of
+αs is from the Hessian of that χ² (errordef 1), cross-checked by a Δχ² = 1 scan.
+
+Reweighting is only useful while the weights stay close to 1: the script reports the
+effective sample size n_eff/N = (Σw)²/(N Σw²) on a grid of αs′ and the fraction of negative
+weights; the *valid range* is where n_eff/N ≥ 0.5. If the fit lands outside it, the sample is
+regenerated at the fitted value (at most ``--max-regenerations`` times).
+
+Run: ``.venv/bin/python examples/alpha_s_thrust.py [--n-events N] [--out out/]``.
+Writes ``alpha_s_thrust.png`` (data vs fit, ratio panel) and ``alpha_s_thrust.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA_NAME = "aleph1996_1minusT_charged_91GeV.csv"
+#: Default fit range in 1 − T (see the docs: the toy shower + cluster model does not describe
+#: the 2-jet region below 0.04, and above 0.30 the four-jet limit of a single-emission shower).
+FIT_RANGE = (0.08, 0.30)
+ALPHA_S_REF = 0.118
+#: Particle capacities: charged particles kept for the thrust (max seen ≈ 45), hadron capacity.
+CHARGED_CAPACITY = 48
+HADRON_CAPACITY = 128
+#: Reweighting is trusted where the effective sample size is at least this fraction of N.
+NEFF_MIN = 0.5
+
+
+def data_path() -> Path:
+    """The ALEPH table in ``../shared/data`` next to the repository."""
+    return Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / DATA_NAME
+
+
+def load_data(path: str | Path | None = None) -> dict[str, np.ndarray]:
+    """Read the ALEPH 1 − T table.
+
+    Returns:
+      ``{"edges": [K+1], "values": [K], "errors": [K]}`` (1/N dN/d(1 − T), total errors).
+    """
+    from diffgen.plotting import read_data_csv
+
+    path = Path(path) if path is not None else data_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"ALEPH thrust table not found: {path}")
+    pts = read_data_csv(path)
+    edges = pts.edges
+    if edges is None:
+        raise ValueError(f"{path}: the 1 − T bins are not contiguous")
+    if np.any(pts.yerr <= 0):
+        raise ValueError(f"{path}: errors must be > 0")
+    return {"edges": edges, "values": np.asarray(pts.y, float), "errors": np.asarray(pts.yerr, float)}
+
+
+def fit_mask(edges: np.ndarray, fit_range: tuple[float, float]) -> np.ndarray:
+    """[K] bool: bins lying entirely inside ``fit_range``."""
+    lo, hi = fit_range
+    if not (0.0 <= lo < hi <= 0.5):
+        raise ValueError(f"fit_range must satisfy 0 <= low < high <= 0.5, got {fit_range}")
+    m = (edges[:-1] >= lo - 1e-12) & (edges[1:] <= hi + 1e-12)
+    if m.sum() < 2:
+        raise ValueError(f"fit_range {fit_range} contains fewer than 2 bins")
+    return m
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def make_generator(chunk: int):
+    """A compiled ``gen(params, key) -> Events`` of ``chunk`` events: charged particles + shower record.
+
+    The returned Events hold the charged final-state particles only (``CHARGED_CAPACITY``
+    slots, compacted to the front), the event weight, and the shower's ``extra`` record
+    (needed by :func:`diffgen.shower.reweight`) plus ``tau`` = 1 − T of the charged particles,
+    ``n_charged`` and the overflow flags ``charged_overflow``, ``hadron_overflow``,
+    ``cluster_overflow``, ``shower_overflow``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from diffgen import chain
+    from diffgen.core import Events
+    from diffgen.hadronization import charge3, hadronize
+    from diffgen.observables import thrust
+    from diffgen.processes import ee_to_qqbar
+    from diffgen.shower import final_state_shower
+
+    sim = chain(
+        ee_to_qqbar(91.1876),
+        ("shower", final_state_shower()),
+        ("hadronization", hadronize(capacity=HADRON_CAPACITY)),
+    )
+    keep = (
+        "shower_trial_t",
+        "shower_trial_r",
+        "shower_trial_accepted",
+        "shower_alpha_s_mz",
+        "shower_alpha_s_order",
+        "shower_record_overflow",
+        "shower_overflow",
+        "hadron_overflow",
+        "cluster_overflow",
+    )
+
+    @jax.jit
+    def gen(params, key):
+        ev = sim.sample(params, key, chunk)
+        charged = ev.mask & (charge3(ev.pid) != 0)
+        # stable sort puts the charged particles first; the thrust is O(P³), so keep only them
+        order = jnp.argsort(~charged, axis=1, stable=True)[:, :CHARGED_CAPACITY]
+        mask = jnp.take_along_axis(charged, order, axis=1)
+        p = jnp.where(mask[..., None], jnp.take_along_axis(ev.p, order[..., None], axis=1), 0.0)
+        pid = jnp.where(mask, jnp.take_along_axis(ev.pid, order, axis=1), 0).astype(jnp.int32)
+        n_ch = jnp.sum(charged, axis=1).astype(jnp.int32)
+        extra = {k: ev.extra[k] for k in keep}
+        out = Events(p=p, weight=ev.weight, mask=mask, pid=pid, extra=extra)
+        return out.with_extra(tau=1.0 - thrust(out), n_charged=n_ch, charged_overflow=n_ch > CHARGED_CAPACITY)
+
+    return sim, gen
+
+
+def generate(alpha_s_ref: float, n_events: int, seed: int, *, chunk: int = 2500, generator=None, progress=None):
+    """Generate ``n_events`` (rounded up to whole chunks) at αs(m_Z) = ``alpha_s_ref``.
+
+    Returns:
+      (Events of the charged particles with the record, see :func:`make_generator`; the
+      ``(sim, gen)`` pair, reusable for another call without recompiling).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from diffgen.core import Events
+
+    if not (isinstance(n_events, int) and n_events >= 100):
+        raise ValueError(f"n_events must be an int >= 100, got {n_events!r}")
+    if not (0.05 < alpha_s_ref < 0.25):
+        raise ValueError(f"alpha_s_ref must lie in (0.05, 0.25), got {alpha_s_ref}")
+    chunk = min(chunk, n_events)
+    sim, gen = generator if generator is not None else make_generator(chunk)
+    params = sim.init(jax.random.key(0))
+    params["shower"]["alpha_s_mz"] = jnp.asarray(alpha_s_ref)
+    root = jax.random.key(seed)
+    parts = []
+    for i in range(math.ceil(n_events / chunk)):
+        parts.append(jax.block_until_ready(gen(params, jax.random.fold_in(root, i))))
+        if progress is not None:
+            progress(i + 1, math.ceil(n_events / chunk))
+    return Events.concatenate(parts), (sim, gen)
+
+
+_RECORD_KEYS = (
+    "shower_trial_t",
+    "shower_trial_r",
+    "shower_trial_accepted",
+    "shower_alpha_s_mz",
+    "shower_alpha_s_order",
+    "shower_record_overflow",
+)
+
+
+def record(events) -> dict:
+    """The arrays the αs fit needs, all floating (so they can travel as frozen fit parameters).
+
+    Returns:
+      ``{"tau": [N], "weight": [N], "t": [N, R], "r": [N, R], "accepted": [N, R] (0/1),
+      "alpha_s": [N], "order": [N], "overflow": [N] (0/1)}``.
+    """
+    import jax.numpy as jnp
+
+    x = events.extra
+    dt = events.weight.dtype
+    return {
+        "tau": x["tau"].astype(dt),
+        "weight": events.weight,
+        "t": x["shower_trial_t"].astype(dt),
+        "r": x["shower_trial_r"].astype(dt),
+        "accepted": x["shower_trial_accepted"].astype(dt),
+        "alpha_s": x["shower_alpha_s_mz"].astype(dt),
+        "order": x["shower_alpha_s_order"].astype(dt),
+        "overflow": jnp.asarray(x["shower_record_overflow"]).astype(dt),
+    }
+
+
+def _record_histogram(rec: dict, alpha_s, edges):
+    import jax.numpy as jnp
+
+    from diffgen.core import Events
+    from diffgen.inference import hard_histogram
+    from diffgen.shower import reweight
+
+    n = rec["tau"].shape[0]
+    dt = rec["tau"].dtype
+    shower = Events(
+        p=jnp.zeros((n, 1, 4), dt),
+        weight=rec["weight"],
+        mask=jnp.zeros((n, 1), bool),
+        pid=jnp.zeros((n, 1), jnp.int32),
+        extra={
+            "shower_trial_t": rec["t"],
+            "shower_trial_r": rec["r"],
+            "shower_trial_accepted": rec["accepted"] > 0.5,
+            "shower_alpha_s_mz": rec["alpha_s"],
+            "shower_alpha_s_order": rec["order"].astype(jnp.int32),
+            "shower_record_overflow": rec["overflow"] > 0.5,
+        },
+    )
+    edges = jnp.asarray(edges, dt)
+    w = rec["weight"] * reweight(shower, alpha_s)
+    total = jnp.sum(w)
+    h, w2 = hard_histogram(rec["tau"], edges, weights=w, return_sumw2=True)
+    width = jnp.diff(edges)
+    return h / total / width, jnp.sqrt(w2) / total / width
+
+
+def model_histogram(events, alpha_s, edges):
+    """Reweighted, normalised 1/N dN/d(1 − T) and its MC error at αs(m_Z) = ``alpha_s``.
+
+    Normalised to the total weight of *all* events (like the data, whose integral over all
+    bins is 1), so a fit range only selects bins. The MC error is √(Σw²) per bin over the
+    same normalisation.
+
+    Args:
+      events: output of :func:`generate`.
+      alpha_s: αs′(m_Z), scalar.
+      edges: [K+1] bin edges in 1 − T.
+
+    Returns:
+      ([K] density, [K] MC standard error), differentiable in ``alpha_s``.
+    """
+    return _record_histogram(record(events), alpha_s, edges)
+
+
+def reweighting_quality(events, grid) -> dict[str, list[float]]:
+    """n_eff/N = (Σw)²/(N Σw²) and the fraction of negative weights at each αs′ of ``grid``."""
+    import jax.numpy as jnp
+
+    from diffgen.shower import reweight
+
+    n_eff, neg = [], []
+    for a in grid:
+        w = events.weight * reweight(events, jnp.asarray(float(a)))
+        n_eff.append(float(jnp.sum(w) ** 2 / jnp.sum(w * w) / w.shape[0]))
+        neg.append(float(jnp.mean(w < 0)))
+    return {"alpha_s": [float(a) for a in grid], "n_eff_over_n": n_eff, "negative_fraction": neg}
+
+
+def valid_range(quality: dict[str, list[float]], reference: float) -> tuple[float, float]:
+    """The interval around ``reference`` where n_eff/N ≥ ``NEFF_MIN`` (grid resolution)."""
+    a = np.asarray(quality["alpha_s"])
+    ok = np.asarray(quality["n_eff_over_n"]) >= NEFF_MIN
+    i0 = int(np.argmin(np.abs(a - reference)))
+    lo = hi = i0
+    while lo > 0 and ok[lo - 1]:
+        lo -= 1
+    while hi < len(a) - 1 and ok[hi + 1]:
+        hi += 1
+    return float(a[lo]), float(a[hi])
+
+
+def _normalised(m, theta):
+    """The model scaled to the data's integral over the fit range (``sel`` = 1 inside)."""
+    import jax.numpy as jnp
+
+    width = jnp.diff(theta["edges"])
+    return m * jnp.sum(theta["data"] * theta["sel"] * width) / jnp.sum(m * theta["sel"] * width)
+
+
+def _loss(theta):
+    """χ² of the reweighted model; the sample's record, the data, errors and fit-range mask are frozen leaves."""
+    from diffgen.inference import chi2
+
+    m = _normalised(_record_histogram(theta["record"], theta["alpha_s"], theta["edges"])[0], theta)
+    # bins outside the fit range are multiplied by 0 ("sel"), so one compiled loss serves any range
+    return chi2(m * theta["sel"], theta["data"] * theta["sel"], theta["err"])
+
+
+_FROZEN = ("record", "edges", "data", "err", "sel")
+_CACHE: dict = {}
+
+
+def _compiled():
+    """Optimiser, transform and jitted helpers, created once so that ``fit`` reuses its compilation."""
+    if not _CACHE:
+        import jax
+        import optax
+
+        from diffgen.inference import scaled
+
+        _CACHE["optimizer"] = optax.lbfgs()
+        _CACHE["transforms"] = {"alpha_s": scaled(ALPHA_S_REF, 0.01)}
+        _CACHE["histogram"] = jax.jit(_record_histogram)
+        # lax.map, not vmap: one [N, R] reweighting at a time bounds the memory
+        _CACHE["scan"] = jax.jit(lambda th, grid: jax.lax.map(lambda a: _loss({**th, "alpha_s": a}), grid))
+    return _CACHE
+
+
+class ThrustFit:
+    """χ² fit of αs(m_Z) to a binned 1 − T distribution by reweighting one generated sample.
+
+    The sample's reweighting record, the data values and errors are frozen leaves of the fitted
+    params, so fits to other data or of other samples of the same size reuse one compiled fit,
+    Hessian and scan.
+
+    Args:
+      events: output of :func:`generate` (charged particles, ``tau``, shower record).
+      edges: [K+1] bin edges of the data.
+    """
+
+    def __init__(self, events, edges) -> None:
+        import jax.numpy as jnp
+
+        self.record = record(events)
+        self.edges = np.asarray(edges, dtype=np.float64)
+        if self.edges.ndim != 1 or self.edges.size < 3 or not np.all(np.diff(self.edges) > 0):
+            raise ValueError("edges must be a 1-d strictly increasing array of at least 3 values")
+        self._edges = jnp.asarray(self.edges)
+        self.reference = float(np.asarray(self.record["alpha_s"])[0])
+
+    def histogram(self, alpha_s):
+        """([K] density, [K] MC error) of the reweighted sample at ``alpha_s``."""
+        import jax.numpy as jnp
+
+        h, e = _compiled()["histogram"](self.record, jnp.asarray(float(alpha_s)), self._edges)
+        return np.asarray(h), np.asarray(e)
+
+    def _scale(self, m, values, sel) -> float:
+        w = np.diff(self.edges)
+        return float(np.sum((values * w)[sel]) / np.sum((m * w)[sel]))
+
+    def __call__(self, values, errors, fit_range=FIT_RANGE, *, iterations: int = 2, start=None) -> dict:
+        """Fit αs(m_Z) to ``values`` ± ``errors`` (data errors only; the MC error is added here).
+
+        The MC error of the model enters the χ² evaluated at the previous iterate (first: the
+        reference αs) and held fixed during each minimisation; ``iterations`` such passes.
+
+        Returns:
+          dict with ``alpha_s``, ``alpha_s_err`` (Hessian, errordef 1), ``scan_interval``
+          (Δχ² = 1 crossings of a χ² scan), ``chi2``, ``ndf``, ``chi2_data_only`` (χ² with the
+          data errors alone), ``model`` and ``model_err`` at the optimum, ``fit_mask``, status.
+        """
+        import jax.numpy as jnp
+
+        from diffgen.inference import fit, hessian_covariance
+
+        c = _compiled()
+        sel = fit_mask(self.edges, fit_range)
+        values = np.asarray(values, dtype=np.float64)
+        errors = np.asarray(errors, dtype=np.float64)
+        k = len(self.edges) - 1
+        if values.shape != (k,) or errors.shape != (k,):
+            raise ValueError(
+                f"values and errors must have the {k} bins of the edges, got {values.shape}, {errors.shape}"
+            )
+        if not np.all(np.isfinite(values)) or not np.all(errors[sel] > 0):
+            raise ValueError("values must be finite and errors > 0 in the fit range")
+        a_cur = self.reference if start is None else float(start)
+        for _ in range(iterations):
+            m, mc_err = self.histogram(a_cur)
+            scale = self._scale(m, values, sel)
+            # bins outside the range get error 1 (they contribute 0 through "sel")
+            err = np.where(sel, np.sqrt(errors**2 + (scale * mc_err) ** 2), 1.0)
+            theta = {
+                "alpha_s": jnp.asarray(a_cur),
+                "record": self.record,
+                "edges": self._edges,
+                "data": jnp.asarray(values),
+                "err": jnp.asarray(err),
+                "sel": jnp.asarray(sel, jnp.float64),
+            }
+            res = fit(
+                _loss, theta, c["optimizer"], steps=40, tol=1e-12, frozen=_FROZEN, transforms=c["transforms"], chunk=8
+            )
+            a_cur = float(res.params["alpha_s"])
+        cov = hessian_covariance(_loss, res.params, frozen=_FROZEN)
+        sigma = cov.error("alpha_s")
+        grid = np.linspace(a_cur - 1.6 * sigma, a_cur + 1.6 * sigma, 17)
+        chi = np.asarray(c["scan"](res.params, jnp.asarray(grid)))
+        m, m_err = self.histogram(a_cur)
+        scale = self._scale(m, values, sel)
+        m, m_err = scale * m, scale * m_err
+        return {
+            "alpha_s": a_cur,
+            "alpha_s_err": sigma,
+            "scan_interval": _crossings(grid, chi - chi.min(), 1.0),
+            "chi2": float(res.loss),
+            "ndf": int(sel.sum()) - 2,  # αs and the normalisation in the range
+            "normalisation": scale,
+            "chi2_data_only": float(np.sum(((m - values)[sel] / errors[sel]) ** 2)),
+            "fit_status": res.status,
+            "fit_steps": res.n_steps,
+            "fit_mask": sel,
+            "model": m,
+            "model_err": m_err,
+            "alpha_s_reference": self.reference,
+        }
+
+
+def _crossings(x: np.ndarray, delta: np.ndarray, level: float) -> list[float]:
+    """Where ``delta`` crosses ``level`` left and right of its minimum (linear interpolation; NaN if not)."""
+    i0 = int(np.argmin(delta))
+    out = []
+    for step in (-1, 1):
+        val = float("nan")
+        i = i0
+        while 0 <= i + step < len(x):
+            j = i + step
+            if delta[j] >= level > delta[i]:
+                val = float(x[i] + (level - delta[i]) * (x[j] - x[i]) / (delta[j] - delta[i]))
+                break
+            i = j
+        out.append(val)
+    return out
+
+
+# --------------------------------------------------------------------------- output
+
+
+def plot(data, result, fit_range, path: Path) -> None:
+    """Data vs the fitted model with a ratio panel (model / data), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from diffgen.plotting import save
+
+    e = np.asarray(data["edges"])
+    c = 0.5 * (e[:-1] + e[1:])
+    y, ye = data["values"], data["errors"]
+    m, me = result["model"], result["model_err"]
+    fig, (ax, rax) = plt.subplots(2, 1, sharex=True, figsize=(6.4, 6.0), gridspec_kw={"height_ratios": [3, 1]})
+    label = f"diffgen shower + clusters, αs(m_Z) = {result['alpha_s']:.4f} ± {result['alpha_s_err']:.4f}"
+    ax.stairs(m, e, color="C0", label=label)
+    ax.fill_between(e, np.append(m - me, 0), np.append(m + me, 0), step="post", color="C0", alpha=0.3, lw=0)
+    ax.errorbar(c, y, yerr=ye, fmt="o", ms=3, color="k", label="ALEPH 1996, charged particles")
+    for a in (ax, rax):
+        a.axvspan(e[0], fit_range[0], color="0.92", lw=0, zorder=0)
+        a.axvspan(fit_range[1], e[-1], color="0.92", lw=0, zorder=0)
+    ax.set_yscale("log")
+    ax.set_ylabel("1/N dN/d(1 − T)")
+    ax.set_title(
+        f"χ²/ndf = {result['chi2']:.1f}/{result['ndf']} in {fit_range[0]} ≤ 1 − T < {fit_range[1]}", fontsize=10
+    )
+    ax.legend(fontsize=8)
+    rax.axhline(1.0, color="k", lw=0.8)
+    rax.errorbar(c, np.ones_like(y), yerr=ye / y, fmt="o", ms=3, color="k")
+    rax.stairs(m / y, e, color="C0")
+    rax.fill_between(
+        e, np.append((m - me) / y, 1), np.append((m + me) / y, 1), step="post", color="C0", alpha=0.3, lw=0
+    )
+    rax.set_ylim(0.5, 1.5)
+    rax.set_ylabel("model / data")
+    rax.set_xlabel("1 − T (charged particles)")
+    rax.set_xlim(e[0], e[-1])
+    fig.tight_layout()
+    save(fig, path)
+    plt.close(fig)
+
+
+def write_json(obj, path: Path) -> None:
+    """Write ``obj`` as JSON atomically."""
+    from diffgen.io import atomic_write
+
+    with atomic_write(path, "w") as fh:
+        json.dump(obj, fh, indent=2)
+        fh.write("\n")
+
+
+def run(
+    n_events: int,
+    out: Path,
+    *,
+    seed: int = 1,
+    alpha_s_ref: float = ALPHA_S_REF,
+    fit_range=FIT_RANGE,
+    chunk: int = 2500,
+    max_regenerations: int = 1,
+    data_file=None,
+    verbose: bool = True,
+) -> dict:
+    """Generate, fit, plot, write; returns the summary written to ``alpha_s_thrust.json``."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    say = print if verbose else (lambda *a, **k: None)
+    t_start = time.time()
+    data = load_data(data_file)
+    fit_mask(data["edges"], fit_range)
+    generator = None
+    history = []
+    ref = alpha_s_ref
+    for attempt in range(max_regenerations + 1):
+        t0 = time.time()
+        events, generator = generate(ref, n_events, seed + attempt, chunk=chunk, generator=generator)
+        t_gen = time.time() - t0
+        say(f"generated {events.n_events} events at αs_ref = {ref:.4f} in {t_gen:.1f} s")
+        grid = np.round(np.arange(ref - 0.03, ref + 0.0301, 0.0025), 5)
+        quality = reweighting_quality(events, grid)
+        lo, hi = valid_range(quality, ref)
+        res = ThrustFit(events, data["edges"])(data["values"], data["errors"], fit_range)
+        inside = lo <= res["alpha_s"] <= hi
+        history.append(
+            {
+                "alpha_s_reference": ref,
+                "alpha_s": res["alpha_s"],
+                "alpha_s_err": res["alpha_s_err"],
+                "valid_range": [lo, hi],
+                "inside_valid_range": inside,
+            }
+        )
+        say(
+            f"αs = {res['alpha_s']:.4f} ± {res['alpha_s_err']:.4f}, χ²/ndf = {res['chi2']:.1f}/{res['ndf']}, "
+            f"reweighting valid in [{lo:.4f}, {hi:.4f}]"
+        )
+        if inside:
+            break
+        ref = float(np.clip(res["alpha_s"], 0.08, 0.16))
+    flags = {
+        k: int(np.sum(np.asarray(events.extra[k])))
+        for k in (
+            "shower_overflow",
+            "shower_record_overflow",
+            "cluster_overflow",
+            "hadron_overflow",
+            "charged_overflow",
+        )
+    }
+    sel = res["fit_mask"]
+    summary = {
+        "alpha_s_mz": res["alpha_s"],
+        "alpha_s_mz_err_hessian": res["alpha_s_err"],
+        "alpha_s_mz_interval_delta_chi2_1": res["scan_interval"],
+        "chi2": res["chi2"],
+        "ndf": res["ndf"],
+        "chi2_per_ndf": res["chi2"] / res["ndf"],
+        "chi2_data_errors_only": res["chi2_data_only"],
+        "errors_in_chi2": "ALEPH total (stat+syst, uncorrelated) ⊕ model MC statistical error",
+        "fit_status": res["fit_status"],
+        "fit_range_1_minus_T": list(fit_range),
+        "n_bins_fitted": int(sel.sum()),
+        "inputs": {
+            "data": DATA_NAME,
+            "n_events": int(events.n_events),
+            "seed": seed,
+            "alpha_s_reference": res["alpha_s_reference"],
+            "model": "ee_to_qqbar(91.1876) + final_state_shower() (2-loop αs, t0 = 1 GeV²) + hadronize() defaults",
+            "observable": "1 - T of charged final-state particles",
+            "mean_charged_multiplicity": float(np.mean(np.asarray(events.extra["n_charged"]))),
+            "overflow_counts": flags,
+        },
+        "reweighting": {**quality, "valid_range_neff_ge_0.5": [lo, hi]},
+        "iterations": history,
+        "bins": {
+            "edges": [float(x) for x in data["edges"]],
+            "data": [float(x) for x in data["values"]],
+            "data_err": [float(x) for x in data["errors"]],
+            "model": [float(x) for x in res["model"]],
+            "model_mc_err": [float(x) for x in res["model_err"]],
+            "fitted": [bool(x) for x in sel],
+        },
+        "time_s": time.time() - t_start,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    plot(data, res, fit_range, out / "alpha_s_thrust.png")
+    write_json(summary, out / "alpha_s_thrust.json")
+    say(f"wrote {out / 'alpha_s_thrust.png'} and {out / 'alpha_s_thrust.json'} ({summary['time_s']:.0f} s)")
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-events", type=int, default=10_000, help="events generated (default 10000)")
+    ap.add_argument("--out", type=Path, default=Path("out"), help="output directory (default out/)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--alpha-s-ref", type=float, default=ALPHA_S_REF, help="generation αs(m_Z) (default 0.118)")
+    ap.add_argument("--fit-range", type=float, nargs=2, default=FIT_RANGE, metavar=("LOW", "HIGH"))
+    ap.add_argument("--chunk", type=int, default=2500, help="events per compiled generation call")
+    ap.add_argument(
+        "--max-regenerations",
+        type=int,
+        default=1,
+        help="regenerate at the fitted αs if it lies outside the reweighting range",
+    )
+    ap.add_argument("--data", type=Path, default=None, help=f"the ALEPH table (default ../shared/data/{DATA_NAME})")
+    args = ap.parse_args(argv)
+    if args.n_events < 100:
+        ap.error(f"--n-events must be >= 100, got {args.n_events}")
+    if args.chunk < 1:
+        ap.error(f"--chunk must be >= 1, got {args.chunk}")
+    try:
+        run(
+            args.n_events,
+            args.out,
+            seed=args.seed,
+            alpha_s_ref=args.alpha_s_ref,
+            fit_range=tuple(args.fit_range),
+            chunk=args.chunk,
+            max_regenerations=args.max_regenerations,
+            data_file=args.data,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

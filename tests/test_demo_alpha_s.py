@@ -1,0 +1,126 @@
+"""αs(m_Z) from thrust (examples/alpha_s_thrust.py) at reduced size: closure on pseudo-data, inputs, bad input.
+
+One compiled generator (shower + hadronization + charged thrust) makes the reference sample
+(αs = 0.118) and two pseudo-data samples generated directly at other αs; the fits reweight
+the reference sample only.
+"""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("alpha_s_thrust", ROOT / "examples" / "alpha_s_thrust.py")
+demo = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(demo)
+
+N = 2000  # events per sample: one compiled chunk shape for all three samples
+REF = 0.118
+TRUE_LOW, TRUE_HIGH = 0.110, 0.124  # pseudo-data αs, both inside the reweighting range of REF
+
+CLOSURE_RANGE = (0.02, 0.3)
+
+needs_data = pytest.mark.skipif(not demo.data_path().is_file(), reason="../shared/data not available")
+
+
+def _pseudo_data(events, edges):
+    """Normalised 1/N dN/d(1 − T) of a directly generated sample and its MC error."""
+    h, err = demo.model_histogram(events, events.extra["shower_alpha_s_mz"][0], edges)
+    return np.asarray(h), np.asarray(err)
+
+
+@pytest.fixture(scope="module")
+def samples():
+    gen = demo.make_generator(N)
+    ref, gen = demo.generate(REF, N, 1, chunk=N, generator=gen)
+    low, _ = demo.generate(TRUE_LOW, N, 2, chunk=N, generator=gen)
+    high, _ = demo.generate(TRUE_HIGH, N, 3, chunk=N, generator=gen)
+    return ref, low, high
+
+
+@needs_data
+def test_aleph_table():
+    data = demo.load_data()
+    assert data["edges"].shape == (22,) and data["values"].shape == (21,)
+    # the header states the distribution is normalised: ∫ over the bins = 1.000
+    integral = np.sum(data["values"] * np.diff(data["edges"]))
+    err = math.sqrt(np.sum((data["errors"] * np.diff(data["edges"])) ** 2))
+    assert abs(integral - 1.0) < 3 * err
+    assert demo.fit_mask(data["edges"], demo.FIT_RANGE).sum() >= 8
+
+
+def test_closure_and_response(samples):
+    ref, low, high = samples
+    x = ref.extra
+    assert not any(bool(np.any(np.asarray(x[k]))) for k in ("shower_record_overflow", "charged_overflow"))
+    edges = np.array([0.0, 0.02, 0.04, 0.05, 0.06, 0.08, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.25, 0.3, 0.4])
+    fitter = demo.ThrustFit(ref, edges)
+    results = {}
+    for true, ev in ((TRUE_LOW, low), (TRUE_HIGH, high)):
+        y, y_err = _pseudo_data(ev, edges)
+        # the model is exact for its own pseudo-data, so the test fits the whole 3-jet range
+        r = fitter(y, y_err, CLOSURE_RANGE)
+        assert r["fit_status"] == "converged"
+        # closure: within 2σ of the reported (Hessian) error, which holds data and model MC errors
+        assert abs(r["alpha_s"] - true) < 2 * r["alpha_s_err"], (true, r["alpha_s"], r["alpha_s_err"])
+        # the χ² is parabolic near the optimum: Δχ² = 1 crossings agree with the Hessian σ
+        lo, hi = r["scan_interval"]
+        assert lo < r["alpha_s"] < hi
+        assert abs((hi - lo) / 2 / r["alpha_s_err"] - 1) < 0.1
+        # a fit of the model to its own pseudo-data: χ² ~ χ²(ndf), below its 99.9 % quantile
+        assert r["chi2"] < r["ndf"] + 4.5 * math.sqrt(2 * r["ndf"]) + 3
+        results[true] = r
+    # the fitted αs follows the pseudo-data αs: the difference is the true one within 3σ (independent fits)
+    a, b = results[TRUE_LOW], results[TRUE_HIGH]
+    diff, sd = b["alpha_s"] - a["alpha_s"], math.hypot(a["alpha_s_err"], b["alpha_s_err"])
+    assert diff > 0
+    assert abs(diff - (TRUE_HIGH - TRUE_LOW)) < 3 * sd
+
+
+def test_reweighting_range(samples):
+    ref = samples[0]
+    q = demo.reweighting_quality(ref, [0.10, REF, 0.13, 0.15])
+    assert q["n_eff_over_n"][1] == pytest.approx(1.0)  # weight 1 at the generating αs
+    assert q["negative_fraction"][1] == 0.0
+    lo, hi = demo.valid_range(q, REF)
+    assert lo <= REF <= hi
+    assert q["n_eff_over_n"][3] < demo.NEFF_MIN  # far above the reference the weights degrade
+
+
+@needs_data
+def test_bad_input(samples, tmp_path):
+    ref = samples[0]
+    data = demo.load_data()
+    fitter = demo.ThrustFit(ref, data["edges"])
+    with pytest.raises(ValueError, match="bins"):
+        fitter(data["values"][:-1], data["errors"][:-1])
+    with pytest.raises(ValueError, match="errors > 0"):
+        fitter(data["values"], -data["errors"])
+    with pytest.raises(ValueError, match="fit_range"):
+        fitter(data["values"], data["errors"], (0.3, 0.1))
+    with pytest.raises(ValueError, match="fewer than 2 bins"):
+        fitter(data["values"], data["errors"], (0.1, 0.11))
+    with pytest.raises(ValueError, match="n_events"):
+        demo.generate(REF, 10, 1)
+    with pytest.raises(FileNotFoundError):
+        demo.load_data(tmp_path / "missing.csv")
+    with pytest.raises(SystemExit):
+        demo.main(["--n-events", "10", "--out", str(tmp_path)])
+
+
+@needs_data
+def test_outputs(samples, tmp_path):
+    """The plot and the JSON (written atomically) from a fit of the reference sample to ALEPH."""
+    ref = samples[0]
+    data = demo.load_data()
+    r = demo.ThrustFit(ref, data["edges"])(data["values"], data["errors"], demo.FIT_RANGE)
+    demo.plot(data, r, demo.FIT_RANGE, tmp_path / "a.png")
+    demo.write_json({"alpha_s_mz": r["alpha_s"]}, tmp_path / "a.json")
+    assert (tmp_path / "a.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "a.json").read_text())["alpha_s_mz"] == r["alpha_s"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.png"]
+    assert 0.09 < r["alpha_s"] < 0.15
