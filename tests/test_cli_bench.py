@@ -11,21 +11,29 @@ import math
 import subprocess
 import sys
 
+from diffgen.config import effective_config_path, load_run_config
+
 DIFFGEN = [sys.executable, "-m", "diffgen.cli", "bench"]
 
 
 def test_quick_hard_process_bench_writes_results_json(tmp_path):
+    """Settings from a run file (--out on the command line), --quiet, the effective configuration."""
     out = tmp_path / "bench.json"
+    run = tmp_path / "run.toml"
+    run.write_text('[bench]\nquick = true\nsections = ["hard_process"]\npythia = false\nout = "elsewhere.json"\n')
     proc = subprocess.run(
-        [*DIFFGEN, "--quick", "--sections", "hard_process", "--no-pythia", "--out", str(out)],
+        [*DIFFGEN, "--config", str(run), "--out", str(out), "--quiet"],
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("diffgen benchmark suite (quick) on ")
-    assert "ee->mumu" in proc.stdout and proc.stdout.rstrip().endswith(f"wrote {out}")
-    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # written atomically: no temporary file left
+    assert proc.stdout == "" and proc.stderr == ""  # --quiet: the results are only in the file
+    # written atomically: no temporary file left; the effective configuration next to the results
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "bench.json.run.toml", "run.toml"]
+    effective = load_run_config(effective_config_path(out))["bench"]
+    assert effective == {"quick": True, "sections": ["hard_process"], "pythia": False, "out": str(out), "seed": 0}
     results = json.loads(out.read_text())
     assert results["quick"] is True and results["pythia"] is False and "errors" not in results
     assert set(results["section_wall_s"]) == {"hard_process"}

@@ -165,3 +165,28 @@ def test_fit_positional_errors(tmp_path, capsys):
     assert "give the data CSV" in capsys.readouterr().err
     assert main(["fit", str(tmp_path / "none.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_train_hadronization_quiet_prints_nothing(tmp_path, monkeypatch, capsys, quiet):
+    import diffgen.hadronization.train as train_module
+
+    def fake_train(cfg, out_dir, *, resume, progress, log):
+        log("step 2: validation line")
+        calls.append((cfg, out_dir, resume, progress))
+        return {"metrics": {"w1": 0.1}, "baseline": {"w1": 0.05}, "checkpoint": f"{out_dir}/checkpoint.npz"}
+
+    calls = []
+    monkeypatch.setattr(train_module, "train", fake_train)
+    out = tmp_path / "had"
+    argv = ["train-hadronization", "--out", str(out), "--steps", "3", "--no-resume", "--seed", "2"]
+    assert main([*argv, *(["--quiet"] if quiet else [])]) == 0
+    captured = capsys.readouterr()
+    ((cfg, out_dir, resume, progress),) = calls
+    assert (cfg.steps, cfg.seed, out_dir, resume, progress) == (3, 2, str(out), False, not quiet)
+    if quiet:
+        assert captured.out == captured.err == ""
+    else:
+        assert captured.out.startswith("step 2: validation line\n") and "checkpoint: " in captured.out
+    effective = load_run_config(effective_config_path(out / "metrics.json"))["train-hadronization"]
+    assert (effective["steps"], effective["seed"], effective["resume"], effective["n_train"]) == (3, 2, False, 100_000)

@@ -9,21 +9,40 @@ import sys
 import numpy as np
 import pytest
 
+from diffgen.config import effective_config_path, load_run_config
+
 DIFFGEN = [sys.executable, "-m", "diffgen.cli", "train-hadronization"]
 #: The smallest meaningful run: 2 optimizer steps of a tiny GAN on 200 reference clusters. Its cost is
-#: making the reference samples (independent of their size), not the training.
-TINY = ["--model", "gan", "--n-train", "200", "--n-val", "200", "--steps", "2", "--batch", "32", "--hidden", "8"]
-TINY += ["--depth", "1", "--val-every", "2", "--ckpt-every", "1", "--seed", "4", "--no-progress"]
+#: making the reference samples (independent of their size), not the training. Seed 9 is overridden by
+#: --seed 4 on the command line.
+TINY_TOML = """[train-hadronization]
+model = "gan"
+n_train = 200
+n_val = 200
+steps = 2
+batch = 32
+hidden = 8
+depth = 1
+val_every = 2
+ckpt_every = 1
+seed = 9
+"""
 
 
 # ~45 s of CPU, nearly all of it making the three reference samples (eager, in
 # diffgen.hadronization.train.make_dataset), whatever their size.
 @pytest.mark.slow
 def test_tiny_training_run_writes_checkpoint_metrics_and_plot(tmp_path):
+    """Settings from a run file, the seed overridden on the command line (--quiet: test_cli_common.py)."""
     out = tmp_path / "run"
-    proc = subprocess.run([*DIFFGEN, *TINY, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    (tmp_path / "run.toml").write_text(TINY_TOML + f'out = "{out}"\n')
+    argv = ["--config", str(tmp_path / "run.toml"), "--seed", "4", "--no-progress"]
+    proc = subprocess.run([*DIFFGEN, *argv], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "comparison.png", "metrics.json"]
+    names = ["checkpoint.npz", "comparison.png", "metrics.json", "metrics.json.run.toml"]
+    assert sorted(p.name for p in out.iterdir()) == names
+    effective = load_run_config(effective_config_path(out / "metrics.json"))["train-hadronization"]
+    assert (effective["seed"], effective["steps"], effective["hidden"], effective["resume"]) == (4, 2, 8, True)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["step"] == 2
     train = metrics["config"]["train"]

@@ -45,7 +45,13 @@ def test_unfold_writes_weights_atomically(tmp_path, capsys, quiet):
     effective = load_run_config(effective_config_path(out))["unfold"]
     assert (effective["epochs"], effective["iterations"], effective["seed"], effective["clip"]) == (2, 1, 8, 100.0)
     # no temporary files left
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz", "mc.npz", "run.toml", "weights.npz", "weights.npz.run.toml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "data.npz",
+        "mc.npz",
+        "run.toml",
+        "weights.npz",
+        "weights.npz.run.toml",
+    ]
 
 
 def test_unfold_bad_input_exit_code(tmp_path, capsys):
