@@ -76,6 +76,9 @@ def gaussian_toy_benchmark(n: int, iterations: int, n_bootstrap: int) -> list[di
             "sigma_std": float(s_std),
             "truth_std": float(truth.std()),
             "pull_std": float((std - truth.std()) / s_std),
+            # against the parameters of the data-truth distribution N(0.2, 0.8²)
+            "pull_mean_pop": float((mean - 0.2) / s_mean),
+            "pull_std_pop": float((std - 0.8) / s_std),
         },
         {
             "method": "IBU (4 it, 50 bootstrap), baseline",

@@ -34,8 +34,8 @@ The unfolded particle-level distribution is the MC truth weighted by ``w·ν_n``
   ``missing_reco="push"`` the missed events enter step 2 with ``ω = ν`` (their previous
   push): the true reweighting stays a fixed point, but every update is damped to
   ``ε·E[r₁|t] + (1 − ε)``, so the iteration moves only a fraction ε of the way per step (on the
-  10⁵-event Gaussian toy with ε = 0.9 the unfolded width after 5 iterations lagged the
-  expectation-maximisation value by 1.5 bootstrap σ); the shape of regions that are never
+  10⁵-event Gaussian toy with ε = 0.9 the unfolded width after one iteration was 0.905, against
+  0.892 with ``"learn"`` and the same training); the shape of regions that are never
   reconstructed then stays that of the simulation. (The public reference implementation
   gives such events ω = 1 through a dummy feature value, which also pulls the result
   towards the prior by the inefficiency every iteration.)
