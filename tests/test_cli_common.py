@@ -8,6 +8,7 @@ test_cli_bench.py, test_cli_train_hadronization.py and test_unfolding_cli.py.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +31,32 @@ def _options(name: str) -> set[str]:
 def test_every_subcommand_has_the_common_options(name):
     options, sub = _options(name)
     assert {"--config", "--quiet", "-q"} <= options
+    assert "--seed" in options
     if name == "plot":
-        assert "--seed" not in options
-        assert "--seed is not an option of this command" in sub.format_help()
-    else:
-        assert "--seed" in options
+        assert "--seed is not an option of this command: plot draws no random numbers." in sub.format_help()
+        assert "--seed N" not in sub.format_help()
     for action in sub._actions:  # every option gives its default or says it is required (--help aside)
-        if action.option_strings and action.dest != "help":
+        if action.option_strings and action.dest != "help" and action.help != argparse.SUPPRESS:
             assert "default" in action.help or "required" in action.help, (name, action.option_strings)
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+        (["--seed", "abc"], "argument --seed: invalid int value: 'abc'"),
+    ],
+)
+def test_bad_option_is_one_line_exit_2(name, argv, message, capsys):
+    if name == "plot" and argv[0] == "--seed":
+        message = "--seed is not an option of this command: plot draws no random numbers"
+    with pytest.raises(SystemExit) as exc:
+        main([name, *argv])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"diffgen {name}: error: {message} (see `diffgen {name} --help`)\n"
+    assert captured.out == ""
 
 
 @pytest.mark.parametrize("name", SUBCOMMANDS)

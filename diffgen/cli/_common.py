@@ -29,9 +29,9 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
-from diffgen.cli import UsageError
+from diffgen.cli import EXIT_USAGE, UsageError
 
 __all__ = [
     "EventProgress",
@@ -43,6 +43,7 @@ __all__ = [
     "add_seed_option",
     "handle_sigterm",
     "not_applicable",
+    "one_line_errors",
     "parse_overrides",
     "progress",
     "resolve",
@@ -83,17 +84,51 @@ def add_quiet_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_common_options(parser: argparse.ArgumentParser, *, seed_default: int = 0, seed_what: str = "events") -> None:
-    """Add ``--seed``, ``--config`` and ``--quiet``.
+def add_common_options(
+    parser: argparse.ArgumentParser,
+    *,
+    seed_default: int = 0,
+    seed_what: str = "events",
+    no_seed: str | None = None,
+) -> None:
+    """Add ``--seed``, ``--config`` and ``--quiet``, and make option errors one line.
 
     Args:
       parser: the subcommand's parser.
       seed_default: the seed used when neither the command line nor the run file sets one.
       seed_what: what the seed fixes, for the help text ("events", "fit", ...).
+      no_seed: for a command that draws no random numbers: why it has no ``--seed``
+        (said in its ``--help``) instead of adding the option.
     """
-    add_seed_option(parser, seed_default, what=seed_what)
+    if no_seed is None:
+        add_seed_option(parser, seed_default, what=seed_what)
+    else:
+        not_applicable(parser, "--seed", no_seed)
     add_config_option(parser)
     add_quiet_option(parser)
+    one_line_errors(parser)
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Report option errors of a subcommand as one line ``<prog>: error: …`` with exit code 2.
+
+    argparse prints the usage before the message; unrecognised arguments are otherwise
+    reported by the top-level parser, so the subcommand parser checks for them itself.
+    """
+
+    def error(message: str) -> NoReturn:
+        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {message} (see `{parser.prog} --help`)\n")
+
+    parse_known_args = parser.parse_known_args
+
+    def parse_known_args_strict(args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        namespace, extras = parse_known_args(args, namespace)
+        if extras:
+            error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+    parser.error = error  # type: ignore[method-assign]
+    parser.parse_known_args = parse_known_args_strict  # type: ignore[method-assign]
 
 
 def add_flag(parser: argparse.ArgumentParser, *flags: str, help: str, dest: str | None = None) -> None:
@@ -107,9 +142,19 @@ def add_flag(parser: argparse.ArgumentParser, *flags: str, help: str, dest: str 
 
 
 def not_applicable(parser: argparse.ArgumentParser, option: str, reason: str) -> None:
-    """Say in ``--help`` that a common option does not exist for this subcommand, and why."""
+    """Say in ``--help`` that a common option does not exist for this subcommand, and why.
+
+    Giving the option anyway is an error that repeats the reason.
+    """
     note = f"{option} is not an option of this command: {reason}."
     parser.epilog = f"{parser.epilog} {note}" if parser.epilog else note
+
+    class _Refuse(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option_string: Any = None):
+            del namespace, values, option_string
+            parser.error(note.rstrip("."))
+
+    parser.add_argument(option, nargs="?", action=_Refuse, help=argparse.SUPPRESS, dest=f"_refused_{option.strip('-')}")
 
 
 def write_effective(outputs: Any, section: str, values: Mapping[str, Any]) -> list[Any]:

@@ -139,9 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"events read per chunk (default: {DEFAULTS['chunk_size']})",
     )
-    _common.add_config_option(parser)
-    _common.add_quiet_option(parser)
-    _common.not_applicable(parser, "--seed", "plot draws no random numbers")
+    _common.add_common_options(parser, no_seed="plot draws no random numbers")
 
 
 def run(args: argparse.Namespace) -> int:
