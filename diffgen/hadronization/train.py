@@ -106,7 +106,7 @@ def make_dataset(key: jax.Array, n: int, smearing: float) -> dict[str, np.ndarra
     k1, k2 = jax.random.split(key)
     clusters = reference_clusters(k1, n)
     params = {"gamma_s": jnp.asarray(0.6), "p_vector": jnp.asarray(0.5), "decay": {"smearing": jnp.asarray(smearing)}}
-    p, pid, _mask, info = _decay_jit(params, k2, clusters)
+    p, pid, info = _decay_in_chunks(params, k2, clusters)
     p_c = np.asarray(clusters.p)[:, 0]
     axis = np.asarray(clusters.axis())[:, 0]
     angles = np.asarray(info["angles"])[:, 0]
@@ -124,6 +124,28 @@ def make_dataset(key: jax.Array, n: int, smearing: float) -> dict[str, np.ndarra
 
 
 _decay_jit = jax.jit(lambda params, key, clusters: decay_clusters(params, key, clusters, reference_angles()))
+
+#: Clusters per call of the compiled reference decay: one shape, so one compilation for any n.
+_DECAY_CHUNK = 1024
+
+
+def _decay_in_chunks(params, key: jax.Array, clusters) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Reference decays of [n, 1] clusters in fixed-size chunks (chunk i uses ``fold_in(key, i)``).
+
+    The last chunk is filled up with repeated clusters, whose decays are dropped.
+    """
+    n = clusters.mask.shape[0]
+    n_chunks = -(-n // _DECAY_CHUNK)
+    rows = np.arange(n_chunks * _DECAY_CHUNK) % n
+    ps, pids, angles = [], [], []
+    for i in range(n_chunks):
+        idx = jnp.asarray(rows[i * _DECAY_CHUNK : (i + 1) * _DECAY_CHUNK])
+        chunk = jax.tree.map(lambda x, idx=idx: x[idx], clusters)
+        p, pid, _mask, info = _decay_jit(params, jax.random.fold_in(key, i), chunk)
+        ps.append(np.asarray(p))
+        pids.append(np.asarray(pid))
+        angles.append(np.asarray(info["angles"]))
+    return np.concatenate(ps)[:n], np.concatenate(pids)[:n], {"angles": np.concatenate(angles)[:n]}
 
 
 def _lab(h1: np.ndarray, h2: np.ndarray) -> dict[str, np.ndarray]:
