@@ -14,16 +14,17 @@ The calibration samples (particle level, generated once per seed):
 Observables are per-block histograms of the relative deviations (soft histograms for the model
 and, with the same kernel, for the pseudo-data, so the kernel's smoothing cancels in
 expectation), weighted with the soft acceptance (``extra["detector_keep_prob"]``) and the
-event weights. The loss is the χ² ``Σ_k (d_k − r m_k)² / V_k`` with ``r = N_data/N_MC`` and
-``V_k = r(1 + r)·Σ_MC w²m²`` (the expected data plus MC statistical variance of the residual,
-from the MC; a bin without MC gets the variance of half an event; ``V`` is held fixed during a
-fit and recomputed once at the first optimum). With common random numbers (the detector's Gaussian
+event weights. The loss is the χ² ``rᵀ V⁻¹ r`` of the residuals ``r_k = d_k − ρ m_k`` with
+``ρ = N_data/N_MC`` and ``V = ρ(1 + ρ)·Σ_MC w² m mᵀ`` per histogram (the expected data plus MC
+statistical covariance of the residuals, from the MC, including the correlation of neighbouring
+soft bins; plus half an event on the diagonal so that empty bins stay regular). V is held fixed
+during a fit and recomputed once at the first optimum. With common random numbers (the detector's Gaussian
 numbers come from the key alone) the χ² is a smooth deterministic function of the resolution
 parameters: pathwise gradients, L-BFGS and the Hessian (docs/detector.md, "Gradient modes").
 
 References: resolution models as in ``diffgen.detector`` (Gluckstern, Nucl. Instrum. Meth. 24
 (1963) 381; Fabjan & Gianotti, Rev. Mod. Phys. 75 (2003) 1243); soft histograms, arXiv:2308.16680;
-the χ² with MC statistical errors in the denominator, R. Barlow & C. Beeston, Comput. Phys.
+the χ² with MC statistical errors in the covariance, R. Barlow & C. Beeston, Comput. Phys.
 Commun. 77 (1993) 219 (its Gaussian limit).
 """
 
@@ -158,23 +159,24 @@ def _histogram_specs(blocks: Sequence[_Block], det: Params) -> list[tuple[str, _
             for lo, hi in ETA_CATEGORIES:
                 pt = blk.scale / math.cosh(lo)  # the widest resolution in the category
                 sig = math.sqrt(a**2 + (b * pt) ** 2)
-                specs.append((f"{blk.name}_x_eta{lo:g}-{hi:g}", blk, f"x:{lo}:{hi}", np.linspace(-3, 3, 25) * sig))
+                specs.append((f"{blk.name}_x_eta{lo:g}-{hi:g}", blk, f"x:{lo}:{hi}", np.linspace(-3, 3, 13) * sig))
             if blk.name == "z_mumu":
                 s_eta = math.sqrt(2) * float(t["sigma_eta"])
                 s_phi = math.sqrt(2) * float(t["sigma_phi"])
-                specs.append((f"{blk.name}_eta_sum", blk, "eta_sum", np.linspace(-3, 3, 25) * s_eta))
-                specs.append((f"{blk.name}_acoplanarity", blk, "acop", np.linspace(-3, 3, 25) * s_phi))
+                specs.append((f"{blk.name}_eta_sum", blk, "eta_sum", np.linspace(-3, 3, 13) * s_eta))
+                specs.append((f"{blk.name}_acoplanarity", blk, "acop", np.linspace(-3, 3, 13) * s_phi))
         else:
             sig = _nominal_sigma(blk, det)
-            specs.append((f"{blk.name}_dE", blk, "dE", np.linspace(-3, 3, 25) * sig))
+            specs.append((f"{blk.name}_dE", blk, "dE", np.linspace(-3, 3, 13) * sig))
     return specs
 
 
 def _soft_hist(x: Array, edges: Array, h: float, weights: Array, mask: Array | None = None) -> tuple[Array, Array]:
-    """``soft_histogram`` contents and their variance ``Σ_i w_i²·m_ik²``.
+    """``soft_histogram`` contents [K] and their covariance ``Σ_i w_i²·m_ik·m_il`` [K, K].
 
-    A soft bin membership m_ik ∈ (0, 1) is shared between neighbouring bins, so the variance of
-    a bin content is Σ w² m² (``soft_histogram``'s ``sumw2`` is Σ w² m, exact only for hard bins).
+    A soft bin membership m_ik ∈ (0, 1) is shared between neighbouring bins, so neighbouring
+    contents are correlated and the variance is Σ w² m² (``soft_histogram``'s ``sumw2`` is
+    Σ w² m, exact only for hard bins); a diagonal χ² would over-count the information.
     """
     counts = soft_histogram(x, edges, h, weights=weights, mask=mask)
     if weights.ndim < x.ndim:
@@ -183,8 +185,8 @@ def _soft_hist(x: Array, edges: Array, h: float, weights: Array, mask: Array | N
         weights = jnp.where(mask, weights, 0.0)
     cdf = jax.nn.sigmoid((x[..., None] - edges) / h)  # the sigmoid kernel of soft_histogram
     member = cdf[..., :-1] - cdf[..., 1:]
-    w2 = (weights * weights).reshape(-1)
-    return counts, w2 @ (member * member).reshape(-1, member.shape[-1])
+    wm = (weights[..., None] * member).reshape(-1, member.shape[-1])
+    return counts, wm.T @ wm
 
 
 def _histograms(reco: Events, specs, bandwidth_frac: float) -> tuple[Array, Array]:
@@ -216,7 +218,7 @@ def _histograms(reco: Events, specs, bandwidth_frac: float) -> tuple[Array, Arra
             hist, s2 = _soft_hist(x, e, h, w * k[:, 0])
         out.append(hist)
         out2.append(s2)
-    return jnp.concatenate(out), jnp.concatenate(out2)
+    return jnp.concatenate(out), jnp.stack(out2)
 
 
 @dataclasses.dataclass
@@ -229,7 +231,8 @@ class ResolutionProblem:
       n: events per μμ block of the pseudo-data; ``mc_factor``: MC/data size ratio.
       bin_names: [B] histogram name of every bin (concatenated); ``specs``: histogram specs.
       histogram: jitted ``(det_params, key, truth) -> (sumw [B], sumw2 [B])``.
-      loss: ``loss(params, key)`` with ``params = {"det": ..., "data": {"d", "v"}}``.
+      loss: ``loss(params, key, truth)`` with ``params = {"det": ..., "data": {"d", "chol"}}``
+        (``chol`` [H, K, K]: Cholesky factors of the per-histogram covariances).
       frozen: names held fixed in the fit (everything but :data:`FREE_PARAMETERS`, and the data).
     """
 
@@ -247,7 +250,7 @@ class ResolutionProblem:
 
 
 def resolution_problem(
-    n: int = 5000, *, mc_factor: int = 4, bandwidth_frac: float = 0.25, dtype: Any = jnp.float64
+    n: int = 5000, *, mc_factor: int = 4, bandwidth_frac: float = 0.5, dtype: Any = jnp.float64
 ) -> ResolutionProblem:
     """Set up the resolution fit: detector, histogram layout, χ² loss.
 
@@ -280,8 +283,8 @@ def resolution_problem(
 
     def loss(params: Params, key: Key, truth: Events) -> Array:
         m, _ = histogram(params["det"], key, truth)
-        d, v = params["data"]["d"], params["data"]["v"]
-        return jnp.sum((d - r * m) ** 2 / v)
+        z = _whiten(params["data"]["d"] - r * m, params["data"]["chol"])
+        return jnp.sum(z * z)
 
     frozen = [nm for nm in param_names(nominal) if nm not in FREE_PARAMETERS]
     return ResolutionProblem(
@@ -297,6 +300,13 @@ def resolution_problem(
         bandwidth_frac=bandwidth_frac,
         dtype=dtype,
     )
+
+
+def _whiten(resid: Array, chol: Array) -> Array:
+    """L⁻¹ r per histogram (block-diagonal covariance ``L Lᵀ``): resid [H·K], chol [H, K, K] → [H·K]."""
+    h, k, _ = chol.shape
+    solve = jax.vmap(lambda lo, b: jax.scipy.linalg.solve_triangular(lo, b, lower=True))
+    return solve(chol, resid.reshape(h, k)).reshape(-1)
 
 
 def _layout(n: int) -> tuple[None, list[_Block]]:
@@ -343,7 +353,7 @@ class ResolutionFit:
       n_steps: Levenberg–Marquardt steps (both passes). message: convergence message.
       chi2, ndf: χ² at the optimum and bins − free parameters.
       chi2_start: χ² at the start (with the final V).
-      data, data_var, model, model_start: [B] histograms (data; its variance V; r·MC at the
+      data, data_var, model, model_start: [B] histograms (data; the diagonal of V; r·MC at the
         optimum and at the start).
     """
 
@@ -398,7 +408,7 @@ def _compiled(problem: ResolutionProblem):
 
     def residuals(x: Array, det: Params, key: Key, truth: Events, d: Array, v: Array) -> Array:
         m, _ = problem.histogram(_with_free(det, x, problem.nominal), key, truth)
-        return (d - r * m) / jnp.sqrt(v)
+        return _whiten(d - r * m, v)
 
     fns = {
         "residuals": jax.jit(residuals),
@@ -469,7 +479,8 @@ def fit_resolution(
         # is 1/r times larger) plus r²·Σw²m² for the MC itself. Data-derived variances (Neyman)
         # bias resolutions low: downward-fluctuating tail bins get too much weight.
         _, m2 = problem.histogram(det_params, k_det_mc, truth_mc)
-        return jnp.maximum(r * (1.0 + r) * m2, 0.5 * r * (1.0 + r))
+        cov = r * (1.0 + r) * m2 + 0.5 * r * (1.0 + r) * jnp.eye(m2.shape[-1], dtype=m2.dtype)
+        return jnp.linalg.cholesky(cov)
 
     x = jnp.asarray([start_vals[nm] for nm in FREE_PARAMETERS], dtype) / jnp.asarray(scale, dtype)
     v = variance(det_start)
@@ -483,7 +494,7 @@ def fit_resolution(
     cov_x = np.linalg.inv(jac.T @ jac)
     det_fit = _with_free(det_start, x, problem.nominal)
     if hessian:
-        params = {"det": det_fit, "data": {"d": d, "v": v}, "mc": {"p": truth_mc.p, "w": truth_mc.weight}}
+        params = {"det": det_fit, "data": {"d": d, "chol": v}, "mc": {"p": truth_mc.p, "w": truth_mc.weight}}
         cov = hessian_covariance(
             _hessian_loss(problem, truth_mc), params, errordef=1.0, frozen=[*problem.frozen, "mc"], key=k_det_mc
         )
@@ -520,7 +531,7 @@ def fit_resolution(
         ndf=len(problem.bin_names) - len(FREE_PARAMETERS),
         chi2_start=float(res0 @ res0),
         data=np.asarray(d),
-        data_var=np.asarray(v),
+        data_var=np.sum(np.asarray(v) ** 2, axis=-1).reshape(-1),
         model=r * np.asarray(m_fit),
         model_start=r * np.asarray(m_start),
     )

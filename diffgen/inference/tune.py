@@ -81,8 +81,11 @@ _CHOICES = np.array([(f, v1, v2) for f in (1, 2, 3) for v1 in (0, 1) for v2 in (
 class Distribution:
     """A measured distribution: bin edges [K+1], values [K], total errors [K]; ``kind`` "nch" or "xp".
 
-    ``covariance`` [K, K] (optional) replaces ``diag(errors²)`` in the χ² (e.g. the statistical
-    covariance of pseudo-data, whose bins are correlated through the events).
+    ``covariance`` [K, K] (optional) replaces ``diag(errors²)`` in the χ². ``n_events``
+    (optional) marks purely statistical data of that many events (pseudo-data of the model):
+    the fit then uses the model's per-event covariance divided by ``n_events`` (Pearson-type;
+    a covariance estimated from the data themselves biases the fit towards downward
+    fluctuations).
     """
 
     kind: str
@@ -90,6 +93,7 @@ class Distribution:
     values: np.ndarray
     errors: np.ndarray
     covariance: np.ndarray | None = None
+    n_events: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("nch", "xp"):
@@ -365,11 +369,22 @@ class TuneResult:
     history: list
 
 
-def _chi2_parts(pred, var, data: Mapping[str, Distribution]) -> dict[str, float]:
+def _total_cov(d: Distribution, var: Any, ess: float) -> np.ndarray:
+    """Covariance of (prediction − data): MC covariance plus the data's (see ``Distribution``)."""
+    var = np.asarray(var, np.float64)
+    if d.n_events is not None:
+        # plus one event's worth on the diagonal: the N_ch bins sum to one (a singular
+        # covariance) and empty bins have none
+        width = np.diff(d.edges) if d.kind == "xp" else np.ones(len(d.values))
+        return var * (1.0 + ess / d.n_events) + np.diag((1.0 / (d.n_events * width)) ** 2)
+    return d.data_covariance() + var
+
+
+def _chi2_parts(pred, var, data: Mapping[str, Distribution], ess: float) -> dict[str, float]:
     out = {}
     for name, d in data.items():
         r = np.asarray(pred[name]) - d.values
-        out[name] = float(r @ np.linalg.solve(d.data_covariance() + np.asarray(var[name]), r))
+        out[name] = float(r @ np.linalg.solve(_total_cov(d, var[name], ess), r))
     out["total"] = sum(out.values())
     return out
 
@@ -427,17 +442,23 @@ def tune(
         sample = generate_sample(theta0, key, partons)
         stats = _stats_for(sample, data)
         th = {k: jnp.asarray(theta0[k], dtype) for k in TUNED_PARAMETERS}
-        pred0, var0, _ = predict(th, sample, stats)
+        pred0, var0, ess0 = predict(th, sample, stats)
         if it == 0:
             pred_start = {k: np.asarray(v) for k, v in pred0.items()}
-            chi2_start = _chi2_parts(pred0, var0, data)
-        params = {"theta": th, "data": _data_leaves(sample, stats, data, var0)}
+            chi2_start = _chi2_parts(pred0, var0, data, float(ess0))
+        params = {"theta": th, "data": _data_leaves(sample, stats, data, var0, float(ess0))}
         res = fit(_loss, params, _OPT, steps=steps, frozen=frozen, transforms=transforms)
         cov = hessian_covariance(_loss, res.params, errordef=1.0, frozen=frozen)
         _, _, ess = predict(res.params["theta"], sample, stats)
         values = {k: float(res.params["theta"][k]) for k in TUNED_PARAMETERS}
         history.append(
-            {"theta0": dict(theta0), "values": values, "chi2_reweighted": float(res.loss), "ess": float(ess)}
+            {
+                "theta0": dict(theta0),
+                "values": values,
+                "chi2_reweighted": float(res.loss),
+                "ess": float(ess),
+                "message": res.message,
+            }
         )
         theta0 = {**theta0, **values}
     assert res is not None and cov is not None and pred_start is not None and chi2_start is not None
@@ -445,7 +466,7 @@ def tune(
     sample = generate_sample(theta0, key, partons)
     stats = _stats_for(sample, data)
     th = {k: jnp.asarray(theta0[k], dtype) for k in TUNED_PARAMETERS}
-    pred, var, _ = predict(th, sample, stats)
+    pred, var, ess_final = predict(th, sample, stats)
     return TuneResult(
         start={k: float(start[k]) for k in TUNED_PARAMETERS},
         values={k: theta0[k] for k in TUNED_PARAMETERS},
@@ -453,7 +474,7 @@ def tune(
         covariance=cov,
         result=res,
         chi2_start=chi2_start,
-        chi2=_chi2_parts(pred, var, data),
+        chi2=_chi2_parts(pred, var, data, float(ess_final)),
         ndf={
             **{k: len(d.values) for k, d in data.items()},
             "total": sum(len(d.values) for d in data.values()) - len(free),
@@ -503,7 +524,7 @@ def _from_float(d: Mapping[str, Any]) -> TuneSample:
     )  # fmt: skip
 
 
-def _data_leaves(sample, stats, data, var0) -> dict:
+def _data_leaves(sample, stats, data, var0, ess0) -> dict:
     # everything the loss reads travels as frozen floating leaves: one compiled loss serves
     # every iteration, seed and data set of the same shapes
     dt = sample.cos.dtype
@@ -511,7 +532,7 @@ def _data_leaves(sample, stats, data, var0) -> dict:
     for name, d in data.items():
         # χ² = rᵀ V⁻¹ r with V = data covariance + MC covariance at θ₀ (fixed in an iteration),
         # through the Cholesky factor of V
-        v = d.data_covariance() + np.asarray(var0[name], np.float64)
+        v = _total_cov(d, var0[name], ess0)
         out[name] = {"y": jnp.asarray(d.values, dt), "chol": jnp.asarray(np.linalg.cholesky(v), dt)}
     return out
 
@@ -562,5 +583,5 @@ def pseudo_data(sample: TuneSample, nch_edges: Any, xp_edges: Any) -> dict[str, 
         # bins are correlated through the events (N_ch bins sum to one): full covariance of the
         # means, regularised by the one-event floor on the diagonal
         cov = np.cov(c, rowvar=False) / n + np.diag(floor**2)
-        out[name] = Distribution(name, d[name].edges, mean, err, cov)
+        out[name] = Distribution(name, d[name].edges, mean, err, cov, n_events=n)
     return out
