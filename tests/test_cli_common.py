@@ -209,3 +209,32 @@ def test_train_hadronization_quiet_prints_nothing(tmp_path, monkeypatch, capsys,
         assert captured.out.startswith("step 2: validation line\n") and "checkpoint: " in captured.out
     effective = load_run_config(effective_config_path(out / "metrics.json"))["train-hadronization"]
     assert (effective["steps"], effective["seed"], effective["resume"], effective["n_train"]) == (3, 2, False, 100_000)
+
+
+def test_bench_seed_moves_the_suite_keys_and_sections_advance_the_bar():
+    """``diffgen bench --seed`` and its progress bar act on the suite's ``_key`` and ``section_*`` (restored after)."""
+    import types
+
+    import jax
+
+    from diffgen.cli import _common, bench
+
+    def key(i):
+        return jax.random.key(i)
+
+    def section_hard_process(cfg, out, use_pythia):
+        return suite._key(2)
+
+    suite = types.SimpleNamespace(_key=key, section_hard_process=section_hard_process)
+    with bench._seeded(suite, 0):
+        assert suite._key is key  # seed 0: the suite's own keys
+    with (
+        _common.progress(1, "sections", quiet=True, unit="sections") as bar,
+        bench._count_sections(suite, bar),
+        bench._seeded(suite, 7),
+    ):
+        drawn = suite.section_hard_process({}, {}, False)
+    expected = jax.random.fold_in(jax.random.key(7), 2)
+    np.testing.assert_array_equal(jax.random.key_data(drawn), jax.random.key_data(expected))
+    assert bar.done == 1
+    assert suite._key is key and suite.section_hard_process is section_hard_process

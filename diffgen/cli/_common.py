@@ -336,7 +336,9 @@ class EventProgress:
         class _Rate(TextColumn):
             def render(self, task: Any) -> Any:
                 elapsed = time.perf_counter() - start
-                self.text_format = f"{task.completed / elapsed:,.0f} {unit}/s" if elapsed > 0 else ""
+                rate = task.completed / elapsed if elapsed > 0 else 0.0
+                # Slow steps (sections, files) would read "0 sections/s" with a fixed format.
+                self.text_format = f"{rate:,.0f} {unit}/s" if rate >= 100 else f"{rate:.3g} {unit}/s"
                 return super().render(task)
 
         with self._lock:

@@ -125,14 +125,55 @@ def run(args: argparse.Namespace) -> int:
         argv.append("--quick")
     if not cfg["pythia"]:
         argv.append("--no-pythia")
-    if cfg["seed"] != 0:
-        # The suite draws from keys 0, 1, 2, …; a seed moves all of them to another stream.
-        import jax
-
-        base = jax.random.key(cfg["seed"])
-        suite._key = lambda i: jax.random.fold_in(base, i)
     # --quiet: the tables go only to the JSON file; errors still reach stderr.
-    with contextlib.redirect_stdout(io.StringIO()) if args.quiet else contextlib.nullcontext():
+    with (
+        contextlib.redirect_stdout(io.StringIO()) if args.quiet else contextlib.nullcontext(),
+        _common.progress(len(cfg["sections"]), "benchmark sections", quiet=args.quiet, unit="sections") as bar,
+        _count_sections(suite, bar),
+        _seeded(suite, cfg["seed"]),
+    ):
         status = suite.main(argv)
     _common.write_effective(cfg["out"], NAME, cfg)
     return status
+
+
+@contextlib.contextmanager
+def _seeded(suite: Any, seed: int) -> Any:
+    """The suite draws its events from the keys 0, 1, 2, …: a seed other than 0 makes key ``i``
+    ``fold_in(key(seed), i)`` for the run (restored after)."""
+    if seed == 0:
+        yield
+        return
+    import jax
+
+    base, original = jax.random.key(seed), suite._key
+    suite._key = lambda i: jax.random.fold_in(base, i)
+    try:
+        yield
+    finally:
+        suite._key = original
+
+
+@contextlib.contextmanager
+def _count_sections(suite: Any, bar: Any) -> Any:
+    """Advance ``bar`` after each section of the suite (its ``section_<name>`` functions), restored after."""
+    originals = {f"section_{name}": getattr(suite, f"section_{name}", None) for name in SECTIONS}
+
+    def counted(func: Any) -> Any:
+        def run_section(*a: Any, **k: Any) -> Any:
+            try:
+                return func(*a, **k)
+            finally:
+                bar.advance(1)
+
+        return run_section
+
+    try:
+        for attr, func in originals.items():
+            if func is not None:
+                setattr(suite, attr, counted(func))
+        yield
+    finally:
+        for attr, func in originals.items():
+            if func is not None:
+                setattr(suite, attr, func)
