@@ -5,8 +5,13 @@ are marked ``slow`` and still run in CI.
 """
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# One persistent compilation cache for the whole run: the two xdist workers, the CLI
+# subprocesses and the notebook kernels (which inherit the environment) compile many of the
+# same programs; executables that took over a second to compile are stored and reused.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax"))
 
 import jax
 import pytest
