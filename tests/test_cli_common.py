@@ -184,6 +184,8 @@ def test_fit_positional_errors(tmp_path, capsys):
     assert "give the data CSV" in capsys.readouterr().err
     assert main(["fit", str(tmp_path / "none.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["fit", str(run)]) == 2
+    assert f"looks like a run file: give it as --config {run}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("quiet", [False, True])

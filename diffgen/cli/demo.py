@@ -60,6 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demonstration; exit code 1 if a fitted value is more than 3σ from LEP."""
+    from diffgen.cli import UsageError
+
+    # Options are named as options in messages; run-file values are named as keys by resolve().
+    if args.events is not None and args.events < 100:
+        raise UsageError(f"--events must be >= 100, got {args.events}")
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
     cfg = _common.resolve(args, NAME, fields(), DEFAULTS)
     import jax
 

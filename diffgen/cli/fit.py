@@ -110,6 +110,8 @@ def _positionals(args: argparse.Namespace) -> None:
         if args.config is not None:
             raise UsageError(f"give the run file either as --config or first positional, not both ({inputs[0]!r})")
         args.config = inputs.pop(0)
+    if len(inputs) == 1 and inputs[0].lower().endswith(".toml"):
+        raise UsageError(f"{inputs[0]!r} looks like a run file: give it as --config {inputs[0]} (and the data CSV)")
     if len(inputs) > 1:
         raise UsageError(f"expected one data CSV (and --config RUN.toml), got {inputs}")
     if inputs:
