@@ -240,3 +240,24 @@ def test_bench_seed_moves_the_suite_keys_and_sections_advance_the_bar():
     np.testing.assert_array_equal(jax.random.key_data(drawn), jax.random.key_data(expected))
     assert bar.done == 1
     assert suite._key is key and suite.section_hard_process is section_hard_process
+
+
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [
+        (["demo", "--out", "{file}"], "demo"),
+        (["fit", str(LEP), "--out", "{file}"], "fit"),
+        (["train-hadronization", "--out", "{file}"], "train-hadronization"),
+        (["bench", "--quick", "--out", "{file}/results.json"], "bench"),
+        (["unfold", "--mc", "{file}", "--data", "{file}", "--out", "{file}/w.npz"], "unfold"),
+    ],
+)
+def test_output_in_place_of_a_file_is_one_line_exit_2(argv, name, tmp_path, capsys):
+    """An output directory that is a file: a one-line error before any work, no traceback, nothing written."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory\n")
+    assert main([a.replace("{file}", str(blocker)) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"diffgen {name}: error: --out: ") and len(err.splitlines()) == 1, err
+    assert str(blocker) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]

@@ -44,6 +44,7 @@ __all__ = [
     "handle_sigterm",
     "not_applicable",
     "one_line_errors",
+    "output_directory",
     "parse_overrides",
     "progress",
     "resolve",
@@ -155,6 +156,31 @@ def not_applicable(parser: argparse.ArgumentParser, option: str, reason: str) ->
             parser.error(note.rstrip("."))
 
     parser.add_argument(option, nargs="?", action=_Refuse, help=argparse.SUPPRESS, dest=f"_refused_{option.strip('-')}")
+
+
+def output_directory(path: Any, option: str) -> Any:
+    """Create the output directory ``path`` (and its parents) before any work, or raise a one-line error.
+
+    Args:
+      path: the directory.
+      option: the option or key that named it, for the message.
+
+    Returns:
+      the directory as a ``pathlib.Path``.
+
+    Raises:
+      UsageError: the path is an existing file, or a parent is a file, or it cannot be created.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option}: {str(path)!r} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"{option}: cannot create the directory {str(path)!r} ({err.strerror})") from None
+    return path
 
 
 def write_effective(outputs: Any, section: str, values: Mapping[str, Any]) -> list[Any]:

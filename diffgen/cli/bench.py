@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
         date = datetime.date.today().isoformat()
         cfg["out"] = str(suite.RESULTS_DIR / f"{date}-{suite._machine_tag()}{'-quick' if cfg['quick'] else ''}.json")
+    _common.output_directory(Path(cfg["out"]).resolve().parent, "--out")
     argv = ["--sections", ",".join(cfg["sections"]), "--out", cfg["out"]]
     if cfg["quick"]:
         argv.append("--quick")

@@ -15,7 +15,6 @@ The effective configuration is written as ``<out>/summary.json.run.toml``.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from diffgen.cli import _common
@@ -68,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     cfg = _common.resolve(args, NAME, fields(), DEFAULTS)
+    out = _common.output_directory(cfg["out"], "--out")
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -84,6 +84,5 @@ def run(args: argparse.Namespace) -> int:
         progress=not (args.quiet or args.no_progress),
         verbose=not args.quiet,
     )
-    Path(cfg["out"]).mkdir(parents=True, exist_ok=True)
-    _common.write_effective(Path(cfg["out"]) / "summary.json", NAME, cfg)
+    _common.write_effective(out / "summary.json", NAME, cfg)
     return 0 if all(summary["within_3_sigma"].values()) else 1

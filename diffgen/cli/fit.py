@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give the data CSV (positional DATA.csv or `data` in the [fit] table of --config)")
     if not Path(cfg["data"]).is_file():
         raise UsageError(f"data file {cfg['data']!r} does not exist")
-    out = Path(cfg["output"])
+    out = _common.output_directory(cfg["output"], "--out")
 
     import jax
 
@@ -165,7 +165,6 @@ def run(args: argparse.Namespace) -> int:
         "status": [r.status for r in res["passes"]],
         "lep_reference": {k: {"value": v[0], "error": v[1]} for k, v in LEP_REFERENCE.items()},
     }
-    out.mkdir(parents=True, exist_ok=True)
     _write_json(result, out / "fit.json")
     _common.write_effective(out / "fit.json", NAME, cfg)
     if not args.quiet:

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
     train_cfg = TrainConfig(**{k: v for k, v in cfg.items() if k not in ("out", "resume")})
     train_cfg.validate()
-    os.makedirs(cfg["out"], exist_ok=True)
+    _common.output_directory(cfg["out"], "--out")
     _common.write_effective(os.path.join(cfg["out"], "metrics.json"), NAME, cfg)
     quiet = bool(args.quiet)
     result = train(
