@@ -10,7 +10,9 @@ Input files (NumPy ``.npz``):
 
 Output (``--out``, written atomically): ``weights`` [N] unfolded particle-level MC weights,
 ``push`` [N] the factors ν, ``replica_weights`` [B, N] bootstrap replicas, ``pass_gen``,
-``pass_reco``, and ``diagnostics`` (a JSON string: one record per OmniFold step).
+``pass_reco``, and ``diagnostics`` (a JSON string: one record per OmniFold step), then the
+effective configuration ``<out>.run.toml``. Every option may instead come from the ``[unfold]``
+table of a run file (``--config``; keys are the option names with ``_``, see docs/cli.md).
 """
 
 from __future__ import annotations
