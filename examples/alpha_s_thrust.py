@@ -469,7 +469,10 @@ def plot(data, result, fit_range, path: Path) -> None:
     y, ye = data["values"], data["errors"]
     m, me = result["model"], result["model_err"]
     fig, (ax, rax) = plt.subplots(2, 1, sharex=True, figsize=(6.4, 6.0), gridspec_kw={"height_ratios": [3, 1]})
-    label = f"diffgen shower + clusters, αs(m_Z) = {result['alpha_s']:.4f} ± {result['alpha_s_err']:.4f}\n(normalised to the data in the fit range)"
+    label = (
+        f"diffgen shower + clusters, αs(m_Z) = {result['alpha_s']:.4f} ± {result['alpha_s_err']:.4f}\n"
+        "(normalised to the data in the fit range)"
+    )
     ax.stairs(m, e, color="C0", label=label)
     ax.fill_between(e, np.append(m - me, 0), np.append(m + me, 0), step="post", color="C0", alpha=0.3, lw=0)
     ax.errorbar(c, y, yerr=ye, fmt="o", ms=3, color="k", label="ALEPH 1996, charged particles")
