@@ -43,3 +43,15 @@ def test_unknown_option_exits_2():
     result = run("generate", "--no-such-option")
     assert result.returncode == 2
     assert "unrecognized arguments" in result.stderr
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_bad_run_file_key_exits_2_with_one_line(name, tmp_path):
+    """The real process: exit code 2 and one line naming the key (in-process variants: test_cli_common.py)."""
+    run_file = tmp_path / "run.toml"
+    run_file.write_text(f"[{name}]\nwarp_factor = 9\n")
+    result = run(name, "--config", str(run_file), "--quiet")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"diffgen {name}: error: {run_file} [{name}]: unknown key(s) ['warp_factor']; allowed: [")
