@@ -261,3 +261,24 @@ def test_output_in_place_of_a_file_is_one_line_exit_2(argv, name, tmp_path, caps
     assert err.startswith(f"diffgen {name}: error: --out: ") and len(err.splitlines()) == 1, err
     assert str(blocker) in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["nosuchcmd"], "invalid choice: 'nosuchcmd'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_top_level_errors_are_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("diffgen: error: ") and message in err
+
+
+def test_value_errors_name_the_command_once(tmp_path, capsys):
+    assert main(["generate", "--n", "-5", "--output", str(tmp_path / "x.lhe")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "diffgen generate: error: n must be >= 1 (number of events), got -5"

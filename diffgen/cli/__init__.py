@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Differentiable particle-physics event generation in JAX.",
     )
     parser.add_argument("--version", action="version", version=f"diffgen {__version__}")
+    # an unknown subcommand or option is one line too, like the subcommands' own errors
+    from diffgen.cli._common import one_line_errors
+
+    one_line_errors(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _subcommand_modules():
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
@@ -78,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except (UsageError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
-        print(f"diffgen {args.command}: error: {err}", file=sys.stderr)
+        prefix = f"diffgen {args.command}: "
+        message = str(err).removeprefix(prefix)  # some checks already name the command
+        print(f"{prefix}error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"diffgen {args.command}: interrupted", file=sys.stderr)
