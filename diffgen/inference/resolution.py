@@ -183,7 +183,8 @@ def _soft_hist(x: Array, edges: Array, h: float, weights: Array, mask: Array | N
         weights = jnp.broadcast_to(weights[:, None], x.shape)
     if mask is not None:
         weights = jnp.where(mask, weights, 0.0)
-    cdf = jax.nn.sigmoid((x[..., None] - edges) / h)  # the sigmoid kernel of soft_histogram
+    e = edges.reshape((1,) * x.ndim + edges.shape)
+    cdf = jax.nn.sigmoid((x[..., None] - e) / h)  # the sigmoid kernel of soft_histogram
     member = cdf[..., :-1] - cdf[..., 1:]
     wm = (weights[..., None] * member).reshape(-1, member.shape[-1])
     return counts, wm.T @ wm
@@ -479,7 +480,7 @@ def fit_resolution(
         # is 1/r times larger) plus r²·Σw²m² for the MC itself. Data-derived variances (Neyman)
         # bias resolutions low: downward-fluctuating tail bins get too much weight.
         _, m2 = problem.histogram(det_params, k_det_mc, truth_mc)
-        cov = r * (1.0 + r) * m2 + 0.5 * r * (1.0 + r) * jnp.eye(m2.shape[-1], dtype=m2.dtype)
+        cov = r * (1.0 + r) * m2 + 0.5 * r * (1.0 + r) * jnp.eye(m2.shape[-1], dtype=m2.dtype)[None]
         return jnp.linalg.cholesky(cov)
 
     x = jnp.asarray([start_vals[nm] for nm in FREE_PARAMETERS], dtype) / jnp.asarray(scale, dtype)
