@@ -290,9 +290,15 @@ def train(
     arch = cfg.arch()
     key = jax.random.key(cfg.seed)
     k_train, k_val_a, k_val_b, k_steps, k_eval = jax.random.split(key, 5)
-    train_data = make_dataset(k_train, cfg.n_train, cfg.smearing)
-    val_a = make_dataset(k_val_a, cfg.n_val, cfg.smearing)
-    val_b = make_dataset(k_val_b, cfg.n_val, cfg.smearing)
+    # the reference samples take tens of seconds the first time (compilation), so they get a bar too
+    with _progress(progress) as prep:
+        task = prep.add_task("reference clusters", total=cfg.n_train + 2 * cfg.n_val)
+        train_data = make_dataset(k_train, cfg.n_train, cfg.smearing)
+        prep.update(task, advance=cfg.n_train)
+        val_a = make_dataset(k_val_a, cfg.n_val, cfg.smearing)
+        prep.update(task, advance=cfg.n_val)
+        val_b = make_dataset(k_val_b, cfg.n_val, cfg.smearing)
+        prep.update(task, advance=cfg.n_val)
     opt = _optimizers(cfg)
     params = L.init_params(arch)
     opt_state = {k: opt[k].init(params[k]) for k in opt}
