@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffgen._progress import StageBar
 from diffgen.core import Events
 from diffgen.kinematics import cos_theta
 from diffgen.lineshape import LEP_REFERENCE, fit_lineshape, load_lep_table
@@ -122,7 +123,6 @@ def run_demo(
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -130,8 +130,25 @@ def run_demo(
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     data = load_lep_table(data_path)
     res = fit_lineshape(data, n_events=n_fit, seed=seed, optimizer=optimizer, progress=progress, dtype=dtype)
+    stages = StageBar(["fitted curve and μ⁺μ⁻ energy scan", "hadron events", "plots", "event file"], enabled=progress)
+    try:
+        summary = _after_fit(out, data, res, stages, dtype, n_fit, n_plot, n_save, seed, optimizer)
+    finally:
+        stages.close()
+    summary["timing_s"]["total"] = time.perf_counter() - t_start
+    _write_json(summary, out / "summary.json")
+    if verbose:
+        _print_summary(summary, out)
+    return summary
+
+
+def _after_fit(out, data, res, stages, dtype, n_fit, n_plot, n_save, seed, optimizer):
+    """Everything after the fit: curves, μ⁺μ⁻ scan, hadron events, plots and the event file."""
+    import matplotlib.pyplot as plt
+
     prob, theta, key = res["problem"], res["theta"], res["key"]
     p, e = res["params"], res["errors"]
+    stages.next()
 
     # --- fitted curve on a fine grid (same random numbers as the fit)
     grid = np.linspace(87.8, 94.6, 69)
@@ -162,6 +179,7 @@ def run_demo(
         mask=ev.mask[i_peak, :n_save],
         pid=ev.pid[i_peak, :n_save],
     )
+    stages.next()
     had_src = prob["source"]
     had_params = {**prob["base"], "sqrt_s": theta["m_z"], "m_z": theta["m_z"], "gamma_z": theta["gamma_z"]}
     had = jax.jit(had_src.sample, static_argnums=2)(had_params, jax.random.fold_in(key, 202), n_save)
@@ -231,6 +249,7 @@ def run_demo(
     }
 
     # --- plots
+    stages.next()
     fig, (ax, rax) = plt.subplots(2, 1, sharex=True, figsize=(6.4, 6.0), gridspec_kw={"height_ratios": [3, 1]})
     ax.fill_between(grid, curve - curve_err, curve + curve_err, color="C0", alpha=0.3, lw=0)
     ax.plot(grid, curve, color="C0", label=f"diffgen fit (MC, {n_fit} ev./point)")
@@ -291,6 +310,7 @@ def run_demo(
     plt.close(fig)
 
     # --- events
+    stages.next()
     meta = {
         "generator": "diffgen",
         "units": {"p": "GeV (E, px, py, pz)", "weight": "pb"},
@@ -312,14 +332,9 @@ def run_demo(
     arrays.update({f"hadrons/{k}": v for k, v in had.to_numpy().items()})
     arrays["metadata"] = np.asarray(json.dumps(meta))
     _write_npz(arrays, out / "events_z_peak.npz")
-
-    summary["timing_s"]["total"] = time.perf_counter() - t_start
     summary["outputs"] = sorted(
         ["sigma_had.png", "cos_theta_mumu.png", "afb_mumu.png", "events_z_peak.npz", "summary.json"]
     )
-    _write_json(summary, out / "summary.json")
-    if verbose:
-        _print_summary(summary, out)
     return summary
 
 
