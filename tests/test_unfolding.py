@@ -420,3 +420,18 @@ def test_omnifold_pairs_uses_events_flags_and_weights():
     ok = toy.pass_gen
     scale = res.weights[ok] / (w[ok] * res.push[ok])
     np.testing.assert_allclose(scale, scale[0], rtol=1e-9)
+
+
+def test_on_step_reports_every_classifier_step():
+    gen, reco, data = _ok()
+    calls = []
+    omnifold(
+        gen,
+        reco,
+        data,
+        key=jax.random.key(0),
+        iterations=2,
+        config=TrainConfig(epochs=1),
+        on_step=lambda it, step: calls.append((it, step)),
+    )
+    assert calls == [(1, 1), (1, 2), (2, 1), (2, 2)]

@@ -186,8 +186,9 @@ def run(args: argparse.Namespace) -> int:
         learning_rate=cfg["learning_rate"],
         clip=cfg["clip"],
     )
-    # OmniFold reports no intermediate progress: the bar shows the elapsed time of the whole run.
-    with _common.progress(1, f"unfolding ({cfg['iterations']} iterations)", quiet=args.quiet, unit="runs") as bar:
+    # one tick per classifier step (two per iteration)
+    n_steps = 2 * cfg["iterations"]
+    with _common.progress(n_steps, "OmniFold classifier steps", quiet=args.quiet, unit="steps") as bar:
         res = omnifold(
             mc["gen"],
             mc["reco"],
@@ -201,8 +202,8 @@ def run(args: argparse.Namespace) -> int:
             n_bootstrap=cfg["bootstrap"],
             n_ensemble=cfg["ensemble"],
             config=config,
+            on_step=lambda it, step: bar.advance(1),
         )
-        bar.advance(1)
     diagnostics = json.dumps([dataclasses.asdict(d) for d in res.diagnostics])
     fd, tmp = tempfile.mkstemp(prefix=".unfold-", suffix=".npz", dir=out_dir)
     try:

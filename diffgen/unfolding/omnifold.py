@@ -274,6 +274,7 @@ def omnifold(
     max_clipped: float = 0.01,
     auc_rise: float = 0.05,
     missing_reco: str = "learn",
+    on_step: Callable[[int, int], None] | None = None,
 ) -> OmniFoldResult:
     """Unfold detector-level data with OmniFold (arXiv:1911.09107, Algorithm 1).
 
@@ -308,6 +309,8 @@ def omnifold(
         events with both levels, its ratio applied to all ``pass_gen`` events: the unbinned
         efficiency correction of IBU) or ``"push"`` (they enter step 2 with ω = ν, which keeps
         the simulation's shape where nothing is reconstructed but converges more slowly).
+      on_step: called as ``on_step(iteration, step)`` after each of the 2 × ``iterations``
+        classifier steps (progress reporting).
 
     Returns:
       :class:`OmniFoldResult`.
@@ -432,6 +435,8 @@ def omnifold(
         d1 = _warn(d1, prev[1], ess_drop, max_clipped, max(auc_rise, auc_floor), prev_auc1)
         prev[1], prev_auc1 = d1.ess_fraction, d1.auc
         diags.append(d1)
+        if on_step is not None:
+            on_step(it, 1)
 
         # Step 2: MC gen with pulled weights (label 1) vs MC gen with prior weights (label 0),
         # trained on idx_2 and evaluated on every pass_gen event.
@@ -454,6 +459,8 @@ def omnifold(
         d2 = _warn(d2, prev[2], ess_drop, max_clipped, None, None)
         prev[2] = d2.ess_fraction
         diags.append(d2)
+        if on_step is not None:
+            on_step(it, 2)
         history.append({"pull": pull.astype(np.float32), "push": push.astype(np.float32)})
 
     # The reweighted particle level: w·ν on pass_gen events, normalised to Σ w over pass_gen.
