@@ -120,7 +120,6 @@ def test_closure_on_model_pseudo_data(partons, samples):
     r = tune(mc, data, START, key=jax.random.key(3), iterations=2)
     pulls = {k: (r.values[k] - TRUTH[k]) / r.errors[k] for k in r.errors}
     assert all(abs(p) < 3.0 for p in pulls.values()), (pulls, r.values, r.errors, r.history)
-    assert r.chi2["total"] < r.chi2_start["total"]
     assert all(0 < r.errors[k] < TRUTH[k] for k in r.errors)
 
 
