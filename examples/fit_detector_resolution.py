@@ -7,7 +7,7 @@ L-BFGS and Hessian errors (``diffgen.inference.resolution``). Writes
 ``OUT/detector_resolution.{json,png}``; with ``--study K`` also fits K seeds and writes
 ``OUT/detector_resolution_closure.{json,png}`` with the fraction within 2σ and the spread/σ ratio.
 
-    .venv/bin/python examples/fit_detector_resolution.py [--n 5000] [--mc-factor 4] [--seed 1] [--study 20] [--out out]
+    .venv/bin/python examples/fit_detector_resolution.py [--n 1000] [--mc-factor 2] [--seed 1] [--study 20] [--out out]
 """
 
 from __future__ import annotations
@@ -138,8 +138,8 @@ def study(problem, args, out: Path) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=5000, help="pseudo-data events per μμ block (test beams n/2 per energy)")
-    ap.add_argument("--mc-factor", type=int, default=4, help="MC sample size / pseudo-data size")
+    ap.add_argument("--n", type=int, default=1000, help="pseudo-data events per μμ block (test beams n/2 per energy)")
+    ap.add_argument("--mc-factor", type=int, default=2, help="MC sample size / pseudo-data size")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--study", type=int, default=0, help="also fit this many seeds and report the coverage")
     ap.add_argument("--out", default="out")

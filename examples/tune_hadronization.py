@@ -11,8 +11,8 @@ Writes ``OUT/hadronization_tune.{json,png}``. ``--closure`` instead fits pseudo-
 the model itself at known parameters (independent partons and hadronization key) and reports
 the pulls (``OUT/hadronization_closure.json``).
 
-    .venv/bin/python examples/tune_hadronization.py [--events 4000] [--seed 1] [--iterations 2] [--out out]
-    .venv/bin/python examples/tune_hadronization.py --closure [--events 3000]
+    .venv/bin/python examples/tune_hadronization.py [--events 1500] [--seed 1] [--iterations 2] [--out out]
+    .venv/bin/python examples/tune_hadronization.py --closure [--events 1500]
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def result_json(r, data, args, extra: dict) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--events", type=int, default=4000, help="e+e- -> hadrons events (generated once)")
+    ap.add_argument("--events", type=int, default=1500, help="e+e- -> hadrons events (generated once)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--iterations", type=int, default=2, help="generate-and-fit rounds")
     ap.add_argument("--closure", action="store_true", help="fit pseudo-data of the model at known parameters")
