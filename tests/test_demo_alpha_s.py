@@ -126,7 +126,13 @@ def test_outputs(samples, tmp_path):
     """The plot and the JSON (written atomically) from a fit of the reference sample to ALEPH."""
     ref = samples[0]
     data = demo.load_data()
-    r = demo.ThrustFit(ref, data["edges"])(data["values"], data["errors"], demo.FIT_RANGE)
+    fitter = demo.ThrustFit(ref, data["edges"])
+    r = fitter(data["values"], data["errors"], demo.FIT_RANGE)
+    # bootstrap of the reference sample: the compiled fit is reused; replicas differ and are finite
+    b = demo.bootstrap_error(fitter, data["values"], data["errors"], demo.FIT_RANGE, n_boot=2)
+    assert np.all(np.isfinite(b["alpha_s"])) and b["alpha_s_std"] > 0
+    with pytest.raises(ValueError, match="n_boot"):
+        demo.bootstrap_error(fitter, data["values"], data["errors"], n_boot=1)
     demo.plot(data, r, demo.FIT_RANGE, tmp_path / "a.png")
     demo.write_json({"alpha_s_mz": r["alpha_s"]}, tmp_path / "a.json")
     assert (tmp_path / "a.png").stat().st_size > 10_000
