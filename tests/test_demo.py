@@ -1,6 +1,8 @@
 """The Z-lineshape demo at reduced size, the packaged LEP table, and the lineshape fit's closure."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -30,15 +32,20 @@ def test_packaged_table_is_the_shared_one(tmp_path):
         load_lep_table(tmp_path / "nope.csv")
 
 
-def test_demo_reduced_size(tmp_path):
-    from diffgen.demo import run_demo
+def _diffgen(*argv: str) -> subprocess.CompletedProcess:
+    """Run the console script the way a user does (a fresh process)."""
+    cmd = [sys.executable, "-c", "import sys; from diffgen.cli import main; sys.exit(main())", *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
-    s = run_demo(tmp_path, n_fit=3000, n_plot=2000, n_save=200, progress=False, verbose=False)
+
+def test_demo_reduced_size(tmp_path):
+    proc = _diffgen("demo", "--quick", "--out", str(tmp_path), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "m_Z" in proc.stdout and "Traceback" not in proc.stderr
     for name in ("sigma_had.png", "cos_theta_mumu.png", "afb_mumu.png", "events_z_peak.npz", "summary.json"):
         assert (tmp_path / name).stat().st_size > 0, name
-    assert not list(tmp_path.glob("*.part"))  # atomic writes leave nothing behind
-    on_disk = json.loads((tmp_path / "summary.json").read_text())
-    assert on_disk["fit"]["m_z_GeV"] == s["fit"]["m_z_GeV"]
+    assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*"))  # atomic writes leave nothing
+    s = json.loads((tmp_path / "summary.json").read_text())
     f = s["fit"]
     assert f["status"] == ["converged", "converged"]
     # the fit lands within 3 of its own σ of the LEP m_Z and Γ_Z (the demo's acceptance)
@@ -53,8 +60,10 @@ def test_demo_reduced_size(tmp_path):
     npz = np.load(tmp_path / "events_z_peak.npz")
     meta = json.loads(str(npz["metadata"]))
     assert meta["params"]["m_z"] == pytest.approx(f["m_z_GeV"])
-    assert npz["mumu/p"].shape == (200, 2, 4) and npz["hadrons/pid"].shape == (200, 2)
+    assert npz["mumu/p"].shape == (1000, 2, 4) and npz["hadrons/pid"].shape == (1000, 2)
     assert np.all(np.abs(npz["mumu/pid"][:, 0]) == 13)
+    # the effective configuration is written next to the outputs
+    assert (tmp_path / "summary.json.run.toml").is_file()
 
 
 def test_demo_cli_bad_input(tmp_path, capsys):
@@ -115,16 +124,18 @@ def test_lineshape_closure_20_seeds():
     assert np.all(np.abs(ratio - 1.0) < 0.3), f"seed spread / Hessian σ = {ratio}"
 
 
-def test_fit_cli(tmp_path, capsys):
-    """`diffgen fit RUN.toml DATA.csv` (same size as the reduced demo, so nothing recompiles)."""
+def test_fit_cli(tmp_path):
+    """`diffgen fit DATA.csv --config RUN.toml` in a fresh process (the demo's --quick size, so the
+    persistent compilation cache of the test run serves both)."""
     run = tmp_path / "run.toml"
-    run.write_text(f'[fit]\nevents = 3000\noutput = "{tmp_path / "fit"}"\n[fit.start]\nm_z = 91.1\n')
+    run.write_text(f'[fit]\nevents = 5000\noutput = "{tmp_path / "fit"}"\n[fit.start]\nm_z = 91.1\n')
     data = Path(__file__).resolve().parents[1] / "diffgen" / "data" / "lep_hadronic_xsec_7point_average_kafe.csv"
-    assert cli_main(["fit", str(run), str(data), "--no-progress"]) == 0
+    proc = _diffgen("fit", str(data), "--config", str(run), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "fit" / "fit.json").read_text())
     assert abs(result["params"]["m_z"] - 91.1875) < 3 * result["errors"]["m_z"]
     assert (tmp_path / "fit" / "fit.json.run.toml").is_file()
     bad = tmp_path / "bad.toml"
     bad.write_text("[fit]\nevents = 10\n")
-    assert cli_main(["fit", str(bad), str(data)]) == 2
-    assert "events must be >= 100" in capsys.readouterr().err
+    proc = _diffgen("fit", str(data), "--config", str(bad))
+    assert proc.returncode == 2 and "events must be >= 100" in proc.stderr and "Traceback" not in proc.stderr
