@@ -119,7 +119,16 @@ def _born_events(
     cos_ph, sin_ph = cos_sin_2pi(u[:, 1])
     beta = kin.safe_sqrt(1.0 - 4.0 * mass * mass / s)
     p = _back_to_back(sqrt_s, beta, c, cos_ph, sin_ph)
-    me2 = born_me2(c, s, mass, charge, t3, colours, params, width)
+    if all(np.ndim(x) == 0 for x in (mass, charge, t3)):
+        # one flavour: |M̄|² is a quadratic polynomial in cos θ, so its coefficients are
+        # computed once from the values at c = −1, 0, 1 and each event costs a polynomial;
+        # reverse mode then needs only the sums of jac·cᵏ instead of per-event cotangents.
+        ends = born_me2(jnp.asarray([-1.0, 0.0, 1.0], dtype), s, mass, charge, t3, colours, params, width)
+        m_minus, m_zero, m_plus = ends[0], ends[1], ends[2]
+        lin, quad = 0.5 * (m_plus - m_minus), 0.5 * (m_plus + m_minus) - m_zero
+        me2 = m_zero + c * (lin + quad * c)
+    else:
+        me2 = born_me2(c, s, mass, charge, t3, colours, params, width)
     if qcd_correction:
         me2 = me2 * (1.0 + params["alpha_s"] / math.pi)
     # two_to_two weight |p*|/(8π√s)·|dc/du| = β/(16π)·|dc/du|; flux 1/(2s).
