@@ -110,35 +110,17 @@ DATA_SIN2 = 0.20
 
 
 def ee_benchmark(n: int, iterations: int, n_bootstrap: int) -> list[dict]:
-    import jax.numpy as jnp
+    from diffgen.unfolding import TrainConfig, mumu_afb_samples, omnifold
 
-    from diffgen.detector import lep_like, paired
-    from diffgen.processes import ee_to_ffbar
-    from diffgen.processes.observables import cos_theta_star
-    from diffgen.unfolding import TrainConfig, omnifold
-
-    def fiducial(events):
-        return jnp.abs(cos_theta_star(events)) < COS_MAX
-
-    sampler = paired(
-        ee_to_ffbar(flavour="mu", sqrt_s=91.1876),
-        lep_like(mode="stochastic"),
-        gen_selection=fiducial,
-        reco_selection=lambda e: (e.multiplicity() == 2) & fiducial(e),
-    )
-    params = sampler.init(jax.random.key(0))
-    src = params["source"]
-    data_params = {**params, "source": {**src, "sin2_theta_w": jnp.asarray(DATA_SIN2, src["sin2_theta_w"].dtype)}}
     t0 = time.perf_counter()
-    mc = sampler.sample(params, jax.random.key(1), n)
-    data = sampler.sample(data_params, jax.random.key(2), n)
+    mc, data = mumu_afb_samples(n, data_sin2_theta_w=DATA_SIN2, cos_max=COS_MAX)
     t_gen = time.perf_counter() - t0
 
-    keep = np.asarray(mc.pass_gen | mc.pass_reco)  # events outside the fiducial region at both levels
-    mc_gen, mc_reco = np.asarray(cos_theta_star(mc.truth))[keep], np.asarray(cos_theta_star(mc.reco))[keep]
-    mc_w, pg, pr = np.asarray(mc.weight)[keep], np.asarray(mc.pass_gen)[keep], np.asarray(mc.pass_reco)[keep]
-    d_gen, d_reco = np.asarray(cos_theta_star(data.truth)), np.asarray(cos_theta_star(data.reco))
-    d_w, d_pass, d_true = np.asarray(data.weight), np.asarray(data.pass_reco), np.asarray(data.pass_gen)
+    keep = mc["pass_gen"] | mc["pass_reco"]  # events outside the fiducial region at both levels
+    mc_gen, mc_reco = mc["gen"][keep], mc["reco"][keep]
+    mc_w, pg, pr = mc["weight"][keep], mc["pass_gen"][keep], mc["pass_reco"][keep]
+    d_gen, d_reco = data["gen"], data["reco"]
+    d_w, d_pass, d_true = data["weight"], data["pass_reco"], data["pass_gen"]
     t1, c1 = time.perf_counter(), time.process_time()
     res = omnifold(
         mc_gen,

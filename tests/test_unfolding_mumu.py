@@ -13,12 +13,11 @@ them. The angular resolution (≈ 1 mrad) makes migrations small.
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from diffgen.testing import assert_compatible
-from diffgen.unfolding import TrainConfig, omnifold
+from diffgen.unfolding import TrainConfig, mumu_afb_samples, omnifold
 
 N = 20_000  # events per sample: A_FB errors ≈ 0.01, prior–truth difference ≈ 0.09
 COS_MAX = 0.9
@@ -38,35 +37,7 @@ def _shape(c, w):
 
 @pytest.fixture(scope="module")
 def samples():
-    from diffgen.detector import lep_like, paired
-    from diffgen.processes import ee_to_ffbar
-    from diffgen.processes.observables import cos_theta_star
-
-    def fiducial(events):
-        return jnp.abs(cos_theta_star(events)) < COS_MAX
-
-    sampler = paired(
-        ee_to_ffbar(flavour="mu", sqrt_s=91.1876),
-        lep_like(mode="stochastic"),
-        gen_selection=fiducial,
-        reco_selection=lambda e: (e.multiplicity() == 2) & fiducial(e),
-    )
-    params = sampler.init(jax.random.key(0))
-    source = params["source"]
-    data_params = {**params, "source": {**source, "sin2_theta_w": jnp.asarray(DATA_SIN2, source["sin2_theta_w"].dtype)}}
-    out = []
-    for p, k in ((params, 1), (data_params, 2)):
-        pair = sampler.sample(p, jax.random.key(k), N)
-        out.append(
-            {
-                "gen": np.asarray(cos_theta_star(pair.truth)),
-                "reco": np.asarray(cos_theta_star(pair.reco)),
-                "weight": np.asarray(pair.weight),
-                "pass_gen": np.asarray(pair.pass_gen),
-                "pass_reco": np.asarray(pair.pass_reco),
-            }
-        )
-    return out
+    return mumu_afb_samples(N, data_sin2_theta_w=DATA_SIN2, cos_max=COS_MAX)
 
 
 @pytest.mark.slow

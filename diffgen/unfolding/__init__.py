@@ -7,7 +7,8 @@
   Nucl. Instrum. Meth. A362 (1995) 487).
 - :func:`train_flow`, :func:`coverage`: density-based unfolding with a conditional normalizing
   flow (cINN, arXiv:2006.06685) and its calibration check.
-- :func:`gaussian_toy`: toy problems with known truth.
+- :func:`gaussian_toy`: toy problems with known truth; :func:`mumu_afb_samples`: e⁺e⁻ → μ⁺μ⁻
+  MC and pseudo-data through the LEP-like detector.
 """
 
 from diffgen.unfolding.classifier import (
@@ -31,7 +32,7 @@ from diffgen.unfolding.omnifold import (
     omnifold_pairs,
     weighted_mean_std,
 )
-from diffgen.unfolding.toys import ToySample, gaussian_toy
+from diffgen.unfolding.toys import ToySample, gaussian_toy, mumu_afb_samples
 
 # The flow pulls in distrax (and TFP when installed): imported on first use.
 _FLOW = ("FlowConfig", "ConditionalFlow", "Coverage", "train_flow", "sample_posterior", "log_prob", "coverage")
@@ -71,6 +72,7 @@ __all__ = [
     "effective_sample_size",
     "event_features",
     "gaussian_toy",
+    "mumu_afb_samples",
     "likelihood_ratio",
     "omnifold",
     "omnifold_pairs",

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ToySample", "gaussian_toy"]
+__all__ = ["ToySample", "gaussian_toy", "mumu_afb_samples"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,3 +94,59 @@ def gaussian_toy(
     pass_gen = np.concatenate([np.ones(n, bool), np.zeros(n_fake, bool)])
     pass_reco = np.concatenate([passed, np.ones(n_fake, bool)])
     return ToySample(gen_all, reco_all, pass_gen, pass_reco)
+
+
+def mumu_afb_samples(
+    n: int, *, data_sin2_theta_w: float = 0.20, cos_max: float = 0.9, seed: int = 1
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """e⁺e⁻ → μ⁺μ⁻ at the Z pole through the LEP-like detector: MC and "data" for unfolding cos θ*.
+
+    The MC is generated at the default sin²θ_W, the "data" at ``data_sin2_theta_w`` (which
+    changes A_FB), both with ``diffgen.detector.paired`` so that each event carries its
+    particle-level truth. The fiducial region is |cos θ*| < ``cos_max`` at both levels
+    (inside the tracker acceptance |cos θ| < 0.95); reconstruction needs both muons.
+
+    Args:
+      n: events per sample (static).
+      data_sin2_theta_w: sin²θ_W of the "data".
+      cos_max: fiducial |cos θ*| bound.
+      seed: MC uses key ``seed``, data ``seed + 1``.
+
+    Returns:
+      ``(mc, data)``: dicts of [n] arrays ``gen`` and ``reco`` (cos θ* of the μ⁻ in the
+      Collins–Soper-like frame of :func:`diffgen.processes.observables.cos_theta_star`),
+      ``weight`` (pb), ``pass_gen`` and ``pass_reco`` (bool).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from diffgen.detector import lep_like, paired
+    from diffgen.processes import ee_to_ffbar
+    from diffgen.processes.observables import cos_theta_star
+
+    def fiducial(events):
+        return jnp.abs(cos_theta_star(events)) < cos_max
+
+    sampler = paired(
+        ee_to_ffbar(flavour="mu", sqrt_s=91.1876),
+        lep_like(mode="stochastic"),
+        gen_selection=fiducial,
+        reco_selection=lambda e: (e.multiplicity() == 2) & fiducial(e),
+    )
+    params = sampler.init(jax.random.key(0))
+    src = params["source"]
+    sin2 = jnp.asarray(data_sin2_theta_w, src["sin2_theta_w"].dtype)
+    data_params = {**params, "source": {**src, "sin2_theta_w": sin2}}
+    out = []
+    for p, k in ((params, seed), (data_params, seed + 1)):
+        pair = sampler.sample(p, jax.random.key(k), n)
+        out.append(
+            {
+                "gen": np.asarray(cos_theta_star(pair.truth)),
+                "reco": np.asarray(cos_theta_star(pair.reco)),
+                "weight": np.asarray(pair.weight),
+                "pass_gen": np.asarray(pair.pass_gen),
+                "pass_reco": np.asarray(pair.pass_reco),
+            }
+        )
+    return out[0], out[1]
