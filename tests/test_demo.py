@@ -75,7 +75,7 @@ def test_demo_cli_bad_input(tmp_path, capsys):
 def test_lineshape_closure_20_seeds():
     """Pseudo-data at known parameters: ≥ 90 % of fits within 2σ, Hessian σ vs seed spread within 30 %."""
     data = load_lep_table()
-    n = 3000  # the reduced demo's size and seed: the compiled fit is shared
+    n = 3000  # MC events per energy of the model (common random numbers, seed 1)
     truth = {"m_z": 91.1875, "gamma_z": 2.4952, "norm": 1.0}
     first = fit_lineshape(data, n_events=n, seed=1)
     prob, key = first["problem"], first["key"]
