@@ -12,6 +12,7 @@ Run: ``.venv/bin/python -m benchmarks.hard_process [--quick] [--n N] [--json out
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jax
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     n = args.n or (200_000 if args.quick else 1_000_000)
     repeat = 3 if args.quick else 7
     print(f"e+e- -> mu+mu- weighted events, N = {n}, sqrt(s) = 91.1876 GeV")
-    print("machine:", machine_info(), "(shared machine: numbers measured under load, noisy)")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print("machine:", machine_info(), f"load average {load:.2f} (other jobs slow every rate; ratios hold)")
 
     rows = []
     grad_rows = []
