@@ -24,18 +24,10 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 from diffgen.demo import _save_fig, _write_json  # noqa: E402
-from diffgen.inference.resolution import FREE_PARAMETERS, fit_resolution, resolution_problem  # noqa: E402
+from diffgen.inference.resolution import FREE_PARAMETERS, PSEUDO_DATA_TRUTH, fit_resolution, resolution_problem  # noqa: E402
 
 #: The "true" resolution of the pseudo-data (shifted from the shipped LEP-like values).
-TRUTH = {
-    "tracker/a": 0.006,
-    "tracker/b": 0.00055,
-    "tracker/sigma_eta": 0.0012,
-    "tracker/sigma_phi": 0.0009,
-    "ecal/a": 0.20,
-    "ecal/b": 0.012,
-    "hcal/a": 0.75,
-}
+TRUTH = PSEUDO_DATA_TRUTH
 
 
 def summary(r, args, seconds: float) -> dict:

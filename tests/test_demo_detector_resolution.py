@@ -10,17 +10,9 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from diffgen.inference.resolution import FREE_PARAMETERS, fit_resolution, resolution_problem
+from diffgen.inference.resolution import FREE_PARAMETERS, PSEUDO_DATA_TRUTH, fit_resolution, resolution_problem
 
-TRUTH = {
-    "tracker/a": 0.006,
-    "tracker/b": 0.00055,
-    "tracker/sigma_eta": 0.0012,
-    "tracker/sigma_phi": 0.0009,
-    "ecal/a": 0.20,
-    "ecal/b": 0.012,
-    "hcal/a": 0.75,
-}
+TRUTH = PSEUDO_DATA_TRUTH
 SEEDS = (11, 12)
 
 
