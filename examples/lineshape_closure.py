@@ -19,7 +19,7 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 from diffgen.demo import _save_fig, _write_json  # noqa: E402
-from diffgen.lineshape import fit_lineshape, load_lep_table  # noqa: E402
+from diffgen.lineshape import fit_lineshape, linear_gls_reference, load_lep_table  # noqa: E402
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
@@ -49,15 +49,8 @@ if __name__ == "__main__":
     pulls = (fitted - truth_vec) / errors
     # The linear generalised-least-squares estimator with the same covariance: the fits should
     # reproduce it toy by toy, and its coverage over many draws is what the fit's would be.
-    jac = jax.jacfwd(lambda t: prob["model"](t, prob["energies"], key)[0])(th)
-    j = np.stack([np.asarray(jac[k]) for k in truth], axis=1)
-    v_inv = np.linalg.inv(v_tot)
-    cov_lin = np.linalg.inv(j.T @ v_inv @ j)
-    gain = cov_lin @ j.T @ v_inv
-    sigma_lin = np.sqrt(np.diag(cov_lin))
-    linear = truth_vec + (gain @ (np.asarray(draws) - asimov).T).T
-    z = np.random.default_rng(0).normal(size=(100_000, len(asimov)))
-    cover_lin = np.mean(np.abs((gain @ (chol @ z.T)).T / sigma_lin) < 2.0, axis=0)
+    ref = linear_gls_reference(prob, key, truth, v_tot, np.asarray(draws), asimov)
+    linear, cover_lin = ref["linear"], ref["coverage_2sigma"]
     result = {
         "truth": truth,
         "toys": a.toys,
