@@ -116,17 +116,7 @@ def make_generator(chunk: int):
         ("shower", final_state_shower()),
         ("hadronization", hadronize(capacity=HADRON_CAPACITY)),
     )
-    keep = (
-        "shower_trial_t",
-        "shower_trial_r",
-        "shower_trial_accepted",
-        "shower_alpha_s_mz",
-        "shower_alpha_s_order",
-        "shower_record_overflow",
-        "shower_overflow",
-        "hadron_overflow",
-        "cluster_overflow",
-    )
+    keep = (*_RECORD_KEYS, "shower_overflow", "hadron_overflow", "cluster_overflow")
 
     @jax.jit
     def gen(params, key):
