@@ -48,7 +48,7 @@ from diffgen.kinematics import minkowski_dot, safe_div, safe_log, safe_sqrt
 from diffgen.shower.alphas import CA, CF, NF, TR, alpha_s, beta0, dlog_alpha_s
 from diffgen.typing import Array
 
-__all__ = ["ShowerState", "shower_one_event"]
+__all__ = ["HISTORY_FIELDS", "ShowerState", "shower_one_event"]
 
 _TWO_PI = 2.0 * math.pi
 
@@ -75,6 +75,40 @@ class ShowerState(NamedTuple):
     overflow: Array  # () bool, particle capacity or trial bound reached
     rec_overflow: Array  # () bool, record buffer full (reweight() unavailable for this event)
     done: Array  # () bool
+    hist: dict | None = None  # emission record (record_history=True): see _empty_history
+
+
+#: Fields of the per-event emission record (``shower_one_event(record_history=True)``), each
+#: with leading axis E = particle capacity (an event cannot accept more emissions than slots).
+HISTORY_FIELDS = (
+    "emitter",
+    "spectator",
+    "emitted",
+    "p_emitter",
+    "p_spectator",
+    "pid_emitter",
+    "pid_spectator",
+    "colour_emitter",
+    "colour_spectator",
+    "t",
+)
+
+
+def _empty_history(cap: int, dtype) -> dict[str, Array]:
+    """Empty emission record: indices -1, momenta/pids/colours/scales 0 (padding)."""
+    minus = jnp.full((cap,), -1, jnp.int32)
+    return {
+        "emitter": minus,
+        "spectator": minus,
+        "emitted": minus,
+        "p_emitter": jnp.zeros((cap, 4), dtype),
+        "p_spectator": jnp.zeros((cap, 4), dtype),
+        "pid_emitter": jnp.zeros((cap,), jnp.int32),
+        "pid_spectator": jnp.zeros((cap,), jnp.int32),
+        "colour_emitter": jnp.zeros((cap, 2), jnp.int32),
+        "colour_spectator": jnp.zeros((cap, 2), jnp.int32),
+        "t": jnp.zeros((cap,), dtype),
+    }
 
 
 def _transverse_basis(pa: Array, pb: Array) -> tuple[Array, Array]:
@@ -128,7 +162,7 @@ def _all_overestimates(p, pid, partner, t0, amax):
     return f(p, pid, partner, idx, jnp.arange(2), t0, amax)
 
 
-def initial_state(p, pid, col, mask, t0, amax, max_records: int) -> ShowerState:
+def initial_state(p, pid, col, mask, t0, amax, max_records: int, record_history: bool = False) -> ShowerState:
     """Per-event initial shower state: colour partners from the tags, start scale t = Q²."""
     dtype = p.dtype
     # partner on the colour side: the parton whose anti-colour equals my colour (and vice versa)
@@ -163,7 +197,32 @@ def initial_state(p, pid, col, mask, t0, amax, max_records: int) -> ShowerState:
         overflow=jnp.zeros((), bool),
         rec_overflow=jnp.zeros((), bool),
         done=jnp.zeros((), bool),
+        hist=_empty_history(p.shape[0], dtype) if record_history else None,
     )
+
+
+def _record_emission(state: ShowerState, emit, a, b, j, t_new) -> dict[str, Array]:
+    """Append emission ``n_emissions`` (emitter a, spectator b, new parton j, the emitter's and
+    spectator's momenta, pids and colours before the branching, the scale t) if ``emit``."""
+    k = state.n_emissions
+    values = {
+        "emitter": a.astype(jnp.int32),
+        "spectator": b.astype(jnp.int32),
+        "emitted": j.astype(jnp.int32),
+        "p_emitter": state.p[a],
+        "p_spectator": state.p[b],
+        "pid_emitter": state.pid[a],
+        "pid_spectator": state.pid[b],
+        "colour_emitter": state.col[a],
+        "colour_spectator": state.col[b],
+        "t": t_new,
+    }
+    hist = state.hist
+    assert hist is not None
+    return {
+        name: jnp.where(emit, hist[name].at[k].set(jax.lax.stop_gradient(values[name]), mode="drop"), hist[name])
+        for name in HISTORY_FIELDS
+    }
 
 
 def _step(state: ShowerState, key, alpha, t0, amax, order: int, max_trials: int) -> ShowerState:
@@ -316,10 +375,13 @@ def _step(state: ShowerState, key, alpha, t0, amax, order: int, max_trials: int)
         overflow=overflow | (physical & (trial >= max_trials)),
         rec_overflow=rec_overflow,
         done=done,
+        hist=None if state.hist is None else _record_emission(state, emit, a, b, j, t_new),
     )
 
 
-def shower_one_event(p, pid, col, mask, key, alpha, t0, *, order: int, max_records: int, max_trials: int):
+def shower_one_event(
+    p, pid, col, mask, key, alpha, t0, *, order: int, max_records: int, max_trials: int, record_history: bool = False
+):
     """Shower one event (to be ``vmap``ped): returns the final ``ShowerState``.
 
     Args:
@@ -329,9 +391,11 @@ def shower_one_event(p, pid, col, mask, key, alpha, t0, *, order: int, max_recor
       alpha: αs(m_Z); t0: cut-off in GeV² (0-d, dtype of p).
       order: loops in the running of αs (static); max_records: reweighting record size
         (static); max_trials: bound on the number of trials (static).
+      record_history: also fill ``ShowerState.hist``, the record of every accepted emission
+        (:data:`HISTORY_FIELDS`; static; the momenta and decisions are the same either way).
     """
     amax = alpha_s(t0, alpha, order=order)
-    state = initial_state(p, pid, col, mask, t0, amax, max_records)
+    state = initial_state(p, pid, col, mask, t0, amax, max_records, record_history)
     state = state._replace(done=state.t <= t0)
     return jax.lax.while_loop(
         lambda st: ~st.done,

@@ -12,10 +12,18 @@ from diffgen import kinematics as kin
 from diffgen.core import Events, Layer, is_traced
 from diffgen.kinematics import safe_log
 from diffgen.shower.alphas import MZ, alpha_s
-from diffgen.shower.dipole import shower_one_event
+from diffgen.shower.dipole import HISTORY_FIELDS, shower_one_event
 from diffgen.typing import Array, Key, Params
 
-__all__ = ["DEFAULT_CAPACITY", "EXTRA_KEYS", "final_state_shower", "reweight", "score_function_term"]
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "EXTRA_KEYS",
+    "HISTORY_KEYS",
+    "HISTORY_PREFIX",
+    "final_state_shower",
+    "reweight",
+    "score_function_term",
+]
 
 #: Default particle capacity: at √s = 91.2 GeV, αs(m_Z) = 0.118, t0 = 1 GeV², two-loop
 #: running, more than 99.9 % of events fit (see docs/shower.md for the measured tail).
@@ -35,6 +43,13 @@ EXTRA_KEYS = (
     "shower_trial_accepted",
     "shower_record_overflow",
 )
+
+#: Prefix of the emission-record keys written with ``final_state_shower(record_history=True)``.
+HISTORY_PREFIX = "shower_history/"
+
+#: The ``Events.extra`` keys of the emission record (``record_history=True``; see the table in
+#: :func:`final_state_shower`).
+HISTORY_KEYS = tuple(HISTORY_PREFIX + name for name in ("p_start", *HISTORY_FIELDS))
 
 _QUARKS = (1, 2, 3, 4, 5)
 
@@ -114,6 +129,7 @@ def final_state_shower(
     alpha_s_order: int = 2,
     max_records: int | None = None,
     max_trials: int | None = None,
+    record_history: bool = False,
 ) -> Layer:
     """Catani–Seymour dipole final-state shower in leading colour (arXiv:1411.4085) as a ``Layer``.
 
@@ -143,6 +159,33 @@ def final_state_shower(
     ``shower_record_overflow``    bool [N]    more than R such trials; reweight() gives NaN
     ============================  ==========  ====================================================
 
+    With ``record_history=True`` the layer also writes the emission record, from which the
+    sequence of 2 → 3 branchings (emitter ĩj + spectator k̃ → emitter i + spectator k + new
+    parton j, four-momentum conserved exactly by the spectator recoil) can be rebuilt, e.g.
+    for HepMC3 output (:mod:`diffgen.io.hepmc`). Emission e = 0, 1, … of an event is row e;
+    rows e ≥ ``shower_n_emissions`` are padding (indices −1, zeros). Indices are particle
+    slots of the output ``Events``; momenta (E, px, py, pz) GeV; held out of gradients:
+
+    ==================================  ==============  ==========================================
+    ``shower_history/p_start``          float [N,P,4]   the partons the shower starts from: the
+                                                        input mapped onto massless momenta with
+                                                        the same total (zero in empty slots)
+    ``shower_history/emitter``          int32 [N,P]     slot of the emitter (keeps its slot)
+    ``shower_history/spectator``        int32 [N,P]     slot of the spectator (recoiler)
+    ``shower_history/emitted``          int32 [N,P]     slot of the new parton
+    ``shower_history/p_emitter``        float [N,P,4]   emitter momentum before the branching
+    ``shower_history/p_spectator``      float [N,P,4]   spectator momentum before the branching
+    ``shower_history/pid_emitter``      int32 [N,P]     emitter pid before (21 for g → q q̄)
+    ``shower_history/pid_spectator``    int32 [N,P]     spectator pid (unchanged by the branching)
+    ``shower_history/colour_emitter``   int32 [N,P,2]   emitter colour tags before the branching
+    ``shower_history/colour_spectator`` int32 [N,P,2]   spectator colour tags before the branching
+    ``shower_history/t``                float [N,P]     evolution scale t = p_T² of the emission, GeV²
+    ==================================  ==============  ==========================================
+
+    The momenta after emission e are those before the next emission involving the same slot,
+    or the output momenta. ``record_history`` is static; the momenta, weights and decisions
+    are bit-for-bit those of ``record_history=False``.
+
     Gradients (docs/shower.md): pathwise ``jax.jvp``/``jax.jacfwd`` (forward mode through the
     ``while_loop``; ``jax.grad`` works too, through a custom JVP whose forward-mode Jacobian
     JAX transposes) with random numbers fixed and decisions held; add
@@ -155,6 +198,7 @@ def final_state_shower(
       max_records: R, the per-event trial record for :func:`reweight` (default 3·capacity).
       max_trials: bound on veto trials per event (default 64·capacity); reaching it is flagged
         as overflow.
+      record_history: also write the emission record ``shower_history/…`` (static, default off).
 
     Returns:
       ``Layer(init, apply)``.
@@ -173,7 +217,9 @@ def final_state_shower(
         del key
         return {"alpha_s_mz": jnp.asarray(0.118), "t0": jnp.asarray(1.0)}
 
-    run = _make_runner(capacity, alpha_s_order, max_records, max_trials)
+    if not isinstance(record_history, bool):
+        raise TypeError(f"final_state_shower: record_history must be a bool, got {type(record_history).__name__}")
+    run = _make_runner(capacity, alpha_s_order, max_records, max_trials, record_history)
 
     def apply(params: Params, key: Key, events: Events) -> Events:
         _check_input(events, capacity)
@@ -198,6 +244,8 @@ def final_state_shower(
             "shower_trial_accepted": aux["rec_acc"],
             "shower_record_overflow": aux["rec_overflow"],
         }
+        if record_history:
+            extra.update({HISTORY_PREFIX + name: aux["hist"][name] for name in ("p_start", *HISTORY_FIELDS)})
         return Events(
             p=jnp.where(mask[..., None], p, 0.0),
             weight=events.weight,
@@ -230,7 +278,7 @@ def _massless(p: Array, mask: Array) -> Array:
     return jnp.where(mask[:, None], kin.boost_from_rest_frame(rest, total[None, :]), 0.0)
 
 
-def _make_runner(capacity: int, order: int, max_records: int, max_trials: int):
+def _make_runner(capacity: int, order: int, max_records: int, max_trials: int, record_history: bool = False):
     """Vectorised shower with a custom JVP, so that forward *and* reverse mode work.
 
     ``lax.while_loop`` supports only forward-mode differentiation. The custom JVP rule
@@ -248,7 +296,17 @@ def _make_runner(capacity: int, order: int, max_records: int, max_trials: int):
         col = jnp.pad(col, ((0, pad), (0, 0)))
         mask = jnp.pad(mask, (0, pad))
         st = shower_one_event(
-            p, pid, col, mask, key, alpha, t0, order=order, max_records=max_records, max_trials=max_trials
+            p,
+            pid,
+            col,
+            mask,
+            key,
+            alpha,
+            t0,
+            order=order,
+            max_records=max_records,
+            max_trials=max_trials,
+            record_history=record_history,
         )
         aux = {
             "n": st.n,
@@ -263,6 +321,8 @@ def _make_runner(capacity: int, order: int, max_records: int, max_trials: int):
             "rec_acc": st.rec_acc,
             "rec_overflow": st.rec_overflow,
         }
+        if record_history:
+            aux["hist"] = {**st.hist, "p_start": jax.lax.stop_gradient(p)}
         return (st.p, st.log_prob), aux
 
     batched = jax.vmap(one, in_axes=(None, None, 0, 0, 0, 0, 0))
