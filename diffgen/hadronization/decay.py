@@ -302,6 +302,7 @@ def decay_clusters(
     angle_model: AngleModel | None = None,
     *,
     on_threshold: str = "error",
+    record_history: bool = False,
 ) -> tuple[Array, Array, Array, dict[str, Array]]:
     """Decay every cluster into two hadrons (or one, by the threshold rule).
 
@@ -312,6 +313,8 @@ def decay_clusters(
       angle_model: the angle model (default :func:`reference_angles`).
       on_threshold: ``"error"`` (concrete clusters below the lightest two-hadron threshold
         raise ``ValueError``) or ``"reshuffle"`` (the documented single-hadron rule).
+      record_history: also return ``info["cluster_p"]`` [N, K, 4] (static): the cluster
+        momenta that decay, after the reshuffling of the threshold rule (GeV).
 
     Returns:
       ``(p, pid, mask, info)``: primary hadrons p [N, 2K, 4] (slots 2k, 2k+1 belong to
@@ -343,6 +346,8 @@ def decay_clusters(
         "n_single": jnp.sum(clusters.mask & light, axis=-1, dtype=jnp.int32),
         "angles": jnp.stack([cos, phi], axis=-1),
     }
+    if record_history:
+        info["cluster_p"] = jax.lax.stop_gradient(jnp.where(clusters.mask[..., None], p_c, 0.0))
     return p, pid, mask, info
 
 
@@ -360,7 +365,16 @@ def _check_flavours(clusters: Clusters, params: Params) -> None:
             )
 
 
-def decay_unstable(key: Key, p: Array, pid: Array, mask: Array, *, n_rounds: int = 8):
+def decay_unstable(
+    key: Key,
+    p: Array,
+    pid: Array,
+    mask: Array,
+    *,
+    n_rounds: int = 8,
+    history_labels: Array | None = None,
+    history_capacity: int | None = None,
+):
     """Decay unstable hadrons through the table's two-body channels, isotropically.
 
     Each round decays every unstable particle at once: daughter 1 replaces the parent and
@@ -372,16 +386,47 @@ def decay_unstable(key: Key, p: Array, pid: Array, mask: Array, *, n_rounds: int
       pid: [N, C] int32.
       mask: [N, C] bool.
       n_rounds: static number of rounds (8 suffices for B* → B → D → K → K_S → π⁰ → γ).
+      history_labels: optional int32 [N, C] label of every particle (e.g. its cluster index);
+        when given, the decays are recorded and returned as a fifth output (below); the
+        momenta are the same either way.
+      history_capacity: U, the size of the record of decayed hadrons (default C).
 
     Returns:
-      ``(p, pid, mask, overflow)`` with the same shapes and overflow [N] bool.
+      ``(p, pid, mask, overflow)`` with the same shapes and overflow [N] bool; with
+      ``history_labels`` also a dict: ``label`` [N, C] (the labels, inherited by decay
+      products), ``parent`` [N, C] int32 (row in the record of the hadron whose decay made
+      the particle, −1 for none), the record of decayed hadrons ``decayed_p`` [N, U, 4]
+      (momentum before the decay, GeV), ``decayed_pid``, ``decayed_parent``,
+      ``decayed_label`` [N, U] int32, ``decayed_mask`` [N, U] bool, and
+      ``record_overflow`` [N] bool (more than U decays; the later ones are not recorded).
+      A decay with one daughter (a relabelling such as K⁰ → K_S) is recorded like a
+      two-body decay.
     """
     u = jax.random.uniform(key, (p.shape[0], n_rounds, p.shape[1], 3), dtype=p.dtype)
-    return jax.vmap(lambda a, b, c, d: _unstable_one(a, b, c, d, n_rounds))(u, p, pid, mask)
+    if history_labels is None:
+        return jax.vmap(lambda a, b, c, d: _unstable_one(a, b, c, d, n_rounds))(u, p, pid, mask)
+    cap_u = p.shape[1] if history_capacity is None else history_capacity
+    if not isinstance(cap_u, int) or cap_u < 1:
+        raise ValueError(f"decay_unstable: history_capacity must be an int >= 1, got {history_capacity!r}")
+    return jax.vmap(lambda a, b, c, d, e: _unstable_one(a, b, c, d, n_rounds, e, cap_u))(
+        u, p, pid, mask, jnp.asarray(history_labels, jnp.int32)
+    )
 
 
-def _unstable_one(u_all, p, pid, mask, n_rounds):
+def _unstable_one(u_all, p, pid, mask, n_rounds, labels=None, cap_u: int = 0):
     dtype = p.dtype
+    record = labels is not None
+    if record:
+        parent_of = jnp.full(mask.shape, -1, jnp.int32)
+        rec = {
+            "decayed_p": jnp.zeros((cap_u, 4), dtype),
+            "decayed_pid": jnp.zeros((cap_u,), jnp.int32),
+            "decayed_parent": jnp.full((cap_u,), -1, jnp.int32),
+            "decayed_label": jnp.full((cap_u,), -1, jnp.int32),
+            "decayed_mask": jnp.zeros((cap_u,), bool),
+        }
+        n_rec = jnp.zeros((), jnp.int32)
+        rec_overflow = jnp.zeros((), bool)
     br = jnp.asarray(H.TABLE["br"], dtype)
     d1t = jnp.asarray(H.TABLE["d1"])
     d2t = jnp.asarray(H.TABLE["d2"])
@@ -414,9 +459,32 @@ def _unstable_one(u_all, p, pid, mask, n_rounds):
         beta = kin.safe_div(parent[:, 1:], jnp.where(placed, parent[:, 0], 1.0)[:, None])
         lab_a = kin.boost(k_a, beta)
         lab_b = kin.boost(k_b, beta)
+        if record:
+            # Each decaying hadron becomes a record row; daughter 1 (in its slot) and
+            # daughter 2 (in ``target``) point to that row.
+            decays = placed | relabel
+            row = n_rec + jnp.cumsum(decays.astype(jnp.int32)) - 1
+            kept = decays & (row < cap_u)
+            rec_overflow = rec_overflow | jnp.any(decays & ~kept)
+            at = jnp.where(kept, row, cap_u)
+            rec = {
+                "decayed_p": rec["decayed_p"].at[at].set(jax.lax.stop_gradient(p), mode="drop"),
+                "decayed_pid": rec["decayed_pid"].at[at].set(pid.astype(jnp.int32), mode="drop"),
+                "decayed_parent": rec["decayed_parent"].at[at].set(parent_of, mode="drop"),
+                "decayed_label": rec["decayed_label"].at[at].set(labels, mode="drop"),
+                "decayed_mask": rec["decayed_mask"].at[at].set(True, mode="drop"),
+            }
+            n_rec = n_rec + jnp.sum(kept, dtype=jnp.int32)
+            mine = jnp.where(kept, row, -1).astype(jnp.int32)
+            parent_of = jnp.where(decays, mine, parent_of).at[target].set(mine, mode="drop")
+            labels = labels.at[target].set(labels, mode="drop")
         p_new = jnp.where(placed[:, None], lab_a, p)
         pid_new = jnp.where(placed | relabel, d1, pid)
         p = p_new.at[target].set(lab_b, mode="drop")
         pid = pid_new.at[target].set(d2, mode="drop")
         mask = mask.at[target].set(True, mode="drop")
+    if record:
+        hist = {"label": jnp.where(mask, labels, -1), "parent": jnp.where(mask, parent_of, -1), **rec}
+        hist["record_overflow"] = rec_overflow
+        return p, pid.astype(jnp.int32), mask, overflow, hist
     return p, pid.astype(jnp.int32), mask, overflow

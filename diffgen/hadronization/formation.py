@@ -191,7 +191,9 @@ def sample_flavour(u: Array, logits: Array) -> Array:
     return (jnp.sum(u[..., None] >= cdf, axis=-1) + 1).astype(jnp.int32)
 
 
-def _form_one(params: Params, u_form, u_fis, p, pid, colour, mask, max_clusters: int, n_rounds: int):
+def _form_one(
+    params: Params, u_form, u_fis, p, pid, colour, mask, max_clusters: int, n_rounds: int, record: bool = False
+):
     # Random numbers are drawn outside the per-event vmap (one threefry call per stage keeps
     # the compile time low): u_form [P, 2] (z, flavour), u_fis [rounds, K, 3].
     dtype = p.dtype
@@ -229,6 +231,16 @@ def _form_one(params: Params, u_form, u_fis, p, pid, colour, mask, max_clusters:
     cf_q = jnp.pad(cf_q, (0, extra))
     cf_qb = jnp.pad(cf_qb, (0, extra))
     cmask = jnp.pad(cmask, (0, extra))
+    if record:
+        slots = jnp.arange(max_clusters, dtype=jnp.int32)
+        hist = {
+            "parton_p_q": jax.lax.stop_gradient(p_qend),
+            "parton_p_qbar": jax.lax.stop_gradient(p_qbend),
+            "parton_flavour": jnp.where(is_g, gflav, 0).astype(jnp.int32),
+            "cluster_q": jnp.where(cmask, slots, -1),
+            "cluster_qbar": jnp.where(cmask, jnp.pad(partner.astype(jnp.int32), (0, extra)), -1),
+        }
+        fission = []
     cmass = jnp.asarray(np.array((0.0, *CONSTITUENT_MASS)), dtype=dtype)
     overflow = jnp.zeros((), bool)
     for r in range(n_rounds):
@@ -253,11 +265,23 @@ def _form_one(params: Params, u_form, u_fis, p, pid, colour, mask, max_clusters:
         cf_q = cf_q.at[target].set(new_fq, mode="drop")
         cf_qb = cf_qb_a.at[target].set(new_fqb, mode="drop")
         cmask = cmask.at[target].set(True, mode="drop")
+        if record:
+            fission.append(jnp.where(placed, target, -1))
+    if record:
+        empty = jnp.zeros((0, max_clusters), jnp.int32)
+        hist["fission_target"] = (jnp.stack(fission) if fission else empty).astype(jnp.int32)
+        return (cp_q, cp_qb, cf_q, cf_qb, cmask), logp, overflow, unmatched, hist
     return (cp_q, cp_qb, cf_q, cf_qb, cmask), logp, overflow, unmatched
 
 
 def form_clusters(
-    params: Params, key: Key, events: Events, *, max_clusters: int | None = None, n_fission_rounds: int = 4
+    params: Params,
+    key: Key,
+    events: Events,
+    *,
+    max_clusters: int | None = None,
+    n_fission_rounds: int = 4,
+    record_history: bool = False,
 ) -> tuple[Clusters, dict[str, Array]]:
     """Colour-singlet clusters from showered partons (see the module docstring).
 
@@ -267,6 +291,14 @@ def form_clusters(
       events: partons with ``colour`` set: pid ±1..±5 or 21, massless, LHE colour tags.
       max_clusters: static cluster capacity K (default 2 × parton capacity).
       n_fission_rounds: static number of fission rounds.
+      record_history: also return ``info["history"]`` (static): ``parton_p_q``,
+        ``parton_p_qbar`` [N, P, 4] the quark and antiquark ends of every parton (a gluon's
+        non-perturbative splitting g → q q̄; zero where absent), ``parton_flavour`` [N, P] int32
+        the flavour 1..3 of a gluon's q q̄ pair (0 for quarks), ``cluster_q``/``cluster_qbar``
+        [N, K] int32 the parton slots whose quark/antiquark end formed cluster k (−1 for
+        clusters made by fission and padding), ``fission_target`` [N, R, K] int32 the slot of
+        the second child when cluster k splits in fission round r (−1 otherwise; the first
+        child keeps slot k).
 
     Returns:
       ``(clusters, info)`` with ``info = {"logp": [N] log-probability of the flavour choices,
@@ -280,9 +312,13 @@ def form_clusters(
     n = events.n_events
     u_form = jax.random.uniform(k1, (n, events.capacity, 2), dtype=events.dtype)
     u_fis = jax.random.uniform(k2, (n, n_fission_rounds, k, 3), dtype=events.dtype)
-    fn = jax.vmap(lambda a, b, p, pid, col, m: _form_one(params, a, b, p, pid, col, m, k, n_fission_rounds))
-    (p_q, p_qb, f_q, f_qb, mask), logp, overflow, unmatched = fn(
-        u_form, u_fis, events.p, events.pid, events.colour, events.mask
+    fn = jax.vmap(
+        lambda a, b, p, pid, col, m: _form_one(params, a, b, p, pid, col, m, k, n_fission_rounds, record_history)
     )
+    out = fn(u_form, u_fis, events.p, events.pid, events.colour, events.mask)
+    (p_q, p_qb, f_q, f_qb, mask), logp, overflow, unmatched = out[:4]
     clusters = Clusters(p_q=p_q, p_qbar=p_qb, flav_q=f_q, flav_qbar=f_qb, mask=mask)
-    return clusters, {"logp": logp, "overflow": overflow, "colour_unmatched": unmatched}
+    info = {"logp": logp, "overflow": overflow, "colour_unmatched": unmatched}
+    if record_history:
+        info["history"] = out[4]
+    return clusters, info

@@ -10,11 +10,38 @@ from diffgen.hadronization.decay import AngleModel, decay_clusters, decay_unstab
 from diffgen.hadronization.formation import form_clusters
 from diffgen.typing import Key, Params
 
-__all__ = ["hadronize", "DEFAULT_PARAMS"]
+__all__ = ["DEFAULT_PARAMS", "HISTORY_KEYS", "HISTORY_PREFIX", "hadronize"]
 
 #: Default physics parameters: cl_max (GeV, Herwig 7 ClMaxLight), γ_s (strange-pair weight),
 #: p_vector (probability of a vector meson per hadron; 0.75 = spin counting 3 : 1).
 DEFAULT_PARAMS = {"cl_max": 3.35, "gamma_s": 0.6, "p_vector": 0.75}
+
+#: Prefix of the cluster-history keys written with ``hadronize(record_history=True)``.
+HISTORY_PREFIX = "hadronization_history/"
+
+#: The ``Events.extra`` keys of the cluster history (see :func:`hadronize`).
+HISTORY_KEYS = tuple(
+    HISTORY_PREFIX + name
+    for name in (
+        "parton_p_q",
+        "parton_p_qbar",
+        "parton_flavour",
+        "cluster_q",
+        "cluster_qbar",
+        "fission_target",
+        "cluster_p_formed",
+        "cluster_p",
+        "cluster_mask",
+        "hadron_cluster",
+        "hadron_parent",
+        "decayed_p",
+        "decayed_pid",
+        "decayed_parent",
+        "decayed_cluster",
+        "decayed_mask",
+        "record_overflow",
+    )
+)
 
 
 def hadronize(
@@ -25,6 +52,7 @@ def hadronize(
     n_fission_rounds: int = 4,
     decay_unstable_hadrons: bool = True,
     n_decay_rounds: int = 8,
+    record_history: bool = False,
 ) -> Layer:
     """Cluster hadronization of showered partons (a ``Layer`` to put after the shower).
 
@@ -38,6 +66,38 @@ def hadronize(
       n_fission_rounds: static number of cluster-fission rounds.
       decay_unstable_hadrons: decay ρ, η, K*, K⁰, D, B … (and π⁰ → γγ).
       n_decay_rounds: static number of unstable-decay rounds.
+      record_history: also write the cluster history (static, default off; the hadrons are
+        the same either way), e.g. for HepMC3 output (:mod:`diffgen.io.hepmc`). With P the
+        parton capacity, K the cluster capacity, R = ``n_fission_rounds``, C the hadron
+        capacity and U = C the size of the record of decayed hadrons, the ``extra`` keys
+        ``hadronization_history/…`` are (indices −1 and zeros in padding; momenta
+        (E, px, py, pz) GeV; held out of gradients):
+
+        ====================  =============  ===================================================
+        ``parton_p_q``        float [N,P,4]  quark end of every input parton: the quark itself
+                                             or, for a gluon, the q of its non-perturbative
+                                             splitting g → q q̄ (zero for antiquarks)
+        ``parton_p_qbar``     float [N,P,4]  antiquark end (the antiquark, or the gluon's q̄)
+        ``parton_flavour``    int32 [N,P]    flavour 1..3 of a gluon's q q̄ pair (0 otherwise)
+        ``cluster_q``         int32 [N,K]    parton slot whose quark end formed cluster k
+                                             (−1 for clusters made by fission)
+        ``cluster_qbar``      int32 [N,K]    parton slot whose antiquark end formed cluster k
+        ``fission_target``    int32 [N,R,K]  slot of the second child when cluster k splits
+                                             in fission round r (the first keeps slot k)
+        ``cluster_p_formed``  float [N,K,4]  cluster momenta after fission
+        ``cluster_p``         float [N,K,4]  cluster momenta that decay, after the
+                                             reshuffling of the threshold rule
+        ``cluster_mask``      bool [N,K]     real clusters (after fission)
+        ``hadron_cluster``    int32 [N,C]    cluster of every output hadron
+        ``hadron_parent``     int32 [N,C]    row of ``decayed_*`` of the unstable hadron whose
+                                             decay made the hadron (−1: a primary hadron)
+        ``decayed_p``         float [N,U,4]  unstable hadrons that decayed (before the decay)
+        ``decayed_pid``       int32 [N,U]    their PDG ids
+        ``decayed_parent``    int32 [N,U]    row of their own decayed parent (−1: primary)
+        ``decayed_cluster``   int32 [N,U]    their cluster
+        ``decayed_mask``      bool [N,U]     real rows
+        ``record_overflow``   bool [N]       more than U decays; the record is incomplete
+        ====================  =============  ===================================================
 
     Returns:
       ``Layer`` with params ``{"cl_max", "gamma_s", "p_vector", "decay": {...}}``; the output
@@ -58,6 +118,8 @@ def hadronize(
     for name, value, low in (("n_fission_rounds", n_fission_rounds, 0), ("n_decay_rounds", n_decay_rounds, 0)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"hadronize: {name} must be an int >= {low}, got {value!r}")
+    if not isinstance(record_history, bool):
+        raise TypeError(f"hadronize: record_history must be a bool, got {type(record_history).__name__}")
     for name, value in (("max_clusters", max_clusters), ("capacity", capacity)):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ValueError(f"hadronize: {name} must be a positive int or None, got {value!r}")
@@ -75,16 +137,55 @@ def hadronize(
         cap = 6 * k if capacity is None else capacity
         if cap < 2 * k:
             raise ValueError(f"hadronize: capacity must be >= 2 × max_clusters = {2 * k}, got {cap}")
-        clusters, finfo = form_clusters(params, k_form, events, max_clusters=k, n_fission_rounds=n_fission_rounds)
-        p, pid, mask, dinfo = decay_clusters(params, k_dec, clusters, model, on_threshold="reshuffle")
+        clusters, finfo = form_clusters(
+            params, k_form, events, max_clusters=k, n_fission_rounds=n_fission_rounds, record_history=record_history
+        )
+        p, pid, mask, dinfo = decay_clusters(
+            params, k_dec, clusters, model, on_threshold="reshuffle", record_history=record_history
+        )
         pad = cap - p.shape[1]
         p = jnp.pad(p, ((0, 0), (0, pad), (0, 0)))
         pid = jnp.pad(pid, ((0, 0), (0, pad)))
         mask = jnp.pad(mask, ((0, 0), (0, pad)))
-        if decay_unstable_hadrons:
+        history = {}
+        if record_history:
+            # Primary hadron slots 2k, 2k + 1 belong to cluster k (decay_clusters).
+            primary = jnp.arange(cap, dtype=jnp.int32) // 2
+            labels = jnp.where(mask, primary[None, :], -1)
+            history = {name: finfo["history"][name] for name in ("parton_p_q", "parton_p_qbar", "parton_flavour")}
+            history.update({name: finfo["history"][name] for name in ("cluster_q", "cluster_qbar", "fission_target")})
+            history.update(
+                cluster_p_formed=jax.lax.stop_gradient(clusters.p),
+                cluster_p=dinfo["cluster_p"],
+                cluster_mask=clusters.mask,
+            )
+        if decay_unstable_hadrons and record_history:
+            p, pid, mask, overflow, hist = decay_unstable(
+                k_unst, p, pid, mask, n_rounds=n_decay_rounds, history_labels=labels
+            )
+            history.update(
+                hadron_cluster=hist["label"],
+                hadron_parent=hist["parent"],
+                decayed_cluster=hist["decayed_label"],
+                **{name: hist[name] for name in ("decayed_p", "decayed_pid", "decayed_parent", "decayed_mask")},
+                record_overflow=hist["record_overflow"],
+            )
+        elif decay_unstable_hadrons:
             p, pid, mask, overflow = decay_unstable(k_unst, p, pid, mask, n_rounds=n_decay_rounds)
         else:
             overflow = jnp.zeros(mask.shape[:1], bool)
+            if record_history:
+                n = mask.shape[0]
+                history.update(
+                    hadron_cluster=labels,
+                    hadron_parent=jnp.full(mask.shape, -1, jnp.int32),
+                    decayed_p=jnp.zeros((n, 1, 4), p.dtype),
+                    decayed_pid=jnp.zeros((n, 1), jnp.int32),
+                    decayed_parent=jnp.full((n, 1), -1, jnp.int32),
+                    decayed_cluster=jnp.full((n, 1), -1, jnp.int32),
+                    decayed_mask=jnp.zeros((n, 1), bool),
+                    record_overflow=jnp.zeros((n,), bool),
+                )
         p = jnp.where(mask[..., None], p, 0.0)
         pid = jnp.where(mask, pid, 0).astype(jnp.int32)
         extra = dict(events.extra)
@@ -96,6 +197,7 @@ def hadronize(
             hadron_overflow=overflow,
             colour_unmatched=finfo["colour_unmatched"],
             reshuffle_failed=dinfo["reshuffle_failed"],
+            **{HISTORY_PREFIX + name: value for name, value in history.items()},
         )
         return Events(p=p, weight=events.weight, mask=mask, pid=pid, colour=None, extra=extra)
 

@@ -43,10 +43,11 @@ chunk carry the final σ ± δσ.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -61,7 +62,15 @@ from diffgen.io._base import (
     slot_value,
 )
 
-__all__ = ["HISTORY_PREFIX", "HepMC3Writer", "history_stages", "write_hepmc3"]
+__all__ = [
+    "CLUSTER_PID",
+    "HADRONIZATION_PREFIX",
+    "HISTORY_PREFIX",
+    "SHOWER_PREFIX",
+    "HepMC3Writer",
+    "history_stages",
+    "write_hepmc3",
+]
 
 _VERSION = "3.02.05"
 
@@ -121,6 +130,317 @@ def _level(p: np.ndarray, pid: np.ndarray, mask: np.ndarray, colour: np.ndarray 
     return floats, pid[mask].tolist(), cols, mask.sum(axis=1).tolist()
 
 
+# ------------------------------------------------------------------ the detailed history
+
+#: ``Events.extra`` prefixes of the per-emission shower record and the cluster history
+#: (``final_state_shower(record_history=True)``, ``hadronize(record_history=True)``).
+SHOWER_PREFIX = "shower_history/"
+HADRONIZATION_PREFIX = "hadronization_history/"
+
+_DETAIL = {"shower": SHOWER_PREFIX, "hadronization": HADRONIZATION_PREFIX}
+
+#: PDG code of a cluster (the code Herwig writes for its clusters).
+CLUSTER_PID = 81
+
+
+class _Graph:
+    """One event's particles and vertices in creation order (a vertex after its incoming
+    particles, a particle after its production vertex), formatted at the end."""
+
+    def __init__(self) -> None:
+        self.items: list[list[Any]] = []  # ["P", pid, (px, py, pz, E, m), status, colour, vertex] | ["V", status, ins]
+        self.n_particles = 0
+        self.n_vertices = 0
+        self.status: dict[int, int] = {}
+
+    def particle(self, pid: int, p: Any, status: int, colour: Any, vertex: int) -> int:
+        e, px, py, pz = (float(x) for x in p)
+        m = math.sqrt(max(e * e - px * px - py * py - pz * pz, 0.0))
+        self.n_particles += 1
+        self.items.append(["P", self.n_particles, vertex, int(pid), (px, py, pz, e, m), colour])
+        self.status[self.n_particles] = status
+        return self.n_particles
+
+    def vertex(self, status: int, incoming: list[int]) -> int:
+        self.n_vertices += 1
+        self.items.append(["V", -self.n_vertices, status, incoming])
+        return -self.n_vertices
+
+    def lines(self) -> list[str]:
+        """The event body: the colour-flow attributes (which the reader expects before the
+        particles), then particles and vertices in creation order."""
+        attributes, body = [], []
+        for item in self.items:
+            if item[0] == "V":
+                body.append(f"V {item[1]} {item[2]} [{','.join(map(str, item[3]))}]\n")
+                continue
+            _, pid_, vertex, pdg, floats, colour = item
+            body.append(_PFMT % (pid_, vertex, pdg, *floats, self.status[pid_]))
+            if colour is not None and (colour[0] or colour[1]):
+                attributes.append(f"A {pid_} flow1 {int(colour[0])}\nA {pid_} flow2 {int(colour[1])}\n")
+        return attributes + body
+
+
+_PFMT = "P %d %d %d %.16e %.16e %.16e %.16e %.16e %d\n"
+
+
+def _assign_layers(stages: list[str], records: set[str], metadata: Mapping[str, Any]) -> dict[int, str]:
+    """Which transition (level t−1 → t, t = 1 … len(stages)) each recorded layer made.
+
+    Level t < len(stages) is the stage ``t-<name>``, made by the layer ``name``; the last level
+    (the ``Events`` themselves) is made by ``metadata["layers"][-1]`` if given, else by the one
+    recorded layer that names no stage.
+    """
+    m = len(stages)
+    names = {t: stages[t].partition("-")[2] for t in range(1, m)}
+    layers = metadata.get("layers")
+    if m >= 1:
+        if layers:
+            names[m] = str(list(layers)[-1])
+        else:
+            unnamed = [r for r in records if r not in names.values()]
+            if len(unnamed) > 1:
+                raise ValueError(
+                    f"Events.extra: the records of {sorted(unnamed)} cannot all belong to the last layer; record the "
+                    "particles entering every layer (history/<j>-<name>/…) or set metadata['layers']"
+                )
+            if unnamed:
+                names[m] = unnamed[0]
+    return {t: name for t, name in names.items() if name in records}
+
+
+def _rows(data: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    n = len(prefix) + len("extra/")
+    return {k[n:]: v for k, v in data.items() if k.startswith("extra/" + prefix)}
+
+
+class _Level(NamedTuple):
+    p: np.ndarray  # [N, P, 4] float64
+    pid: np.ndarray
+    mask: np.ndarray
+    colour: np.ndarray | None
+
+
+def _shower_vertices(g: _Graph, ids: dict[int, int], lin: Any, lout: Any, rec: Mapping[str, np.ndarray], vstatus: int):
+    """Per-emission vertices of one event (module docstring); returns slot → particle id of
+    the shower's output partons."""
+    in_slots = sorted(ids)
+    start = rec["p_start"]
+    if any(not np.array_equal(start[s], lin.p[s]) for s in in_slots):
+        # The shower starts from massless partons with the same total four-momentum.
+        v = g.vertex(vstatus, [ids[s] for s in in_slots])
+        for s in in_slots:
+            ids[s] = g.particle(lin.pid[s], start[s], 2, _col(lin, s), v)
+    n_em = int(np.sum(rec["emitter"] >= 0))
+    out_slots = np.flatnonzero(lout.mask).tolist()
+    nxt = {s: (lout.p[s], lout.pid[s], _col(lout, s)) for s in out_slots}
+    after = []
+    for k in reversed(range(n_em)):
+        a, b, j = int(rec["emitter"][k]), int(rec["spectator"][k]), int(rec["emitted"][k])
+        after.append((k, a, b, [(a, *nxt[a]), (b, *nxt[b]), (j, *nxt.pop(j))]))
+        nxt[a] = (rec["p_emitter"][k], rec["pid_emitter"][k], tuple(rec["colour_emitter"][k]))
+        nxt[b] = (rec["p_spectator"][k], rec["pid_spectator"][k], tuple(rec["colour_spectator"][k]))
+    for _, a, b, outs in reversed(after):
+        v = g.vertex(vstatus, [ids[a], ids[b]])
+        for s, p, pid, col in outs:
+            ids[s] = g.particle(pid, p, 2, col, v)
+    return ids
+
+
+def _col(level: Any, s: int) -> tuple[int, int] | None:
+    return None if level.colour is None else (int(level.colour[s][0]), int(level.colour[s][1]))
+
+
+def _cluster_history_ok(lin: Any, lout: Any, rec: Mapping[str, np.ndarray]) -> bool:
+    """Whether one event's cluster history is complete and consistent (else one vertex is written)."""
+    if bool(rec["record_overflow"]):
+        return False
+    partons = np.flatnonzero(lin.mask)
+    cq, cqb = rec["cluster_q"], rec["cluster_qbar"]
+    q_used = np.bincount(cq[cq >= 0], minlength=len(lin.mask))
+    qb_used = np.bincount(cqb[cqb >= 0], minlength=len(lin.mask))
+    for s in partons.tolist():
+        pid = int(lin.pid[s])
+        has_q, has_qb = pid == 21 or pid > 0, pid == 21 or pid < 0
+        if q_used[s] != int(has_q) or qb_used[s] != int(has_qb):
+            return False
+    cmask = rec["cluster_mask"]
+    hc = rec["hadron_cluster"][lout.mask]
+    if np.any(hc < 0) or np.any(~cmask[hc]):
+        return False
+    dm = rec["decayed_mask"]
+    return not (
+        np.any(rec["hadron_parent"][lout.mask] >= len(dm))
+        or np.any(~dm[rec["hadron_parent"][lout.mask]] & (rec["hadron_parent"][lout.mask] >= 0))
+    )
+
+
+def _cluster_vertices(
+    g: _Graph, ids: dict[int, int], lin: Any, lout: Any, rec: Mapping[str, np.ndarray], vstatus: int, status_out: int
+):
+    """Gluon splittings, cluster formation and fission, reshuffling, cluster decays and the
+    decays of unstable hadrons of one event (module docstring); returns slot → particle id
+    of the output hadrons."""
+    q_end: dict[int, int] = {}
+    qb_end: dict[int, int] = {}
+    for s in sorted(ids):
+        pid = int(lin.pid[s])
+        if pid == 21:
+            v = g.vertex(vstatus, [ids[s]])
+            f = int(rec["parton_flavour"][s])
+            col = _col(lin, s) or (0, 0)
+            q_end[s] = g.particle(f, rec["parton_p_q"][s], 2, (col[0], 0), v)
+            qb_end[s] = g.particle(-f, rec["parton_p_qbar"][s], 2, (0, col[1]), v)
+        elif pid > 0:
+            q_end[s] = ids[s]
+        else:
+            qb_end[s] = ids[s]
+    # Undo the fission rounds from the last: the parent of (k, t) is their sum in slot k.
+    cmask = rec["cluster_mask"]
+    formed = rec["cluster_p_formed"]
+    node_p: list[np.ndarray] = []
+    children: dict[int, tuple[int, int]] = {}
+    top: dict[int, int] = {}
+    leaf: dict[int, int] = {}
+    for k in np.flatnonzero(cmask).tolist():
+        node_p.append(formed[k])
+        top[k] = leaf[k] = len(node_p) - 1
+    targets = rec["fission_target"]
+    for r in reversed(range(targets.shape[0])):
+        for k in np.flatnonzero(targets[r] >= 0).tolist():
+            t = int(targets[r][k])
+            node_p.append(node_p[top[k]] + node_p[top[t]])
+            children[len(node_p) - 1] = (top[k], top.pop(t))
+            top[k] = len(node_p) - 1
+    particle_of: dict[int, int] = {}
+
+    def grow(node: int, vertex: int) -> None:
+        particle_of[node] = g.particle(CLUSTER_PID, node_p[node], 2, None, vertex)
+        if node in children:
+            v = g.vertex(vstatus, [particle_of[node]])
+            for child in children[node]:
+                grow(child, v)
+
+    for k, node in top.items():
+        v = g.vertex(vstatus, [q_end[int(rec["cluster_q"][k])], qb_end[int(rec["cluster_qbar"][k])]])
+        grow(node, v)
+    clusters = {k: particle_of[node] for k, node in leaf.items()}
+    decaying = rec["cluster_p"]
+    if any(not np.array_equal(decaying[k], formed[k]) for k in clusters):
+        # The threshold rule's reshuffling: momentum exchanged among all clusters of the event.
+        v = g.vertex(vstatus, list(clusters.values()))
+        clusters = {k: g.particle(CLUSTER_PID, decaying[k], 2, None, v) for k in clusters}
+    # Decay products: final hadrons and recorded decayed hadrons, by parent (−1: the cluster's).
+    dm = rec["decayed_mask"]
+    out_slots = np.flatnonzero(lout.mask).tolist()
+    kids: dict[tuple[str, int], list[tuple[str, int]]] = {}
+    for s in out_slots:
+        parent = int(rec["hadron_parent"][s])
+        key = ("d", parent) if parent >= 0 else ("c", int(rec["hadron_cluster"][s]))
+        kids.setdefault(key, []).append(("h", s))
+    for d in np.flatnonzero(dm).tolist():
+        parent = int(rec["decayed_parent"][d])
+        key = ("d", parent) if parent >= 0 else ("c", int(rec["decayed_cluster"][d]))
+        kids.setdefault(key, []).append(("d", d))
+    out: dict[int, int] = {}
+
+    def emit(item: tuple[str, int], vertex: int) -> None:
+        kind, i = item
+        if kind == "h":
+            out[i] = g.particle(lout.pid[i], lout.p[i], status_out, None, vertex)
+            return
+        pid = g.particle(rec["decayed_pid"][i], rec["decayed_p"][i], 2, None, vertex)
+        v = g.vertex(vstatus, [pid])
+        for child in kids.get(("d", i), []):
+            emit(child, v)
+
+    for k, cid in clusters.items():
+        v = g.vertex(vstatus, [cid])
+        for child in kids.get(("c", k), []):
+            emit(child, v)
+    return out
+
+
+def _detailed_event(
+    levels: list[_Level], i: int, layers: dict[int, str], records: dict[str, dict[str, np.ndarray]], head: _Graph
+) -> _Graph:
+    """The graph of event ``i``: beams, γ*/Z, the hard process and every later layer, with the
+    recorded layers written vertex by vertex."""
+    g = head
+    last = len(levels) - 1
+
+    def row(level: _Level) -> _Level:
+        return _Level(level.p[i], level.pid[i], level.mask[i], None if level.colour is None else level.colour[i])
+
+    lin = row(levels[0])
+    ids = {
+        s: g.particle(lin.pid[s], lin.p[s], 1 if last == 0 else 11, _col(lin, s), -2)
+        for s in np.flatnonzero(lin.mask).tolist()
+    }
+    for t in range(1, last + 1):
+        lout = row(levels[t])
+        vstatus, status_out = 2 + t, 1 if t == last else 11 + t
+        name = layers.get(t)
+        rec = {k: v[i] for k, v in records[name].items()} if name else None
+        if name == "shower":
+            ids = _shower_vertices(g, ids, lin, lout, rec, vstatus)
+            for pid_ in ids.values():
+                g.status[pid_] = status_out
+        elif name == "hadronization" and _cluster_history_ok(lin, lout, rec):
+            ids = _cluster_vertices(g, ids, lin, lout, rec, vstatus, status_out)
+        else:
+            v = g.vertex(vstatus, [ids[s] for s in sorted(ids)])
+            ids = {
+                s: g.particle(lout.pid[s], lout.p[s], status_out, _col(lout, s), v)
+                for s in np.flatnonzero(lout.mask).tolist()
+            }
+        lin = lout
+    return g
+
+
+_REQUIRED = {
+    "shower": ("p_start", "emitter", "spectator", "emitted", "p_emitter", "p_spectator", "pid_emitter",
+               "pid_spectator", "colour_emitter", "colour_spectator"),
+    "hadronization": ("parton_p_q", "parton_p_qbar", "parton_flavour", "cluster_q", "cluster_qbar",
+                      "fission_target", "cluster_p_formed", "cluster_p", "cluster_mask", "hadron_cluster",
+                      "hadron_parent", "decayed_p", "decayed_pid", "decayed_parent", "decayed_cluster",
+                      "decayed_mask", "record_overflow"),
+}  # fmt: skip
+
+
+def _check_record(name: str, rec: Mapping[str, np.ndarray], lin: _Level, lout: _Level) -> None:
+    """Raise ``ValueError`` if a layer's record lacks keys or does not fit its particles."""
+    prefix = _DETAIL[name]
+    missing = [prefix + k for k in _REQUIRED[name] if k not in rec]
+    if missing:
+        raise ValueError(f"Events.extra: the {name} history lacks {missing}")
+    if name == "shower":
+        want = {"p_start": lout.p.shape, "emitter": lout.pid.shape}
+        parton_in = lin
+    else:
+        want = {"parton_p_q": lin.p.shape, "hadron_cluster": lout.pid.shape}
+        parton_in = None
+    for key, shape in want.items():
+        if rec[key].shape != shape:
+            raise ValueError(
+                f"Events.extra[{prefix + key!r}]: shape {list(rec[key].shape)} does not match the particles of "
+                f"the {name} layer ({list(shape)}); is the record from another layer?"
+            )
+    if parton_in is not None and parton_in.p.shape[1] > lout.p.shape[1]:
+        raise ValueError(f"Events.extra: the {name} layer's input has more slots than its output")
+
+
+def _head_graph(sqrt_s: float) -> _Graph:
+    """Beams → γ*/Z (vertex −1) → vertex −2, as in the per-layer history."""
+    g = _Graph()
+    e = sqrt_s / 2
+    b1 = g.particle(11, (e, 0.0, 0.0, e), 4, None, 0)
+    b2 = g.particle(-11, (e, 0.0, 0.0, -e), 4, None, 0)
+    z = g.particle(23, (sqrt_s, 0.0, 0.0, 0.0), 2, None, g.vertex(1, [b1, b2]))
+    g.vertex(2, [z])
+    return g
+
+
 class HepMC3Writer(EventWriter):
     """Streaming, atomic HepMC3 ASCII writer (beams → γ*/Z → recorded stages → final state).
 
@@ -171,13 +491,20 @@ class HepMC3Writer(EventWriter):
         """
         stages = history_stages(events.extra)
         data = self._check_chunk(events)
+        records = {name: _rows(data, prefix) for name, prefix in _DETAIL.items()}
+        records = {name: rec for name, rec in records.items() if rec}
+        layers = _assign_layers(stages, set(records), self.metadata) if records else {}
         if self._stages is None:
             self._stages = stages
             self.metadata["history"] = [label.partition("-")[2] for label in stages]
+            self.metadata["history_detail"] = sorted(layers.values())
         if self._file is None:
             self._open()
         assert self._file is not None
         sigma, err = self._running_cross_section() if "cross_section_pb" not in self.metadata else self.cross_section()
+        if layers:
+            self._write_detailed(data, stages, layers, records, sigma, err)
+            return
         levels = [_level(*(data.get(f"extra/{HISTORY_PREFIX}{label}/{f}") for f in _FIELDS)) for label in stages]
         levels.append(_level(data["p"], data["pid"], data["mask"], data.get("colour")))
         last = len(levels) - 1
@@ -215,6 +542,38 @@ class HepMC3Writer(EventWriter):
                 first += k
             out.append(head)
             out.extend(body)
+        self._file.file.write("".join(out).encode())
+
+    def _write_detailed(
+        self,
+        data: Mapping[str, np.ndarray],
+        stages: list[str],
+        layers: dict[int, str],
+        records: dict[str, dict[str, np.ndarray]],
+        sigma: float,
+        err: float,
+    ) -> None:
+        """Write a chunk with the recorded layers vertex by vertex (module docstring)."""
+        assert self._file is not None
+        fields = [[data.get(f"extra/{HISTORY_PREFIX}{label}/{f}") for f in _FIELDS] for label in stages]
+        fields.append([data["p"], data["pid"], data["mask"], data.get("colour")])
+        levels = [_Level(p.astype(np.float64), pid, mask.astype(bool), colour) for p, pid, mask, colour in fields]
+        for t, name in layers.items():
+            _check_record(name, records[name], levels[t - 1], levels[t])
+        weights = [data["weight"].astype(np.float64)]
+        weights += [data[f"extra/{RWGT_PREFIX}{n}"].astype(np.float64) for n in self.weight_names]
+        wlines = np.stack(weights, axis=-1).tolist()
+        n_events = len(wlines)
+        n_before = self.n_events - n_events
+        xs_line = f"A 0 GenCrossSection {sigma:.16e} {err:.16e} {self.n_events} {self.n_events}\n"
+        wfmt = "W" + " %.16e" * len(weights) + "\n"
+        out: list[str] = []
+        for i in range(n_events):
+            g = _detailed_event(levels, i, layers, records, _head_graph(self.sqrt_s))
+            out.append(f"E {n_before + i + 1} {g.n_vertices} {g.n_particles}\nU GEV MM\n")
+            out.append(wfmt % tuple(wlines[i]))
+            out.append(xs_line)
+            out.extend(g.lines())
         self._file.file.write("".join(out).encode())
 
     def close(self) -> Path:
