@@ -7,9 +7,12 @@ Run file table ``[train-hadronization]`` (every key optional; command-line optio
     out = "out/hadronization"
     n_train = 100000
     n_val = 20000
-    steps = 4000
+    steps = 3000
     batch = 512
-    lr = 1e-3
+    lr = 1e-3                # initial Adam learning rate
+    schedule = "cosine"      # decay to lr/100 at the last step, or "constant"
+    n_critic = 2             # GAN: discriminator steps per generator step
+    r1_gamma = 1.0           # GAN: R1 gradient-penalty weight (0 = off)
     smearing = 0.78
     hidden = 64
     depth = 2
@@ -38,9 +41,12 @@ DEFAULTS: dict[str, Any] = {
     "out": "out/hadronization",
     "n_train": 100_000,
     "n_val": 20_000,
-    "steps": 4000,
+    "steps": 3000,
     "batch": 512,
     "lr": 1e-3,
+    "schedule": "cosine",
+    "n_critic": 2,
+    "r1_gamma": 1.0,
     "smearing": 0.78,
     "hidden": 64,
     "depth": 2,
@@ -62,7 +68,10 @@ def fields() -> dict[str, Any]:
         "n_val": Field((int,), "held-out clusters per validation sample"),
         "steps": Field((int,), "optimizer steps"),
         "batch": Field((int,), "minibatch size"),
-        "lr": Field((float,), "Adam learning rate"),
+        "lr": Field((float,), "initial Adam learning rate"),
+        "schedule": Field((str,), "learning-rate schedule", choices=("cosine", "constant")),
+        "n_critic": Field((int,), "GAN discriminator steps per generator step"),
+        "r1_gamma": Field((float,), "GAN R1 gradient-penalty weight"),
         "smearing": Field((float,), "σ of the reference decay model"),
         "hidden": Field((int,), "hidden units per layer"),
         "depth": Field((int,), "hidden layers"),
@@ -87,7 +96,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt("--n-val", int, "held-out clusters per validation sample, >= 1")
     opt("--steps", int, "optimizer steps, >= 1")
     opt("--batch", int, "minibatch size, >= 1")
-    opt("--lr", float, "Adam learning rate, > 0", "RATE")
+    opt("--lr", float, "initial Adam learning rate, > 0", "RATE")
+    parser.add_argument(
+        "--schedule",
+        choices=("cosine", "constant"),
+        default=None,
+        help=f"learning-rate schedule: cosine decay to lr/100 at the last step, or constant (default: {d['schedule']})",
+    )
+    opt("--n-critic", int, "GAN: discriminator steps per generator step, >= 1")
+    opt("--r1-gamma", float, "GAN: weight of the R1 gradient penalty on real data, >= 0 (0 = off)", "GAMMA")
     opt("--smearing", float, "σ of the reference decay model (dimensionless), > 0", "SIGMA")
     opt("--hidden", int, "hidden units per layer, >= 1")
     opt("--depth", int, "hidden layers, >= 1")
