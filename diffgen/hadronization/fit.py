@@ -28,6 +28,7 @@ iterations (Polyak averaging).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -61,9 +62,7 @@ N_FEATURES = 3
 class DeepSets(nnx.Module):
     """Permutation-invariant discriminator ``ρ(mean_i φ(x_i))`` over the hadrons of an event (arXiv:1703.06114)."""
 
-    def __init__(
-        self, n_features: int = N_FEATURES, hidden: int = 32, *, rngs: nnx.Rngs, dtype: Any = jnp.float32
-    ):
+    def __init__(self, n_features: int = N_FEATURES, hidden: int = 32, *, rngs: nnx.Rngs, dtype: Any = jnp.float32):
         self.phi = MLP(n_features, hidden, hidden, 2, rngs=rngs, dtype=dtype)
         self.rho = MLP(hidden, 1, hidden, 1, rngs=rngs, dtype=dtype)
 
@@ -223,7 +222,7 @@ def fit_smearing(
     steps: int = 300,
     batch: int = 256,
     n_disc: int = 3,
-    lr_sigma: float = 0.05,
+    lr_sigma: float = 0.1,
     lr_sigma_final: float = 0.005,
     lr_disc: float = 2e-3,
     r1: float = 1.0,
@@ -286,25 +285,61 @@ def fit_smearing(
         if not ok:
             raise ValueError(f"fit_smearing: {name} must be {allowed}, got {locals()[name]!r}")
     dtype = target_p.dtype
-    disc = DeepSets(hidden=hidden, rngs=nnx.Rngs(seed), dtype=dtype)
-    graph, dparams = nnx.split(disc)
-    dparams = nnx.to_pure_dict(dparams)
+    _, opt_d, opt_s, step = _step_fn(
+        batch,
+        n_disc,
+        float(r1),
+        float(lr_disc),
+        float(lr_sigma),
+        float(lr_sigma_final),
+        steps,
+        hidden,
+        final_state,
+        jnp.dtype(dtype).name,
+    )
+    dparams = nnx.to_pure_dict(nnx.split(DeepSets(hidden=hidden, rngs=nnx.Rngs(seed), dtype=dtype))[1])
     log_sigma = jnp.log(jnp.asarray(sigma0, dtype))
-    opt_d = optax.adam(lr_disc, b1=0.5)
-    schedule = optax.exponential_decay(lr_sigma, transition_steps=steps, decay_rate=lr_sigma_final / lr_sigma)
-    opt_s = optax.adam(schedule, b1=0.5)
     sd, ss = opt_d.init(dparams), opt_s.init(log_sigma)
-
     n_mb = n_c // batch
     model_cl = jax.tree.map(lambda x: x[: n_mb * batch].reshape(n_mb, batch, *x.shape[1:]), clusters)
-    target_x = hadron_features(target_p, target_mask)
-    key = jax.random.key(seed)
-    k_model, k_loop = jax.random.split(key)
+    target_x = _features_jit(target_p, target_mask)
+    k_model, k_loop = jax.random.split(jax.random.key(seed))
+    data = (k_model, target_x, target_mask, model_cl)
+
+    sig, dl = [], []
+    for i in range(steps):
+        dparams, sd, log_sigma, ss, ld = step(dparams, sd, log_sigma, ss, jax.random.fold_in(k_loop, i), *data)
+        sig.append(float(jnp.exp(log_sigma)))
+        dl.append(float(ld))
+    sig_a = np.asarray(sig)
+    tail = sig_a[-max(1, round(average_last * steps)) :]
+    return {
+        "sigma": sig_a,
+        "d_loss": np.asarray(dl),
+        "estimate": float(np.exp(np.mean(np.log(tail)))),
+        "spread": float(np.std(tail)),
+    }
+
+
+_features_jit = jax.jit(hadron_features)
+
+
+@functools.lru_cache(maxsize=8)
+def _step_fn(batch, n_disc, r1, lr_disc, lr_sigma, lr_sigma_final, steps, hidden, final_state, dtype_name):
+    """The jitted training step for one static configuration (cached: fits with new seeds or data
+    of the same shapes reuse the compiled step)."""
+    dtype = jnp.dtype(dtype_name)
+    graph, _ = nnx.split(DeepSets(hidden=hidden, rngs=nnx.Rngs(0), dtype=dtype))
+    opt_d = optax.adam(lr_disc, b1=0.5)
+    schedule = optax.exponential_decay(lr_sigma, transition_steps=steps, decay_rate=lr_sigma_final / lr_sigma)
+    # momentum (b1 = 0.9) averages the σ-gradient over ~10 steps: its sign is noisy where the
+    # hadrons depend weakly on σ (large σ, nearly isotropic decays)
+    opt_s = optax.adam(schedule, b1=0.9)
 
     def logits(dp, x, mask):
         return nnx.merge(graph, dp)(x, mask)
 
-    def simulate(ls, j):
+    def simulate(ls, j, k_model, model_cl):
         cl = jax.tree.map(lambda a: a[j], model_cl)
         p, mask = simulate_hadrons(jnp.exp(ls), jax.random.fold_in(k_model, j), cl, final_state=final_state)
         return hadron_features(p, mask), mask
@@ -316,41 +351,29 @@ def fit_smearing(
         penalty = jnp.mean(jnp.sum(grad_x**2, axis=(1, 2)))
         return bce + 0.5 * r1 * penalty, bce
 
-    def g_loss(ls, dp, j):
-        xm, mm = simulate(ls, j)
+    def g_loss(ls, dp, j, k_model, model_cl):
+        xm, mm = simulate(ls, j, k_model, model_cl)
         return jnp.mean(jax.nn.softplus(-logits(dp, xm, mm)))
 
     @jax.jit
-    def step(dp, sd, ls, ss, key):
+    def step(dp, sd, ls, ss, key, k_model, target_x, target_mask, model_cl):
+        n_t, n_mb = target_x.shape[0], model_cl.mask.shape[0]
         k_d, k_g = jax.random.split(key)
 
         def disc_step(i, carry):
             dp, sd, _ = carry
-            ki = jax.random.fold_in(k_d, i)
-            k1, k2 = jax.random.split(ki)
+            k1, k2 = jax.random.split(jax.random.fold_in(k_d, i))
             it = jax.random.randint(k1, (batch,), 0, n_t)
             j = jax.random.randint(k2, (), 0, n_mb)
-            xm, mm = simulate(jax.lax.stop_gradient(ls), j)
+            xm, mm = simulate(jax.lax.stop_gradient(ls), j, k_model, model_cl)
             (_, bce), gd = jax.value_and_grad(d_loss, has_aux=True)(dp, target_x[it], target_mask[it], xm, mm)
             ud, sd = opt_d.update(gd, sd, dp)
             return optax.apply_updates(dp, ud), sd, bce
 
         dp, sd, bce = jax.lax.fori_loop(0, n_disc, disc_step, (dp, sd, jnp.zeros((), dtype)))
         j = jax.random.randint(k_g, (), 0, n_mb)
-        gs = jax.grad(g_loss)(ls, dp, j)
+        gs = jax.grad(g_loss)(ls, dp, j, k_model, model_cl)
         us, ss = opt_s.update(gs, ss, ls)
         return dp, sd, optax.apply_updates(ls, us), ss, bce
 
-    sig, dl = [], []
-    for i in range(steps):
-        dparams, sd, log_sigma, ss, ld = step(dparams, sd, log_sigma, ss, jax.random.fold_in(k_loop, i))
-        sig.append(float(jnp.exp(log_sigma)))
-        dl.append(float(ld))
-    sig_a = np.asarray(sig)
-    tail = sig_a[-max(1, int(round(average_last * steps))) :]
-    return {
-        "sigma": sig_a,
-        "d_loss": np.asarray(dl),
-        "estimate": float(np.exp(np.mean(np.log(tail)))),
-        "spread": float(np.std(tail)),
-    }
+    return graph, opt_d, opt_s, step
