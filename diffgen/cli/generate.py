@@ -106,7 +106,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FILE",
         help="output event file; the format follows the suffix (.lhe, .hepmc/.hepmc3, .parquet) unless "
-        f"--format is given; written atomically (default: {DEFAULTS['output']})",
+        "--format is given; written atomically. HepMC3 files hold the event history: with the shower one "
+        "vertex per emission, with the hadronization the gluon splittings, clusters (pid 81), cluster "
+        f"fission and decays and the decays of unstable hadrons (default: {DEFAULTS['output']})",
     )
     parser.add_argument(
         "--format",
@@ -171,16 +173,21 @@ def build_source(process: str, sqrt_s: float, dtype: Any) -> Any:
     return factory(sqrt_s=sqrt_s, dtype=dtype, **kwargs)
 
 
-def build_layer(name: str, detector: str, dtype: Any) -> Any:
-    """The ``Layer`` of a named stage (shower, hadronization, detector)."""
+def build_layer(name: str, detector: str, dtype: Any, *, record_history: bool = False) -> Any:
+    """The ``Layer`` of a named stage (shower, hadronization, detector).
+
+    ``record_history`` makes the shower and the hadronization record their emission and
+    cluster histories (``extra["shower_history/…"]``, ``extra["hadronization_history/…"]``)
+    for the HepMC3 writer; the particles are the same either way.
+    """
     if name == "shower":
         from diffgen.shower import final_state_shower
 
-        return final_state_shower()
+        return final_state_shower(record_history=record_history)
     if name == "hadronization":
         from diffgen.hadronization import hadronize
 
-        return hadronize()
+        return hadronize(record_history=record_history)
     if name == "detector":
         import diffgen.detector as det
 
@@ -252,7 +259,8 @@ def _simulator(
     """The chain and its jitted ``sample`` (cached, so repeated runs in one process compile once).
 
     With ``history`` the jitted function also records the particles entering each layer
-    (:func:`_sample_with_history`).
+    (:func:`_sample_with_history`), and the shower and hadronization their emission and
+    cluster histories.
     """
     import jax
     import jax.numpy as jnp
@@ -260,7 +268,7 @@ def _simulator(
     from diffgen.core import chain
 
     source = build_source(process, sqrt_s, jnp.dtype(dtype))
-    stages = [(name, build_layer(name, detector, jnp.dtype(dtype))) for name in layers]
+    stages = [(name, build_layer(name, detector, jnp.dtype(dtype), record_history=history)) for name in layers]
     sim = chain(("source", source), *stages)
     sample = _sample_with_history(source, stages) if history else sim.sample
     return sim, jax.jit(sample, static_argnums=2)
@@ -275,8 +283,10 @@ class Generation:
 
     Args:
       cfg: settings with the keys of :data:`DEFAULTS` (``params`` = overrides by stage).
-      history: also record the particles entering every layer in ``extra["history/…"]``
-        (for HepMC3 output); the final particles are the same either way.
+      history: also record the particles entering every layer in ``extra["history/…"]`` and
+        the shower's and hadronization's histories (``extra["shower_history/…"]``,
+        ``extra["hadronization_history/…"]``) for HepMC3 output; the final particles are the
+        same either way.
     """
 
     def __init__(self, cfg: dict[str, Any], *, history: bool = False) -> None:
@@ -373,6 +383,11 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
+def _history(key: str) -> bool:
+    """Whether an ``extra`` key belongs to the event history written to HepMC3 files."""
+    return key.startswith(("history/", "shower_history/", "hadronization_history/"))
+
+
 def run(args: argparse.Namespace) -> int:
     """Generate ``n`` events in chunks and stream them into the output file."""
     cfg = settings(args)
@@ -391,9 +406,7 @@ def run(args: argparse.Namespace) -> int:
         for i in range(gen.n_chunks):
             events = gen.chunk(i)
             if not keep_all:
-                events = events.replace(
-                    extra={k: v for k, v in events.extra.items() if v.ndim == 1 or k.startswith("history/")}
-                )
+                events = events.replace(extra={k: v for k, v in events.extra.items() if v.ndim == 1 or _history(k)})
             interrupt.check()
             writer.write(events)
             bar.advance(events.n_events)
