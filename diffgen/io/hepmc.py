@@ -22,12 +22,33 @@ The intermediate stages come from ``Events.extra`` entries ``history/<j>-<name>/
 [N, P_j, 4] (E, px, py, pz) GeV, ``…/pid`` [N, P_j], ``…/mask`` [N, P_j] and optionally
 ``…/colour`` [N, P_j, 2], with j = 0, 1, … in chain order; ``diffgen generate`` records
 them for HepMC3 output. Without them (plain ``Events``) the event is beams → γ*/Z → final
-state. A layer is one vertex: diffgen's shower and hadronization do not record which
-emission or which cluster a particle came from (no per-particle mother index), so
-per-emission shower vertices, cluster vertices and the decays of unstable hadrons are not
-written. Momentum is conserved at every vertex to rounding, except at the detector vertex
+state. Momentum is conserved at every vertex to rounding, except at the detector vertex
 (smearing and efficiencies change the momenta) and where a layer flags a failure in its
 ``extra`` keys (e.g. ``reshuffle_failed``).
+
+Detailed history. When the shower or the hadronization ran with ``record_history=True``
+(``diffgen generate`` does so for HepMC3 output), their single vertex is replaced by the
+history they recorded (``extra["shower_history/…"]`` and ``extra["hadronization_history/…"]``;
+see :func:`diffgen.shower.final_state_shower` and :func:`diffgen.hadronization.hadronize`),
+every vertex with the layer's vertex status:
+
+* shower: a vertex mapping the input partons onto the massless partons the shower starts
+  from (only if they differ), then one vertex per accepted emission, emitter + spectator →
+  emitter′ + spectator′ + new parton (momentum conserved by the spectator recoil,
+  arXiv:hep-ph/9605323 eq. 5.3);
+* hadronization: g → q q̄ for every gluon; quark end + antiquark end → cluster (PDG 81, the
+  code Herwig writes for clusters); cluster → cluster + cluster for each fission; all
+  clusters → reshuffled clusters in events where the threshold rule moved momentum between
+  them; cluster → primary hadrons; unstable hadron → daughters for each recorded decay.
+
+Particles made and used up inside a layer have status 2 (HepMC3 convention, arXiv:1912.08005:
+1 undecayed final-state particle, 2 decayed or intermediate particle, 4 beam, 11–200 generator
+specific); the layer's output particles keep the stage status (11 + j, or 1). The records of a
+layer are used for the transition into the stage of that name (``shower``, ``hadronization``);
+the last transition belongs to ``metadata["layers"][-1]`` if given, else to the one recorded
+layer that names no stage. An event whose cluster record is incomplete (record overflow,
+unmatched colour) gets the single hadronization vertex. Not recorded: the t and W
+resonances of ``ee_to_ttbar_6f``.
 
 Momenta are (px, py, pz, E) with generated mass m = sqrt(max(E² − |p|², 0)) in GeV,
 lengths in mm. Colour tags become the particle attributes ``flow1``/``flow2`` (the
