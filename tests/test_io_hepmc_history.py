@@ -238,3 +238,42 @@ def test_generate_builds_recording_layers():
         layer = gen_cli.build_layer(name, "smearing", jnp.float64, record_history=True)
         out = jax.eval_shape(lambda prm, e, layer=layer: layer.apply(prm, key, e), layer.init(key), partons)
         assert {k for k in out.extra if k.startswith(prefix)} == set(keys), name
+
+
+def test_hepmc3_incomplete_cluster_record_falls_back_per_event(sample, tmp_path):
+    """An event whose decay record overflowed gets one hadronization vertex; the others keep the detail."""
+    events = sample["events"]
+    flag = np.zeros(N, bool)
+    flag[0] = True
+    path = dio.write_events(
+        tmp_path / "f.hepmc", events.with_extra(**{"hadronization_history/record_overflow": flag}), META
+    )
+    with pyhepmc.open(path) as f:
+        read = list(f)
+    n_partons = np.asarray(events.extra["history/1-shower/mask"]).sum(axis=1)
+    n_hadrons = np.asarray(events.mask).sum(axis=1)
+    for i, hev in enumerate(read):
+        had = [v for v in hev.vertices if v.status == 4]
+        if i == 0:
+            assert [(len(v.particles_in), len(v.particles_out)) for v in had] == [(n_partons[0], n_hadrons[0])]
+            assert all(q.status == 12 for q in had[0].particles_in)
+        else:
+            assert len(had) > 1 and any(q.pid == dio.hepmc.CLUSTER_PID for q in hev.particles)
+
+
+def test_hepmc3_detailed_history_in_front_of_a_detector(sample, tmp_path):
+    """With a layer after the hadronization the hadrons are status 13 and enter its single vertex."""
+    events = sample["events"]
+    hadrons = {f"history/2-hadronization/{f}": getattr(events, f) for f in ("p", "pid", "mask")}
+    detected = events.replace(p=events.p * 1.01).with_extra(**hadrons)
+    path = dio.write_events(tmp_path / "d.hepmc", detected, {**META, "layers": ["shower", "hadronization", "detector"]})
+    with pyhepmc.open(path) as f:
+        read = list(f)
+    for i, hev in enumerate(read):
+        (det,) = [v for v in hev.vertices if v.status == 5]
+        assert sorted(q.id for q in det.particles_in) == sorted(q.id for q in hev.particles if q.status == 13)
+        assert len(det.particles_in) == len(det.particles_out) == int(np.asarray(events.mask[i]).sum())
+        assert all(q.status == 1 for q in det.particles_out)
+        assert sum(1 for v in hev.vertices if v.status == 3 and len(v.particles_out) == 3) == int(
+            events.extra["shower_n_emissions"][i]
+        )

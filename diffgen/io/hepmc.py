@@ -290,10 +290,9 @@ def _cluster_history_ok(lin: Any, lout: Any, rec: Mapping[str, np.ndarray]) -> b
     if np.any(hc < 0) or np.any(~cmask[hc]):
         return False
     dm = rec["decayed_mask"]
-    return not (
-        np.any(rec["hadron_parent"][lout.mask] >= len(dm))
-        or np.any(~dm[rec["hadron_parent"][lout.mask]] & (rec["hadron_parent"][lout.mask] >= 0))
-    )
+    parents = rec["hadron_parent"][lout.mask]
+    parents = parents[parents >= 0]
+    return bool(np.all(parents < len(dm)) and np.all(dm[parents]))
 
 
 def _cluster_vertices(
@@ -437,18 +436,14 @@ def _check_record(name: str, rec: Mapping[str, np.ndarray], lin: _Level, lout: _
         raise ValueError(f"Events.extra: the {name} history lacks {missing}")
     if name == "shower":
         want = {"p_start": lout.p.shape, "emitter": lout.pid.shape}
-        parton_in = lin
     else:
         want = {"parton_p_q": lin.p.shape, "hadron_cluster": lout.pid.shape}
-        parton_in = None
     for key, shape in want.items():
         if rec[key].shape != shape:
             raise ValueError(
                 f"Events.extra[{prefix + key!r}]: shape {list(rec[key].shape)} does not match the particles of "
                 f"the {name} layer ({list(shape)}); is the record from another layer?"
             )
-    if parton_in is not None and parton_in.p.shape[1] > lout.p.shape[1]:
-        raise ValueError(f"Events.extra: the {name} layer's input has more slots than its output")
 
 
 def _head_graph(sqrt_s: float) -> _Graph:
