@@ -169,7 +169,8 @@ class _Graph:
     particles, a particle after its production vertex), formatted at the end."""
 
     def __init__(self) -> None:
-        self.items: list[list[Any]] = []  # ["P", pid, (px, py, pz, E, m), status, colour, vertex] | ["V", status, ins]
+        # ["P", id, production vertex, pdg, (px, py, pz, E, m), colour] or ["V", id, status, incoming ids]
+        self.items: list[list[Any]] = []
         self.n_particles = 0
         self.n_vertices = 0
         self.status: dict[int, int] = {}
