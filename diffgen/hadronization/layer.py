@@ -69,7 +69,8 @@ def hadronize(
       record_history: also write the cluster history (static, default off; the hadrons are
         the same either way), e.g. for HepMC3 output (:mod:`diffgen.io.hepmc`). With P the
         parton capacity, K the cluster capacity, R = ``n_fission_rounds``, C the hadron
-        capacity and U = C the size of the record of decayed hadrons, the ``extra`` keys
+        capacity and U = C/2 the size of the record of decayed hadrons (far more than the
+        decays of an event at LEP energies; an overflow is flagged), the ``extra`` keys
         ``hadronization_history/…`` are (indices −1 and zeros in padding; momenta
         (E, px, py, pz) GeV; held out of gradients):
 
@@ -161,7 +162,7 @@ def hadronize(
             )
         if decay_unstable_hadrons and record_history:
             p, pid, mask, overflow, hist = decay_unstable(
-                k_unst, p, pid, mask, n_rounds=n_decay_rounds, history_labels=labels
+                k_unst, p, pid, mask, n_rounds=n_decay_rounds, history_labels=labels, history_capacity=cap // 2
             )
             history.update(
                 hadron_cluster=hist["label"],
