@@ -25,11 +25,17 @@ def per_event(events):
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def unchunked(fn, params, key, n, chunk):
-    """Same events, materialised at once: per-chunk ordered sums folded left to right."""
+    """Same events, materialised at once: per-chunk ordered sums folded left to right.
+
+    ``fn`` and the chunk's sum run chunk by chunk (``lax.map``) as inside the stream: XLA does
+    not promise bit-identical results for differently fused programs (whether ``acc + w·c``
+    becomes one fused multiply-add depends on the fusion and on LLVM's optimisation level),
+    and that is not what streaming is about.
+    """
     src = toy_mumu()
-    values = fn(parallel.stream_events(src, params, key, n, chunk_size=chunk))
-    chunks = jax.tree.map(lambda v: v.reshape(n // chunk, chunk, *v.shape[1:]), values)
-    partial = jax.vmap(parallel.ordered_sum)(chunks)
+    events = parallel.stream_events(src, params, key, n, chunk_size=chunk)
+    chunked = jax.tree.map(lambda v: v.reshape(n // chunk, chunk, *v.shape[1:]), events)
+    partial = jax.lax.map(lambda ev: parallel.ordered_sum(fn(ev)), chunked)
     total = jax.tree.map(lambda v: v[0], partial)
     for i in range(1, n // chunk):
         total = jax.tree.map(lambda t, v, i=i: t + v[i], total, partial)
