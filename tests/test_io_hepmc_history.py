@@ -45,6 +45,7 @@ class _Source:
 
 
 def _stage(events: Events, label: str) -> Events:
+    """The particles of a recorded stage ``history/<label>/…`` as ``Events``."""
     x = events.extra
     return Events(
         p=x[f"history/{label}/p"],
@@ -73,13 +74,7 @@ def sample():
     events = gen_cli._sample_with_history(_Source(source), stages)(params, jax.random.fold_in(key, 1), N)
     return {
         "events": events,
-        "showered": Events(
-            p=events.extra["history/1-shower/p"],
-            weight=events.weight,
-            mask=events.extra["history/1-shower/mask"],
-            pid=events.extra["history/1-shower/pid"],
-            colour=events.extra["history/1-shower/colour"],
-        ),
+        "showered": _stage(events, "1-shower"),
         "shower_off": plain_shower["events"],
         "had_off": plain_had["events"],
     }
@@ -168,7 +163,13 @@ def test_hepmc3_detailed_history(sample, tmp_path):
         branchings = [v for v in shower if (len(v.particles_in), len(v.particles_out)) == (2, 3)]
         assert len(branchings) == int(x["shower_n_emissions"][i])
         assert len(shower) - len(branchings) <= 1  # the massless start, if the input was massive
-        # Hadronization: clusters (pid 81, status 2) and unstable-hadron decays.
+        # Hadronization: every gluon of the shower's output splits into q qbar.
+        gluons = [q for q in hev.particles if q.status == 12 and q.pid == 21]
+        assert len(gluons) == int(np.sum(x["history/1-shower/pid"][i] == 21))
+        for g in gluons:
+            q, qbar = g.end_vertex.particles_out
+            assert q.pid == -qbar.pid and 1 <= q.pid <= 3 and g.end_vertex.particles_in == [g]
+        # Clusters (pid 81, status 2) and unstable-hadron decays.
         clusters = [q for q in hev.particles if q.pid == dio.hepmc.CLUSTER_PID]
         assert clusters and all(q.status == 2 for q in clusters)
         decaying = [q for q in clusters if all(c.pid != 81 for c in q.end_vertex.particles_out)]
