@@ -1,6 +1,6 @@
 """Full-size Z-lineshape fit to the LEP σ⁰_had table (what `diffgen demo` runs), outputs in out/z_lineshape/.
 
-    .venv/bin/python examples/z_lineshape.py [--events 100000] [--seed 1] [--optimizer lbfgs]
+.venv/bin/python examples/z_lineshape.py [--events 100000] [--seed 1] [--optimizer lbfgs]
 """
 
 import argparse

@@ -67,8 +67,11 @@ def test_soft_histogram_converges_to_hard(key, kernel):
         x, edges, weights=w, mask=mask, return_sumw2=True
     )
     soft_jit = jax.jit(soft_histogram, static_argnames=("kernel", "return_sumw2"))
-    ref = np.histogram(np.asarray(x)[np.asarray(mask)], bins=np.asarray(edges),
-                       weights=np.broadcast_to(np.asarray(w)[:, None], x.shape)[np.asarray(mask)])[0]
+    ref = np.histogram(
+        np.asarray(x)[np.asarray(mask)],
+        bins=np.asarray(edges),
+        weights=np.broadcast_to(np.asarray(w)[:, None], x.shape)[np.asarray(mask)],
+    )[0]
     np.testing.assert_allclose(hard, ref, rtol=1e-12)
     prev = np.inf
     for h in (0.2, 0.05, 0.01, 1e-4):
@@ -249,8 +252,14 @@ def test_fit_frozen_bounded_and_scaled():
         return (p["a"] - 3.0) ** 2 + (p["b"]["c"] - 0.2) ** 2 + (p["b"]["d"] + 1.0) ** 2
 
     start = {"a": jnp.asarray(0.0), "b": {"c": jnp.asarray(0.5), "d": jnp.asarray(0.0)}}
-    res = fit(loss, start, optax.adam(0.05), steps=2000, frozen=["b/d"],
-              transforms={"b/c": bounded(0.3, 1.0), "a": scaled(0.0, 2.0)})
+    res = fit(
+        loss,
+        start,
+        optax.adam(0.05),
+        steps=2000,
+        frozen=["b/d"],
+        transforms={"b/c": bounded(0.3, 1.0), "a": scaled(0.0, 2.0)},
+    )
     assert float(res.params["b"]["d"]) == 0.0  # frozen
     np.testing.assert_allclose(float(res.params["a"]), 3.0, atol=1e-4)
     assert 0.3 < float(res.params["b"]["c"]) < 0.31  # pushed to, but not across, the bound

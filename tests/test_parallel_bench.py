@@ -55,7 +55,7 @@ def test_pythia_settings_carry_our_parameters():
         baselines.pythia_settings("ttbar", PARAMS)
     # alpha_em fixed at m_Z (order -1), inside the range Pythia accepts
     assert "SigmaProcess:alphaEMorder = -1" in settings
-    lo, hi = baselines.PYTHIA_ALPHA_EM_RANGE
+    lo, _ = baselines.PYTHIA_ALPHA_EM_RANGE
     assert baselines.pythia_alpha_em(1 / 128.95) == lo and baselines.pythia_alpha_em(0.0079) == 0.0079
     if not baselines.pythia_available():
         assert baselines.pythia_rate("mumu", PARAMS, 10) is None

@@ -157,8 +157,10 @@ def _end_overestimate(p, pid, partner, a, side, t0, amax):
 def _all_overestimates(p, pid, partner, t0, amax):
     cap = p.shape[0]
     idx = jnp.arange(cap)
-    f = jax.vmap(jax.vmap(_end_overestimate, in_axes=(None, None, None, None, 0, None, None)),
-                 in_axes=(None, None, None, 0, None, None, None))
+    f = jax.vmap(
+        jax.vmap(_end_overestimate, in_axes=(None, None, None, None, 0, None, None)),
+        in_axes=(None, None, None, 0, None, None, None),
+    )
     return f(p, pid, partner, idx, jnp.arange(2), t0, amax)
 
 
@@ -288,9 +290,7 @@ def _step(state: ShowerState, key, alpha, t0, amax, order: int, max_trials: int)
     # exact reweighting score: accepted f'/f = ρ, rejected (1 − rρ)/(1 − r), ρ = αs'(t)/αs(t)
     dlog_as = jax.lax.stop_gradient(dlog_alpha_s(jnp.where(physical, t_new, t0), alpha, order=order))
     r_sg = jax.lax.stop_gradient(r)
-    score = state.score + jnp.where(
-        in_range, jnp.where(accept, dlog_as, -safe_div(r_sg * dlog_as, 1.0 - r_sg)), 0.0
-    )
+    score = state.score + jnp.where(in_range, jnp.where(accept, dlog_as, -safe_div(r_sg * dlog_as, 1.0 - r_sg)), 0.0)
     max_records = state.rec_t.shape[0]
     record = in_range & (r > 0)
     slot = jnp.minimum(state.n_rec, max_records - 1)
@@ -328,9 +328,7 @@ def _step(state: ShowerState, key, alpha, t0, amax, order: int, max_trials: int)
     col = state.col.at[a].set(jnp.where(split, col_a_q, col_a_g)).at[j].set(jnp.where(split, col_j_q, col_j_g))
     flavour = jnp.minimum((u[6] * NF).astype(jnp.int32), NF - 1) + 1
     pid_a_q = jnp.where(s == 0, flavour, -flavour)
-    pid = state.pid.at[a].set(jnp.where(split, pid_a_q, state.pid[a])).at[j].set(
-        jnp.where(split, -pid_a_q, 21)
-    )
+    pid = state.pid.at[a].set(jnp.where(split, pid_a_q, state.pid[a])).at[j].set(jnp.where(split, -pid_a_q, 21))
     m = state.partner[a, other]
     partner_g = state.partner.at[a, s].set(j).at[j, other].set(a).at[j, s].set(b).at[b, other].set(j)
     partner_q = state.partner.at[a, other].set(-1).at[j, other].set(m).at[j, s].set(-1)

@@ -258,7 +258,6 @@ def final_state_shower(
     return Layer(init=init, apply=apply)
 
 
-
 def _massless(p: Array, mask: Array) -> Array:
     """Map partons onto massless momenta with the same total four-momentum.
 
@@ -348,9 +347,11 @@ def _make_runner(capacity: int, order: int, max_records: int, max_trials: int, r
         dp_out = jp_a * d_alpha + jp_t * d_t0 + jnp.einsum("nijkl,nkl->nij", jp_p, d_p)
         dl_out = jl_a * d_alpha + jl_t * d_t0 + jnp.einsum("nkl,nkl->n", jl_p, d_p)
         aux_tangent = jax.tree.map(
-            lambda x: jnp.zeros_like(x)
-            if jnp.issubdtype(x.dtype, jnp.floating)
-            else np.zeros(x.shape, dtype=jax.dtypes.float0),
+            lambda x: (
+                jnp.zeros_like(x)
+                if jnp.issubdtype(x.dtype, jnp.floating)
+                else np.zeros(x.shape, dtype=jax.dtypes.float0)
+            ),
             aux,
         )
         return (primal_diff, aux), ((dp_out, dl_out), aux_tangent)
