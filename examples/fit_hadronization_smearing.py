@@ -61,7 +61,17 @@ def run(args) -> dict:
             t0 = time.perf_counter()
             p, mask, cl_m = pseudo_data(truth, seed, args)
             r = fit_smearing(
-                p, mask, cl_m, sigma0=start, steps=args.steps, batch=args.batch, final_state=args.final_state, seed=seed
+                p,
+                mask,
+                cl_m,
+                sigma0=start,
+                steps=args.steps,
+                batch=args.batch,
+                final_state=args.final_state,
+                seed=seed,
+                lr_sigma=args.lr_sigma,
+                lr_sigma_final=args.lr_sigma_final,
+                momentum=args.momentum,
             )
             dt = time.perf_counter() - t0
             print(
@@ -96,6 +106,7 @@ def plot(res: dict, args, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(10, 3.8))
     for i, r in enumerate(res["results"]):
@@ -110,6 +121,9 @@ def plot(res: dict, args, path: Path) -> None:
             )
         a0.axhline(r["truth"], color=f"C{i}", ls="--", lw=0.8)
     a0.set_yscale("log")
+    a0.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    a0.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    a0.set_yticks([0.2, 0.3, 0.5, 1.0, 1.5, 2.0])
     a0.set_xlabel("σ step")
     a0.set_ylabel("σ")
     a0.legend(fontsize=8)
@@ -140,6 +154,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sqrt-s", type=float, default=30.0, help="energy of the q q̄ strings (GeV)")
     ap.add_argument("--steps", type=int, default=200, help="σ updates per fit")
     ap.add_argument("--batch", type=int, default=256, help="events per minibatch")
+    ap.add_argument("--lr-sigma", type=float, default=0.1, help="initial Adam learning rate of log σ")
+    ap.add_argument("--lr-sigma-final", type=float, default=0.005, help="final Adam learning rate of log σ")
+    ap.add_argument("--momentum", type=float, default=0.9, help="Adam beta1 of log σ")
     ap.add_argument("--seeds", type=int, default=3, help="independent pseudo-data samples per truth")
     ap.add_argument("--truths", default="0.5,1.5")
     ap.add_argument("--starts", default="2.0,0.2", help="start σ of each truth's fits")

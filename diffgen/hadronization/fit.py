@@ -224,6 +224,7 @@ def fit_smearing(
     n_disc: int = 3,
     lr_sigma: float = 0.1,
     lr_sigma_final: float = 0.005,
+    momentum: float = 0.9,
     lr_disc: float = 2e-3,
     r1: float = 1.0,
     hidden: int = 32,
@@ -249,6 +250,9 @@ def fit_smearing(
       batch: events per minibatch from each side.
       n_disc: discriminator updates per σ update (≥ 1).
       lr_sigma, lr_sigma_final: initial and final Adam learning rates of log σ.
+      momentum: Adam's β₁ for log σ (0 ≤ β₁ < 1); 0.9 averages the σ-gradient over ~10 steps (its
+        sign is noisy where the hadrons depend weakly on σ, at large σ), lower values damp the
+        oscillation around the optimum in short fits.
       lr_disc: Adam learning rate of the discriminator.
       r1: weight of the R1 gradient penalty (≥ 0).
       hidden: width of the DeepSets networks.
@@ -278,6 +282,7 @@ def fit_smearing(
         ("batch", isinstance(batch, int) and 1 <= batch <= min(n_t, n_c), f"an int in [1, {min(n_t, n_c)}]"),
         ("n_disc", isinstance(n_disc, int) and n_disc >= 1, "an int >= 1"),
         ("lr_sigma", lr_sigma > 0 and lr_sigma_final > 0, "> 0 (and lr_sigma_final > 0)"),
+        ("momentum", 0 <= momentum < 1, "in [0, 1)"),
         ("r1", r1 >= 0, ">= 0"),
         ("average_last", 0 < average_last <= 1, "in (0, 1]"),
     )
@@ -292,6 +297,7 @@ def fit_smearing(
         float(lr_disc),
         float(lr_sigma),
         float(lr_sigma_final),
+        float(momentum),
         steps,
         hidden,
         final_state,
@@ -325,16 +331,14 @@ _features_jit = jax.jit(hadron_features)
 
 
 @functools.lru_cache(maxsize=8)
-def _step_fn(batch, n_disc, r1, lr_disc, lr_sigma, lr_sigma_final, steps, hidden, final_state, dtype_name):
+def _step_fn(batch, n_disc, r1, lr_disc, lr_sigma, lr_sigma_final, momentum, steps, hidden, final_state, dtype_name):
     """The jitted training step for one static configuration (cached: fits with new seeds or data
     of the same shapes reuse the compiled step)."""
     dtype = jnp.dtype(dtype_name)
     graph, _ = nnx.split(DeepSets(hidden=hidden, rngs=nnx.Rngs(0), dtype=dtype))
     opt_d = optax.adam(lr_disc, b1=0.5)
     schedule = optax.exponential_decay(lr_sigma, transition_steps=steps, decay_rate=lr_sigma_final / lr_sigma)
-    # momentum (b1 = 0.9) averages the σ-gradient over ~10 steps: its sign is noisy where the
-    # hadrons depend weakly on σ (large σ, nearly isotropic decays)
-    opt_s = optax.adam(schedule, b1=0.9)
+    opt_s = optax.adam(schedule, b1=momentum)
 
     def logits(dp, x, mask):
         return nnx.merge(graph, dp)(x, mask)
@@ -367,13 +371,15 @@ def _step_fn(batch, n_disc, r1, lr_disc, lr_sigma, lr_sigma_final, steps, hidden
             j = jax.random.randint(k2, (), 0, n_mb)
             xm, mm = simulate(jax.lax.stop_gradient(ls), j, k_model, model_cl)
             (_, bce), gd = jax.value_and_grad(d_loss, has_aux=True)(dp, target_x[it], target_mask[it], xm, mm)
-            ud, sd = opt_d.update(gd, sd, dp)
+            with jax.numpy_dtype_promotion("standard"):  # optax's int32 step count meets floats
+                ud, sd = opt_d.update(gd, sd, dp)
             return optax.apply_updates(dp, ud), sd, bce
 
         dp, sd, bce = jax.lax.fori_loop(0, n_disc, disc_step, (dp, sd, jnp.zeros((), dtype)))
         j = jax.random.randint(k_g, (), 0, n_mb)
         gs = jax.grad(g_loss)(ls, dp, j, k_model, model_cl)
-        us, ss = opt_s.update(gs, ss, ls)
+        with jax.numpy_dtype_promotion("standard"):
+            us, ss = opt_s.update(gs, ss, ls)
         return dp, sd, optax.apply_updates(ls, us), ss, bce
 
     return graph, opt_d, opt_s, step
