@@ -19,11 +19,11 @@ axis (an axis computed from the hadrons alone) is the σ-sensitive observable, a
 feature of the discriminator.
 
 Stabilisation of the adversarial dynamics (following the practice reviewed in L. Mescheder et
-al., arXiv:1801.04406): several discriminator steps per σ step, Adam on log σ with an
-exponentially decaying learning rate, an R1 gradient penalty on the target events, common random
-numbers on the simulated side (fixed model minibatches with fixed keys, so the simulated sample
-is a deterministic function of σ), and the estimate is the average of log σ over the last
-iterations (Polyak averaging).
+al., arXiv:1801.04406): several discriminator steps per σ step, Adam on log σ (momentum
+β₁ = 0.9 by default, averaging its noisy gradient) with an exponentially decaying learning
+rate, an R1 gradient penalty on the target events, common random numbers on the simulated side
+(fixed model minibatches with fixed keys, so the simulated sample is a deterministic function
+of σ), and the estimate is the average of log σ over the last iterations (Polyak averaging).
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def fit_smearing(
     clusters: Clusters,
     *,
     sigma0: float = 2.0,
-    steps: int = 300,
+    steps: int = 200,
     batch: int = 256,
     n_disc: int = 3,
     lr_sigma: float = 0.1,
