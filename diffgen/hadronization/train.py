@@ -38,7 +38,7 @@ from diffgen.hadronization.decay import decay_clusters, reference_angles, two_bo
 from diffgen.hadronization.hadrons import hadron_mass
 from diffgen.hadronization.samples import reference_clusters
 
-__all__ = ["TrainConfig", "make_dataset", "model_decays", "plot_comparison", "train"]
+__all__ = ["TrainConfig", "make_dataset", "model_decays", "plot_comparison", "train", "train_params"]
 
 
 @dataclasses.dataclass
@@ -210,6 +210,12 @@ def model_decays(sample_angles: Callable, data: Mapping[str, np.ndarray], key: j
 # --------------------------------------------------------------------------- losses and steps
 
 
+def _optax_promotion():
+    # optax's Adam bias correction mixes its int32 step count with float decay rates, which
+    # strict dtype promotion rejects; the update itself stays in the params' dtype.
+    return jax.numpy_dtype_promotion("standard")
+
+
 def _gan_fns(cfg: Mapping[str, Any], opt: optax.GradientTransformation, n_critic: int = 1, r1_gamma: float = 0.0):
     from flax import nnx
 
@@ -240,17 +246,21 @@ def _gan_fns(cfg: Mapping[str, Any], opt: optax.GradientTransformation, n_critic
 
     @jax.jit
     def step(params, opt_state, key, cond, cos, phi):
-        """``n_critic`` discriminator steps, then one generator step; batches are [n_critic, B, …]."""
-        cond, cos, phi = cond.astype(dtype), cos.astype(dtype), phi.astype(dtype)
+        """``n_critic`` discriminator steps, then one generator step; batches [n_critic·B, …] split in n_critic."""
+        cond = cond.astype(dtype).reshape(n_critic, -1, cond.shape[-1])
+        cos = cos.astype(dtype).reshape(n_critic, -1)
+        phi = phi.astype(dtype).reshape(n_critic, -1)
         keys = jax.random.split(key, n_critic + 1)
         dp, sd = params["discriminator"], opt_state["discriminator"]
         for i in range(n_critic):
             ld, gd_ = jax.value_and_grad(d_loss)(dp, params["generator"], keys[i], cond[i], cos[i], phi[i])
-            ud, sd = opt["discriminator"].update(gd_, sd, dp)
+            with _optax_promotion():
+                ud, sd = opt["discriminator"].update(gd_, sd, dp)
             dp = optax.apply_updates(dp, ud)
         # the generator step takes the last critic minibatch's conditions with fresh noise
         lg, gg = jax.value_and_grad(g_loss)(params["generator"], dp, keys[-1], cond[-1])
-        ug, sg = opt["generator"].update(gg, opt_state["generator"], params["generator"])
+        with _optax_promotion():
+            ug, sg = opt["generator"].update(gg, opt_state["generator"], params["generator"])
         gp = optax.apply_updates(params["generator"], ug)
         return (
             {"generator": gp, "discriminator": dp},
@@ -272,7 +282,8 @@ def _flow_fns(cfg: Mapping[str, Any], opt):
         del key
         cond, cos, phi = cond.astype(dtype), cos.astype(dtype), phi.astype(dtype)
         loss, g = jax.value_and_grad(nll)(params["flow"], cond, cos, phi)
-        u, s = opt["flow"].update(g, opt_state["flow"], params["flow"])
+        with _optax_promotion():
+            u, s = opt["flow"].update(g, opt_state["flow"], params["flow"])
         return {"flow": optax.apply_updates(params["flow"], u)}, {"flow": s}, {"nll": loss}
 
     return step
@@ -294,14 +305,60 @@ def _optimizers(cfg: TrainConfig) -> dict[str, optax.GradientTransformation]:
     return {"flow": optax.adam(lr)}
 
 
+def _step_fn(cfg: TrainConfig, arch: Mapping[str, Any], opt) -> tuple[Callable, int]:
+    """The compiled training step of ``cfg.model`` and the minibatch rows it takes per call."""
+    if cfg.model == "gan":
+        return _gan_fns(arch, opt, n_critic=cfg.n_critic, r1_gamma=cfg.r1_gamma), cfg.n_critic * cfg.batch
+    return _flow_fns(arch, opt), cfg.batch
+
+
+_SAMPLE_JIT: dict[str, Callable] = {}
+
+
 def _sampler(arch: Mapping[str, Any], params: Mapping[str, Any]) -> Callable:
+    """``(key, p_cluster, axis) -> (cos θ, φ)`` of the model; compiled once per architecture (params are arguments)."""
+    import json
+
     model = L.angle_model(arch, params)
     p = model.init(None)
-    fn = jax.jit(lambda key, p_c, axis: model.sample(p, key, p_c, axis))
-    return fn
+    tag = json.dumps({k: arch[k] for k in L.ARCH_KEYS}, sort_keys=True)
+    if tag not in _SAMPLE_JIT:
+        _SAMPLE_JIT[tag] = jax.jit(model.sample)
+    fn = _SAMPLE_JIT[tag]
+    return lambda key, p_c, axis: fn(p, key, p_c, axis)
 
 
-# --------------------------------------------------------------------------- the loop
+def train_params(
+    cfg: TrainConfig, data: Mapping[str, np.ndarray], *, params: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Train on a given dataset, without validation, checkpoints or output files.
+
+    Same optimizer, schedule and minibatch sequence as :func:`train` (keys from ``cfg.seed``),
+    for tests and studies that make their own reference samples.
+
+    Args:
+      cfg: the run configuration (``n_train`` is ignored: every row of ``data`` is used).
+      data: a dataset from :func:`make_dataset` (``cond`` [n, 8], ``cos_theta``, ``phi`` [n]).
+      params: starting params (default: fresh ones from ``cfg.arch()``).
+
+    Returns:
+      the trained params (``{"generator", "discriminator"}`` or ``{"flow"}``).
+    """
+    cfg.validate()
+    arch = cfg.arch()
+    opt = _optimizers(cfg)
+    params = L.init_params(arch) if params is None else params
+    opt_state = {k: opt[k].init(params[k]) for k in opt}
+    step_fn, n_batch = _step_fn(cfg, arch, opt)
+    cond = jnp.asarray(data["cond"])
+    cos = jnp.asarray(data["cos_theta"])
+    phi = jnp.asarray(data["phi"])
+    k_steps = jax.random.split(jax.random.key(cfg.seed), 5)[3]
+    for step in range(cfg.steps):
+        kb, kstep = jax.random.split(jax.random.fold_in(k_steps, step))
+        idx = jax.random.randint(kb, (n_batch,), 0, cond.shape[0])
+        params, opt_state, _ = step_fn(params, opt_state, kstep, cond[idx], cos[idx], phi[idx])
+    return params
 
 
 def train(
@@ -358,12 +415,7 @@ def train(
             opt_state = jax.tree_util.tree_unflatten(treedef, state["opt_leaves"])
         start = int(state["step"])
         log(f"resumed from {ckpt} at step {start}")
-    if cfg.model == "gan":
-        step_fn = _gan_fns(arch, opt, n_critic=cfg.n_critic, r1_gamma=cfg.r1_gamma)
-        batch_shape: tuple[int, ...] = (cfg.n_critic, cfg.batch)
-    else:
-        step_fn = _flow_fns(arch, opt)
-        batch_shape = (cfg.batch,)
+    step_fn, n_batch = _step_fn(cfg, arch, opt)
     cond = jnp.asarray(train_data["cond"])
     cos = jnp.asarray(train_data["cos_theta"])
     phi = jnp.asarray(train_data["phi"])
@@ -380,7 +432,7 @@ def train(
         for step in range(start, cfg.steps):
             ks = jax.random.fold_in(k_steps, step)
             kb, kstep = jax.random.split(ks)
-            idx = jax.random.randint(kb, batch_shape, 0, cfg.n_train)
+            idx = jax.random.randint(kb, (n_batch,), 0, cfg.n_train)
             params, opt_state, losses = step_fn(params, opt_state, kstep, cond[idx], cos[idx], phi[idx])
             done = step + 1
             bar.update(
