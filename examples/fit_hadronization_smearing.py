@@ -6,10 +6,11 @@ The fit (``diffgen.hadronization.fit.fit_smearing``) trains a DeepSets discrimin
 hadrons (features relative to the event's sphericity axis) against events simulated at the current
 σ from independent clusters, and moves log σ by the pathwise gradient of the generator loss, starting
 far from the truth. Each seed draws a new pseudo-data sample, a new model sample and a new
-discriminator, so the spread of the estimates over seeds is the statistical uncertainty of one fit.
+discriminator, so the spread of the estimates over seeds is the statistical uncertainty of one fit
+(the truths of one seed share its parton events and keys and differ only in σ).
 Writes ``OUT/<tag>.{json,png}``.
 
-    .venv/bin/python examples/fit_hadronization_smearing.py [--n 4096] [--steps 200] [--seeds 3] \\
+    .venv/bin/python examples/fit_hadronization_smearing.py [--n 4096] [--steps 200] [--seeds 4] \\
         [--truths 0.5,1.5] [--starts 2.0,0.2] [--final-state] [--out out] [--tag hadronization_smearing_fit]
 """
 
@@ -157,7 +158,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr-sigma", type=float, default=0.1, help="initial Adam learning rate of log σ")
     ap.add_argument("--lr-sigma-final", type=float, default=0.005, help="final Adam learning rate of log σ")
     ap.add_argument("--momentum", type=float, default=0.9, help="Adam beta1 of log σ")
-    ap.add_argument("--seeds", type=int, default=3, help="independent pseudo-data samples per truth")
+    ap.add_argument("--seeds", type=int, default=4, help="independent pseudo-data samples per truth")
     ap.add_argument("--truths", default="0.5,1.5")
     ap.add_argument("--starts", default="2.0,0.2", help="start σ of each truth's fits")
     ap.add_argument("--final-state", action="store_true", help="decay unstable hadrons (default: primary hadrons)")
