@@ -89,9 +89,11 @@ def main(argv=None) -> int:
         opt = _optimizers(cfg)
         params = L.init_params(arch)
         state = {k: opt[k].init(params[k]) for k in opt}
-        step = _gan_fns(arch, opt) if kind == "gan" else _flow_fns(arch, opt)
-        x = jnp.ones((512, 8), jnp.float32)
-        c = jnp.zeros(512, jnp.float32)
+        # the default GAN step: n_critic discriminator minibatches of 512 and the R1 penalty
+        n_batch = cfg.n_critic * 512 if kind == "gan" else 512
+        step = _gan_fns(arch, opt, cfg.n_critic, cfg.r1_gamma) if kind == "gan" else _flow_fns(arch, opt)
+        x = jnp.ones((n_batch, 8), jnp.float32)
+        c = jnp.zeros(n_batch, jnp.float32)
         compile_s, t = time_compile_and_run(step, params, state, jax.random.key(0), x, c, c, repeat=3)
         rows.append(
             {
