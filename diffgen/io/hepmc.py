@@ -525,14 +525,10 @@ class HepMC3Writer(EventWriter):
         levels = [_level(*(data.get(f"extra/{HISTORY_PREFIX}{label}/{f}") for f in _FIELDS)) for label in stages]
         levels.append(_level(data["p"], data["pid"], data["mask"], data.get("colour")))
         last = len(levels) - 1
-        weights = [data["weight"].astype(np.float64)]
-        weights += [data[f"extra/{RWGT_PREFIX}{n}"].astype(np.float64) for n in self.weight_names]
-        wlines = np.stack(weights, axis=-1).tolist()
+        wlines, wfmt, xs_line = self._weight_lines(data, sigma, err)
         n_events = len(wlines)
         n_before = self.n_events - n_events
-        xs_line = f"A 0 GenCrossSection {sigma:.16e} {err:.16e} {self.n_events} {self.n_events}\n"
         pfmt = "P %d %d %d %.16e %.16e %.16e %.16e %.16e %d\n"
-        wfmt = "W" + " %.16e" * len(weights) + "\n"
         head = self._head
         out: list[str] = []
         starts = [0] * len(levels)  # row of each level's first particle of the current event
@@ -561,6 +557,15 @@ class HepMC3Writer(EventWriter):
             out.extend(body)
         self._file.file.write("".join(out).encode())
 
+    def _weight_lines(self, data: Mapping[str, np.ndarray], sigma: float, err: float) -> tuple[list, str, str]:
+        """Per-event weight rows (nominal first, then the named alternatives), the ``W`` line format
+        and the cross-section attribute line of a chunk."""
+        weights = [data["weight"].astype(np.float64)]
+        weights += [data[f"extra/{RWGT_PREFIX}{n}"].astype(np.float64) for n in self.weight_names]
+        wfmt = "W" + " %.16e" * len(weights) + "\n"
+        xs_line = f"A 0 GenCrossSection {sigma:.16e} {err:.16e} {self.n_events} {self.n_events}\n"
+        return np.stack(weights, axis=-1).tolist(), wfmt, xs_line
+
     def _write_detailed(
         self,
         data: Mapping[str, np.ndarray],
@@ -577,13 +582,9 @@ class HepMC3Writer(EventWriter):
         levels = [_Level(p.astype(np.float64), pid, mask.astype(bool), colour) for p, pid, mask, colour in fields]
         for t, name in layers.items():
             _check_record(name, records[name], levels[t - 1], levels[t])
-        weights = [data["weight"].astype(np.float64)]
-        weights += [data[f"extra/{RWGT_PREFIX}{n}"].astype(np.float64) for n in self.weight_names]
-        wlines = np.stack(weights, axis=-1).tolist()
+        wlines, wfmt, xs_line = self._weight_lines(data, sigma, err)
         n_events = len(wlines)
         n_before = self.n_events - n_events
-        xs_line = f"A 0 GenCrossSection {sigma:.16e} {err:.16e} {self.n_events} {self.n_events}\n"
-        wfmt = "W" + " %.16e" * len(weights) + "\n"
         out: list[str] = []
         for i in range(n_events):
             g = _detailed_event(levels, i, layers, records, _head_graph(self.sqrt_s))
