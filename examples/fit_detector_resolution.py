@@ -130,7 +130,7 @@ def study(problem, args, out: Path) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=1000, help="pseudo-data events per μμ block (test beams n/2 per energy)")
+    ap.add_argument("--n", type=int, default=1000, help="pseudo-data events per μμ block (test beams: GUN_EVENTS)")
     ap.add_argument("--mc-factor", type=int, default=2, help="MC sample size / pseudo-data size")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--study", type=int, default=0, help="also fit this many seeds and report the coverage")
