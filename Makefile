@@ -4,9 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # Re-install only when the package metadata changes (a second `make test` does not reinstall).
 STAMP  := $(VENV)/.installed
-# Whole test files per xdist worker: module-scoped fixtures (generated samples, compiled fits)
-# are then built once, not once per worker that happens to receive one of the module's tests.
-PYTEST_ARGS ?= -n 2 --dist loadfile
+PYTEST_ARGS ?= -n 2
 
 .PHONY: test demo bench lint docs clean
 
