@@ -48,7 +48,7 @@ from diffgen.kinematics import minkowski_dot, safe_div, safe_log, safe_sqrt
 from diffgen.shower.alphas import CA, CF, NF, TR, alpha_s, beta0, dlog_alpha_s
 from diffgen.typing import Array
 
-__all__ = ["HISTORY_FIELDS", "ShowerState", "shower_one_event"]
+__all__ = ["BOUNDARY_FIELDS", "HISTORY_FIELDS", "ShowerState", "shower_one_event"]
 
 _TWO_PI = 2.0 * math.pi
 
@@ -76,6 +76,7 @@ class ShowerState(NamedTuple):
     rec_overflow: Array  # () bool, record buffer full (reweight() unavailable for this event)
     done: Array  # () bool
     hist: dict | None = None  # emission record (record_history=True): see _empty_history
+    bnd: dict | None = None  # cut-off boundary record of the last B trials (boundary=B): see _empty_boundary
 
 
 #: Fields of the per-event emission record (``shower_one_event(record_history=True)``), each
@@ -108,6 +109,29 @@ def _empty_history(cap: int, dtype) -> dict[str, Array]:
         "colour_emitter": jnp.zeros((cap, 2), jnp.int32),
         "colour_spectator": jnp.zeros((cap, 2), jnp.int32),
         "t": jnp.zeros((cap,), dtype),
+    }
+
+
+#: Fields of the cut-off boundary record (``shower_one_event(boundary=B)``), each with leading
+#: axis B: trial k of an event is row ``k mod B``, so the last B trials are kept.
+BOUNDARY_FIELDS = ("u_star", "r", "n_pre", "p_pre", "pid_pre", "col_pre", "p_em", "pid_em", "col_em")
+
+
+def _empty_boundary(n_rows: int, cap: int, dtype) -> dict[str, Array]:
+    """Empty boundary record: flux ``u_star`` and acceptance ``r`` 0 (such a row adds nothing)."""
+    zeros_p = jnp.zeros((n_rows, cap, 4), dtype)
+    zeros_pid = jnp.zeros((n_rows, cap), jnp.int32)
+    zeros_col = jnp.zeros((n_rows, cap, 2), jnp.int32)
+    return {
+        "u_star": jnp.zeros((n_rows,), dtype),
+        "r": jnp.zeros((n_rows,), dtype),
+        "n_pre": jnp.zeros((n_rows,), jnp.int32),
+        "p_pre": zeros_p,
+        "pid_pre": zeros_pid,
+        "col_pre": zeros_col,
+        "p_em": zeros_p,
+        "pid_em": zeros_pid,
+        "col_em": zeros_col,
     }
 
 
@@ -164,7 +188,9 @@ def _all_overestimates(p, pid, partner, t0, amax):
     return f(p, pid, partner, idx, jnp.arange(2), t0, amax)
 
 
-def initial_state(p, pid, col, mask, t0, amax, max_records: int, record_history: bool = False) -> ShowerState:
+def initial_state(
+    p, pid, col, mask, t0, amax, max_records: int, record_history: bool = False, boundary: int = 0
+) -> ShowerState:
     """Per-event initial shower state: colour partners from the tags, start scale t = Q²."""
     dtype = p.dtype
     # partner on the colour side: the parton whose anti-colour equals my colour (and vice versa)
@@ -200,6 +226,7 @@ def initial_state(p, pid, col, mask, t0, amax, max_records: int, record_history:
         rec_overflow=jnp.zeros((), bool),
         done=jnp.zeros((), bool),
         hist=_empty_history(p.shape[0], dtype) if record_history else None,
+        bnd=_empty_boundary(boundary, p.shape[0], dtype) if boundary else None,
     )
 
 
@@ -268,14 +295,19 @@ def _step(state: ShowerState, key, alpha, t0, amax, order: int, max_trials: int)
     z_split = one_m_zp + disc * u[3]
     z = jnp.where(split, z_split, z_soft)
     zz = z * (1.0 - z)
-    y = safe_div(t_new, q2 * zz, fill=2.0)
-    in_range = physical & (y < 1.0) & (zz > 0)
-    one_m_y = 1.0 - y
-    eik = safe_div(2.0, 1.0 - z * one_m_y, fill=0.0)
-    ratio_qq = one_m_y * (eik - (1.0 + z)) * (1.0 - z) / 2.0
-    ratio_gg = one_m_y * (eik - 2.0 + zz) * (1.0 - z) / 2.0
-    ratio_gq = one_m_y * (1.0 - 2.0 * zz)
-    kernel_ratio = jnp.where(split, ratio_gq, jnp.where(is_g, ratio_gg, ratio_qq))
+
+    def kernel_ratio_at(t):
+        """Recoil y, whether (t, z) is inside the dipole phase space, and (1 − y)P/Ĝ at scale t."""
+        y = safe_div(t, q2 * zz, fill=2.0)
+        one_m_y = 1.0 - y
+        eik = safe_div(2.0, 1.0 - z * one_m_y, fill=0.0)
+        ratio_qq = one_m_y * (eik - (1.0 + z)) * (1.0 - z) / 2.0
+        ratio_gg = one_m_y * (eik - 2.0 + zz) * (1.0 - z) / 2.0
+        ratio_gq = one_m_y * (1.0 - 2.0 * zz)
+        return y, (y < 1.0) & (zz > 0), jnp.where(split, ratio_gq, jnp.where(is_g, ratio_gg, ratio_qq))
+
+    y, inside, kernel_ratio = kernel_ratio_at(t_new)
+    in_range = physical & inside
     a_t = alpha_s(jnp.where(physical, t_new, t0), alpha, order=order)
     r = jnp.where(in_range, a_t * running / amax * kernel_ratio, 0.0)
     accept = in_range & (u[5] < jax.lax.stop_gradient(r))
@@ -309,11 +341,17 @@ def _step(state: ShowerState, key, alpha, t0, amax, order: int, max_trials: int)
     j = jnp.minimum(state.n, cap - 1)
     phi = _TWO_PI * u[4]
     e1, e2 = _transverse_basis(pa, pb)
-    kt = safe_sqrt(t_new) * (jnp.cos(phi) * e1 + jnp.sin(phi) * e2)
-    new_pa = z * pa + (1.0 - z) * y * pb + kt
-    new_pj = (1.0 - z) * pa + z * y * pb - kt
-    new_pb = one_m_y * pb
-    p = state.p.at[a].set(new_pa).at[b].set(new_pb).at[j].set(new_pj)
+    transverse = jnp.cos(phi) * e1 + jnp.sin(phi) * e2
+
+    def branched(t, y):
+        """All momenta after the branching at scale t with recoil y (arXiv:hep-ph/9605323 eq. 5.3)."""
+        kt = safe_sqrt(t) * transverse
+        new_pa = z * pa + (1.0 - z) * y * pb + kt
+        new_pj = (1.0 - z) * pa + z * y * pb - kt
+        new_pb = (1.0 - y) * pb
+        return state.p.at[a].set(new_pa).at[b].set(new_pb).at[j].set(new_pj)
+
+    p = branched(t_new, y)
 
     # colour flow: a gluon j is inserted between a and b on side s; a g → q q̄ splitting cuts
     # the gluon's colour line, a keeps the side facing b, j takes the other side.
@@ -348,6 +386,33 @@ def _step(state: ShowerState, key, alpha, t0, amax, order: int, max_trials: int)
     )
     g = state.g.at[jnp.where(ends_x >= 0, ends_x, cap), ends_s].set(vals, mode="drop")
 
+    bnd = state.bnd
+    if bnd is not None:
+        # Cut-off boundary (docs/shower.md, "Event derivatives"): this trial stays above t0 iff
+        # 1 − u₀ > U* = Δ̂(t, t0), the overestimate's no-emission probability down to t0. U*
+        # moves with the params; at the boundary the trial sits at t0, where it branches with
+        # probability r(t0) using this trial's channel, z, φ and flavour, and the shower ends.
+        if b0a is None:
+            log_u_star = gsum * jnp.log(t0 / state.t)
+        else:
+            log_u_star = -safe_div(gsum, b0a) * safe_log(1.0 + b0a * jnp.log(state.t / t0))
+        y0, inside0, kernel_ratio0 = kernel_ratio_at(t0)
+        # α̂(t0) = amax: w(t0) = 1 for the running overestimate, amax = αs for a fixed coupling
+        r0 = jnp.where(inside0 & room, alpha_s(t0, alpha, order=order) / amax * kernel_ratio0, 0.0)
+        values = {
+            "u_star": jnp.exp(log_u_star),
+            "r": jax.lax.stop_gradient(r0),
+            "n_pre": state.n,
+            "p_pre": jax.lax.stop_gradient(state.p),
+            "pid_pre": state.pid,
+            "col_pre": state.col,
+            "p_em": jax.lax.stop_gradient(branched(t0, y0)),
+            "pid_em": pid,
+            "col_em": col,
+        }
+        row = state.trial % bnd["u_star"].shape[0]
+        bnd = {name: bnd[name].at[row].set(values[name]) for name in BOUNDARY_FIELDS}
+
     def pick(new, old):
         return jnp.where(emit, new, old)
 
@@ -374,11 +439,24 @@ def _step(state: ShowerState, key, alpha, t0, amax, order: int, max_trials: int)
         rec_overflow=rec_overflow,
         done=done,
         hist=None if state.hist is None else _record_emission(state, emit, a, b, j, t_new),
+        bnd=bnd,
     )
 
 
 def shower_one_event(
-    p, pid, col, mask, key, alpha, t0, *, order: int, max_records: int, max_trials: int, record_history: bool = False
+    p,
+    pid,
+    col,
+    mask,
+    key,
+    alpha,
+    t0,
+    *,
+    order: int,
+    max_records: int,
+    max_trials: int,
+    record_history: bool = False,
+    boundary: int = 0,
 ):
     """Shower one event (to be ``vmap``ped): returns the final ``ShowerState``.
 
@@ -391,9 +469,11 @@ def shower_one_event(
         (static); max_trials: bound on the number of trials (static).
       record_history: also fill ``ShowerState.hist``, the record of every accepted emission
         (:data:`HISTORY_FIELDS`; static; the momenta and decisions are the same either way).
+      boundary: B > 0 also fills ``ShowerState.bnd``, the cut-off boundary record of the last B
+        trials (:data:`BOUNDARY_FIELDS`; static; the momenta and decisions are the same either way).
     """
     amax = alpha_s(t0, alpha, order=order)
-    state = initial_state(p, pid, col, mask, t0, amax, max_records, record_history)
+    state = initial_state(p, pid, col, mask, t0, amax, max_records, record_history, boundary)
     state = state._replace(done=state.t <= t0)
     return jax.lax.while_loop(
         lambda st: ~st.done,
