@@ -15,9 +15,11 @@ Simplifications of this model (documented in docs/hadronization.md):
   construction is one vectorised comparison of colour tags.
 - Fission (Herwig's ClMax rule, arXiv:0803.0883 eq. 7.2, with exponent 1): a cluster with
   M > cl_max + m_q + m_q̄ (constituent masses) pops a light pair q′q̄′ and splits into
-  (x p_q + y p_q̄) and ((1 − x) p_q + (1 − y) p_q̄) with x = 1 − u₁/2, y = u₂/2, u ~ U(0, 1),
-  so that each child follows its own constituent and masses drop to M²·xy and M²(1−x)(1−y).
-  ``n_fission_rounds`` static rounds are applied.
+  (x p_q + y p_q̄) and ((1 − x) p_q + (1 − y) p_q̄): child masses M₁ = M √(xy),
+  M₂ = M √((1−x)(1−y)) drawn as in Herwig (eq. 7.3, PSplit = 1), each child moving along its
+  own constituent in the cluster rest frame (:func:`fission_fractions`).
+  ``n_fission_rounds`` static rounds are applied; a cluster still above the threshold after
+  the last round is flagged (``fission_unfinished``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "Clusters",
     "append_to_free_slots",
     "constituent_axis",
+    "fission_fractions",
     "form_clusters",
     "popped_flavour_logits",
     "sample_flavour",
@@ -191,6 +194,41 @@ def sample_flavour(u: Array, logits: Array) -> Array:
     return (jnp.sum(u[..., None] >= cdf, axis=-1) + 1).astype(jnp.int32)
 
 
+def fission_fractions(u1: Array, u2: Array, m: Array, m_q: Array, m_qbar: Array, m_pop: Array) -> tuple[Array, Array]:
+    """Momentum fractions of a cluster fission with Herwig's child masses (PSplit = 1).
+
+    The cluster (constituents p_q, p_q̄, mass M) pops q′q̄′ and splits into the children
+    ``x p_q + y p_q̄`` (quark q, antiquark q̄′) and ``(1 − x) p_q + (1 − y) p_q̄`` (q′, q̄). Their
+    masses M₁ = M √(xy), M₂ = M √((1 − x)(1 − y)) are drawn as in Herwig's cluster fission
+    (arXiv:0803.0883 §7.2, eq. 7.3, with exponent PSplit = 1): M₁ = m_q + m_q′ + D a,
+    M₂ = m_q̄ + m_q′ + D b, D = M − m_q − m_q̄ − 2 m_q′, (a, b) uniform on the triangle
+    a + b ≤ 1 (the uniform draws with M₁ + M₂ ≤ M, by reflection instead of rejection). Each
+    child then moves along its own constituent's direction in the cluster rest frame with the
+    two-body momentum: x, y = (s ± λ^{1/2}(1, μ₁², μ₂²))/2, s = 1 + μ₁² − μ₂², μ_i = M_i/M.
+
+    Args:
+      u1, u2: [...] uniform numbers in [0, 1).
+      m: [...] cluster masses M, GeV.
+      m_q, m_qbar, m_pop: [...] constituent masses of the quark, the antiquark and the popped
+        flavour, GeV (they set the lower ends of M₁, M₂; the constituents stay massless).
+
+    Returns:
+      ``(x, y)`` [...] with 0 ≤ y ≤ x ≤ 1 (the quark keeps the larger share); pathwise
+      differentiable in ``m``.
+    """
+    reflect = u1 + u2 > 1.0
+    a = jnp.where(reflect, 1.0 - u1, u1)
+    b = jnp.where(reflect, 1.0 - u2, u2)
+    d = jnp.maximum(m - m_q - m_qbar - 2.0 * m_pop, 0.0)
+    mu1 = kin.safe_div(m_q + m_pop + d * a, m)
+    mu2 = kin.safe_div(m_qbar + m_pop + d * b, m)
+    s = 1.0 + mu1**2 - mu2**2
+    root = kin.safe_sqrt(s**2 - 4.0 * mu1**2)
+    x = jnp.clip(0.5 * (s + root), 0.0, 1.0)
+    y = jnp.clip(0.5 * (s - root), 0.0, 1.0)
+    return x, y
+
+
 def _form_one(
     params: Params, u_form, u_fis, p, pid, colour, mask, max_clusters: int, n_rounds: int, record: bool = False
 ):
@@ -240,17 +278,18 @@ def _form_one(
             "cluster_q": jnp.where(cmask, slots, -1),
             "cluster_qbar": jnp.where(cmask, jnp.pad(partner.astype(jnp.int32), (0, extra)), -1),
         }
-        fission = []
     cmass = jnp.asarray(np.array((0.0, *CONSTITUENT_MASS)), dtype=dtype)
-    overflow = jnp.zeros((), bool)
-    for r in range(n_rounds):
+    cl_max = jnp.asarray(params["cl_max"], dtype)
+
+    # One fission round; ``lax.scan`` over the rounds keeps the compiled size independent of
+    # ``n_rounds`` (each round is the same program).
+    def fission_round(carry, u):
+        cp_q, cp_qb, cf_q, cf_qb, cmask, overflow, logp = carry
         m = kin.mass(cp_q + cp_qb)
-        threshold = jnp.asarray(params["cl_max"], dtype) + cmass[cf_q] + cmass[cf_qb]
-        split = cmask & (m > threshold)
-        u = u_fis[r]
-        x = (1.0 - 0.5 * u[:, 0])[:, None]
-        y = (0.5 * u[:, 1])[:, None]
+        split = cmask & (m > cl_max + cmass[cf_q] + cmass[cf_qb])
         f = sample_flavour(u[:, 2], logits)
+        x, y = fission_fractions(u[:, 0], u[:, 1], m, cmass[cf_q], cmass[cf_qb], cmass[f])
+        x, y = x[:, None], y[:, None]
         target, placed = append_to_free_slots(cmask, split)
         overflow = overflow | jnp.any(split & ~placed)
         logp = logp + jnp.sum(jnp.where(placed, log_w[f - 1], 0.0))
@@ -265,13 +304,20 @@ def _form_one(
         cf_q = cf_q.at[target].set(new_fq, mode="drop")
         cf_qb = cf_qb_a.at[target].set(new_fqb, mode="drop")
         cmask = cmask.at[target].set(True, mode="drop")
-        if record:
-            fission.append(jnp.where(placed, target, -1))
+        out = (cp_q, cp_qb, cf_q.astype(jnp.int32), cf_qb.astype(jnp.int32), cmask, overflow, logp)
+        return out, jnp.where(placed, target, -1).astype(jnp.int32)
+
+    carry = (cp_q, cp_qb, cf_q.astype(jnp.int32), cf_qb.astype(jnp.int32), cmask, jnp.zeros((), bool), logp)
+    carry, fission = jax.lax.scan(fission_round, carry, u_fis[:n_rounds])
+    cp_q, cp_qb, cf_q, cf_qb, cmask, overflow, logp = carry
+    # Clusters still above the fission threshold after the last round decay as they are:
+    # flagged, never silent (the fission of Herwig repeats until none is left).
+    m = kin.mass(cp_q + cp_qb)
+    unfinished = jnp.any(cmask & (m > cl_max + cmass[cf_q] + cmass[cf_qb]))
     if record:
-        empty = jnp.zeros((0, max_clusters), jnp.int32)
-        hist["fission_target"] = (jnp.stack(fission) if fission else empty).astype(jnp.int32)
-        return (cp_q, cp_qb, cf_q, cf_qb, cmask), logp, overflow, unmatched, hist
-    return (cp_q, cp_qb, cf_q, cf_qb, cmask), logp, overflow, unmatched
+        hist["fission_target"] = fission.astype(jnp.int32)
+        return (cp_q, cp_qb, cf_q, cf_qb, cmask), logp, overflow, unmatched, unfinished, hist
+    return (cp_q, cp_qb, cf_q, cf_qb, cmask), logp, overflow, unmatched, unfinished
 
 
 def form_clusters(
@@ -280,7 +326,7 @@ def form_clusters(
     events: Events,
     *,
     max_clusters: int | None = None,
-    n_fission_rounds: int = 4,
+    n_fission_rounds: int = 8,
     record_history: bool = False,
 ) -> tuple[Clusters, dict[str, Array]]:
     """Colour-singlet clusters from showered partons (see the module docstring).
@@ -302,7 +348,9 @@ def form_clusters(
 
     Returns:
       ``(clusters, info)`` with ``info = {"logp": [N] log-probability of the flavour choices,
-      "overflow": [N] bool (a fission did not fit into K), "colour_unmatched": [N] bool}``.
+      "overflow": [N] bool (a fission did not fit into K), "colour_unmatched": [N] bool,
+      "fission_unfinished": [N] bool (a cluster is above the fission threshold after the last
+      round)}``.
     """
     validate_partons(events)
     if not isinstance(n_fission_rounds, int) or n_fission_rounds < 0:
@@ -316,9 +364,9 @@ def form_clusters(
         lambda a, b, p, pid, col, m: _form_one(params, a, b, p, pid, col, m, k, n_fission_rounds, record_history)
     )
     out = fn(u_form, u_fis, events.p, events.pid, events.colour, events.mask)
-    (p_q, p_qb, f_q, f_qb, mask), logp, overflow, unmatched = out[:4]
+    (p_q, p_qb, f_q, f_qb, mask), logp, overflow, unmatched, unfinished = out[:5]
     clusters = Clusters(p_q=p_q, p_qbar=p_qb, flav_q=f_q, flav_qbar=f_qb, mask=mask)
-    info = {"logp": logp, "overflow": overflow, "colour_unmatched": unmatched}
+    info = {"logp": logp, "overflow": overflow, "colour_unmatched": unmatched, "fission_unfinished": unfinished}
     if record_history:
-        info["history"] = out[4]
+        info["history"] = out[5]
     return clusters, info

@@ -49,7 +49,7 @@ def hadronize(
     *,
     max_clusters: int | None = None,
     capacity: int | None = None,
-    n_fission_rounds: int = 4,
+    n_fission_rounds: int = 8,
     decay_unstable_hadrons: bool = True,
     n_decay_rounds: int = 8,
     record_history: bool = False,
@@ -106,7 +106,8 @@ def hadronize(
       plus ``hadronization_logp`` [N] (log-probability of the discrete flavour/multiplet
       choices, for score-function gradients in γ_s and p_vector), ``n_clusters`` [N] int32,
       ``n_single_hadron_clusters`` [N] int32, and the flags [N] bool ``cluster_overflow``,
-      ``hadron_overflow``, ``colour_unmatched``, ``reshuffle_failed``.
+      ``hadron_overflow``, ``colour_unmatched``, ``reshuffle_failed``, ``fission_unfinished`` (a
+      cluster is still above the fission threshold after ``n_fission_rounds`` rounds).
     """
     if isinstance(decay, str):
         if decay not in ("reference", "isotropic"):
@@ -197,6 +198,7 @@ def hadronize(
             cluster_overflow=finfo["overflow"],
             hadron_overflow=overflow,
             colour_unmatched=finfo["colour_unmatched"],
+            fission_unfinished=finfo["fission_unfinished"],
             reshuffle_failed=dinfo["reshuffle_failed"],
             **{HISTORY_PREFIX + name: value for name, value in history.items()},
         )
