@@ -98,8 +98,8 @@ def make_generator(chunk: int):
     The returned Events hold the charged final-state particles only (``CHARGED_CAPACITY``
     slots, compacted to the front), the event weight, and the shower's ``extra`` record
     (needed by :func:`diffgen.shower.reweight`) plus ``tau`` = 1 − T of the charged particles,
-    ``n_charged`` and the overflow flags ``charged_overflow``, ``hadron_overflow``,
-    ``cluster_overflow``, ``shower_overflow``.
+    ``n_charged``, ``shower_n_emissions``, the overflow flags ``charged_overflow``,
+    ``hadron_overflow``, ``cluster_overflow``, ``shower_overflow`` and ``fission_unfinished``.
     """
     import jax
     import jax.numpy as jnp
@@ -116,7 +116,14 @@ def make_generator(chunk: int):
         ("shower", final_state_shower()),
         ("hadronization", hadronize(capacity=HADRON_CAPACITY)),
     )
-    keep = (*_RECORD_KEYS, "shower_overflow", "hadron_overflow", "cluster_overflow")
+    keep = (
+        *_RECORD_KEYS,
+        "shower_n_emissions",
+        "shower_overflow",
+        "hadron_overflow",
+        "cluster_overflow",
+        "fission_unfinished",
+    )
 
     @jax.jit
     def gen(params, key):
@@ -425,6 +432,60 @@ class ThrustFit:
         }
 
 
+EMISSION_BINS = ((0, 1), (1, 2), (2, 3), (3, 4), (4, 6), (6, 1000))
+
+
+def response(samples: dict) -> dict:
+    """Hadron-level response to αs of directly generated (unweighted in αs) samples.
+
+    Args:
+      samples: ``{αs: events}`` from :func:`generate`.
+
+    Returns:
+      ``{αs: {"tau": (mean, error), "n_charged": (mean, error), "n_emissions": (mean, error),
+      "by_emissions": [(low, high, events, ⟨1 − T⟩, ⟨N_ch⟩), ...]}}`` with the events binned in
+      the number of shower emissions (:data:`EMISSION_BINS`, ``low ≤ n < high``).
+    """
+    out = {}
+    for a, ev in samples.items():
+        x = {k: np.asarray(ev.extra[k], dtype=np.float64) for k in ("tau", "n_charged", "shower_n_emissions")}
+        n = len(x["tau"])
+        row = {
+            k2: (float(v.mean()), float(v.std(ddof=1) / math.sqrt(n)))
+            for k2, v in (("tau", x["tau"]), ("n_charged", x["n_charged"]), ("n_emissions", x["shower_n_emissions"]))
+        }
+        rows = []
+        for lo, hi in EMISSION_BINS:
+            sel = (x["shower_n_emissions"] >= lo) & (x["shower_n_emissions"] < hi)
+            k = int(sel.sum())
+            rows.append(
+                (
+                    lo,
+                    hi,
+                    k,
+                    float(x["tau"][sel].mean()) if k else math.nan,
+                    float(x["n_charged"][sel].mean()) if k else math.nan,
+                )
+            )
+        row["by_emissions"] = rows
+        out[float(a)] = row
+    return out
+
+
+def print_response(table: dict) -> None:
+    """Print :func:`response` as two small tables."""
+    print("αs      ⟨1−T⟩ charged     ⟨N_ch⟩          ⟨n_emissions⟩")
+    for a, r in table.items():
+        t, c, e = r["tau"], r["n_charged"], r["n_emissions"]
+        print(f"{a:.4f}  {t[0]:.4f} ± {t[1]:.4f}  {c[0]:6.2f} ± {c[1]:.2f}  {e[0]:.3f} ± {e[1]:.3f}")
+    print("by shower emissions: events, ⟨1−T⟩ charged, ⟨N_ch⟩")
+    for a, r in table.items():
+        cells = "  ".join(
+            f"[{lo},{hi if hi < 1000 else '∞'}): {k} {t:.4f} {c:.1f}" for lo, hi, k, t, c in r["by_emissions"]
+        )
+        print(f"{a:.4f}  {cells}")
+
+
 def bootstrap_error(fitter: ThrustFit, values, errors, fit_range=FIT_RANGE, *, n_boot: int = 20, seed: int = 0) -> dict:
     """Spread of the fitted αs over bootstrap replicas of the *reference sample* (model fluctuation).
 
@@ -590,6 +651,7 @@ def run(
             "cluster_overflow",
             "hadron_overflow",
             "charged_overflow",
+            "fission_unfinished",
         )
     }
     sel = res["fit_mask"]
@@ -654,11 +716,31 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--bootstrap", type=int, default=0, help="replicas of the reference sample for σ_boot(αs) (default 0: off)"
     )
+    ap.add_argument(
+        "--response",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="ALPHA_S",
+        help="only print the hadron-level response (⟨1−T⟩, N_ch, by shower emissions) of samples "
+        "generated directly at these αs(m_Z) (--n-events each, seeds --seed, --seed + 1, ...) and exit",
+    )
     args = ap.parse_args(argv)
     if args.n_events < 100:
         ap.error(f"--n-events must be >= 100, got {args.n_events}")
     if args.chunk < 1:
         ap.error(f"--chunk must be >= 1, got {args.chunk}")
+    if args.response is not None:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        generator, samples = None, {}
+        for i, a in enumerate(args.response):
+            samples[a], generator = generate(
+                a, args.n_events, args.seed + i, chunk=min(args.chunk, args.n_events), generator=generator
+            )
+        print_response(response(samples))
+        return 0
     try:
         run(
             args.n_events,
