@@ -12,7 +12,14 @@ from scipy import integrate
 from diffgen import observables as obs
 from diffgen.core import Events
 from diffgen.processes import ee_to_qqbar
-from diffgen.shower import final_state_shower, reweight, score_function_term
+from diffgen.shower import (
+    BOUNDARY_KEYS,
+    boundary_events,
+    boundary_term,
+    final_state_shower,
+    reweight,
+    score_function_term,
+)
 from diffgen.shower.alphas import CF
 from diffgen.testing import assert_compatible, assert_momentum_conserved, assert_on_shell, assert_padding_clean
 
@@ -20,6 +27,7 @@ SQRT_S = 91.2
 N_MAIN = 6000  # events per direct sample (statistical tests)
 SHOWER = final_state_shower()
 FIXED = final_state_shower(alpha_s_order=0)
+BOUNDARY = final_state_shower(boundary_trials=8)
 _apply = jax.jit(SHOWER.apply)
 _apply_fixed = jax.jit(FIXED.apply)
 
@@ -247,7 +255,8 @@ def test_reweighting_reproduces_direct_samples(samples):
 
 @pytest.mark.slow
 def test_alpha_s_derivative_estimators(samples, hard):
-    """d⟨1−T⟩/dαs: reweighting score and event derivatives vs finite differences of samples."""
+    """d⟨O⟩/dαs and d⟨O⟩/dt0: reweighting, and the event derivative (pathwise + score of the held
+    decisions + cut-off boundary term), vs finite differences and each other."""
     tau = {a: 1 - np.asarray(obs.thrust(e)) for a, e in samples.items()}
     n = len(tau[0.118])
     fd = (tau[0.128].mean() - tau[0.108].mean()) / 0.02
@@ -258,24 +267,105 @@ def test_alpha_s_derivative_estimators(samples, hard):
     rw, rw_err = contrib.mean(), contrib.std() / math.sqrt(n)
     assert_compatible(rw, fd, math.hypot(rw_err, fd_err), n_sigma=3, what="reweighting derivative")
 
-    # event derivatives (pathwise, decisions held) plus the score of the held decisions
+    # event derivatives on 1 500 events, in αs and t0 at once (forward mode, two directions)
     n_ev = 1500
     sub = hard[:n_ev]
+    key = jax.random.key(77)
+    observables = {"tau": lambda e: 1 - obs.thrust(e), "n": lambda e: e.multiplicity().astype(e.dtype)}
 
-    def per_event(a):
-        ev = SHOWER.apply(params(a), jax.random.key(77), sub)
-        t = 1 - obs.thrust(ev)
-        return score_function_term(t, ev), t
+    def per_event(a, t0):
+        ev = BOUNDARY.apply(params(a, t0), key, sub)
+        out = {}
+        for name, fn in observables.items():
+            o = fn(ev)
+            with_score = score_function_term(o, ev)
+            out[name] = (o, with_score, with_score + boundary_term(fn, ev))
+        x = ev.extra
+        out["record"] = (x["shower_score_alpha_s"], x["shower_boundary_u"], x["shower_boundary_r"])
+        return out
 
-    _, (d_total, d_path) = jax.jit(lambda a: jax.jvp(per_event, (a,), (jnp.ones_like(a),)))(jnp.asarray(0.118))
-    d_total, d_path = np.asarray(d_total), np.asarray(d_path)
-    ev_est, ev_err = d_total.mean(), d_total.std() / math.sqrt(n_ev)
+    def with_values(theta):
+        out = per_event(theta[0], theta[1])
+        return out, out
+
+    jac, values = jax.jit(jax.jacfwd(with_values, has_aux=True))(jnp.asarray([0.118, 1.0]))
+    d_alpha, d_t0 = (jax.tree.map(lambda x, k=k: x[..., k], jac) for k in (0, 1))
+    (d_path, d_score, d_total) = (np.asarray(x) for x in d_alpha["tau"])
+
+    def mean_err(x):
+        return x.mean(), x.std() / math.sqrt(len(x))
+
+    # 1 − T: the full event-derivative estimator vs the finite difference of independent samples
+    ev_est, ev_err = mean_err(d_total)
     assert_compatible(ev_est, fd, math.hypot(ev_err, fd_err), n_sigma=3, what="event-derivative estimator")
+
+    # multiplicity (no pathwise part): score + boundary vs the exact reweighting estimator on the
+    # same events; without the boundary term the estimate is off by ~20σ
+    mult = np.asarray(values["n"][0])
+    rw_n = np.asarray(values["record"][0]) * (mult - mult.mean())
+    _, score_n, total_n = (np.asarray(x) for x in d_alpha["n"])
+    diff, diff_err = mean_err(total_n - rw_n)
+    assert abs(diff) < 3 * diff_err, ("multiplicity: event derivative - reweighting", diff, diff_err)
+    biased, biased_err = mean_err(score_n - rw_n)
+    assert abs(biased) > 8 * biased_err, "the boundary term should matter for the multiplicity"
+
+    # t0 (no reweighting estimator): vs central differences with common random numbers
+    h = 0.05
+    crn = (
+        np.asarray(_apply(params(0.118, 1.0 + h), key, sub).multiplicity())
+        - np.asarray(_apply(params(0.118, 1.0 - h), key, sub).multiplicity())
+    ) / (2 * h)
+    diff_t, diff_t_err = mean_err(np.asarray(d_t0["n"][2]) - crn)
+    assert abs(diff_t) < 3 * diff_t_err, ("d<n>/dt0: event derivative - CRN differences", diff_t, diff_t_err)
+    assert mean_err(crn)[0] < -3 * mean_err(crn)[1]  # a higher cut-off gives fewer partons
+
+    # truncation to the last B trials: the oldest row's share of the boundary term is small
+    u, r = (np.asarray(x) for x in values["record"][1:])
+    flux = np.asarray(d_alpha["record"][1])
+    oldest = np.argmin(np.where(u > 0, u, np.inf), axis=1)
+    share = np.take_along_axis(-flux * r, oldest[:, None], 1).sum() / np.sum(-flux * r)
+    assert 0 <= share < 0.02, share
     print(
         f"\nd<1-T>/dalpha_s: FD {fd:.4f} ± {fd_err:.4f}; reweighting {rw:.4f} ± {rw_err:.4f}; "
-        f"pathwise+score {ev_est:.4f} ± {ev_err:.4f}; pathwise only {d_path.mean():.4f} ± "
-        f"{d_path.std() / math.sqrt(n_ev):.4f}"
+        f"event derivative {ev_est:.4f} ± {ev_err:.4f} (pathwise {d_path.mean():.4f}, + score "
+        f"{d_score.mean():.4f}); d<n>/dalpha_s - reweighting {diff:.2f} ± {diff_err:.2f} "
+        f"(without boundary {biased:.1f}); d<n>/dt0 - CRN {diff_t:.3f} ± {diff_t_err:.3f}; oldest row {share:.4f}"
     )
+
+
+def test_boundary_record_and_bad_input():
+    """boundary_trials leaves the shower unchanged; its record is consistent; clear errors."""
+    ev = qqbar(64, seed=5)
+    key = jax.random.key(3)
+    plain = _apply(params(0.118), key, ev)
+    rec = jax.jit(BOUNDARY.apply)(params(0.118), key, ev)
+    for a, b in ((plain.p, rec.p), (plain.pid, rec.pid), (plain.colour, rec.colour), (plain.mask, rec.mask)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    x = {k: np.asarray(v) for k, v in rec.extra.items()}
+    assert set(BOUNDARY_KEYS) <= set(x)
+    u, r, n = x["shower_boundary_u"], x["shower_boundary_r"], x["shower_boundary_n"]
+    assert u.shape == (64, 8) and np.all((u >= 0) & (u <= 1)) and np.all((r >= 0) & (r <= 1))
+    # the last trial of an event (row (trials − 1) mod B) starts from the final partons
+    last = (x["shower_n_trials"] - 1) % 8
+    rows = np.arange(64)
+    np.testing.assert_array_equal(n[rows, last], np.asarray(rec.multiplicity()))
+    np.testing.assert_array_equal(x["shower_boundary_p_before"][rows, last], np.asarray(rec.p))
+    before, after = boundary_events(rec)
+    assert before.n_events == after.n_events == 64 * 8
+    used = np.asarray(r.reshape(-1) > 0)
+    # the branching at t0 conserves four-momentum and keeps partons massless
+    assert_momentum_conserved(after.take(np.flatnonzero(used)), before.take(np.flatnonzero(used)).momentum_sum())
+    assert_on_shell(after.take(np.flatnonzero(used)), rtol=1e-9)
+    surrogate = boundary_term(lambda e: 1 - obs.thrust(e), rec)
+    assert surrogate.shape == (64,) and np.all(np.asarray(surrogate) == 0)
+    with pytest.raises(ValueError, match="boundary record"):
+        boundary_term(lambda e: 1 - obs.thrust(e), plain)
+    with pytest.raises(ValueError, match="observable must map"):
+        boundary_term(lambda e: jnp.zeros(3), rec)
+    with pytest.raises(TypeError, match="must be Events"):
+        boundary_events({"p": 1})
+    with pytest.raises(ValueError, match="boundary_trials"):
+        final_state_shower(boundary_trials=-1)
 
 
 def test_grad_matches_jvp_and_common_random_numbers():

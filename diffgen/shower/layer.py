@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from diffgen import kinematics as kin
 from diffgen.core import Events, Layer, is_traced
 from diffgen.kinematics import safe_log
 from diffgen.shower.alphas import MZ, alpha_s
-from diffgen.shower.dipole import HISTORY_FIELDS, shower_one_event
+from diffgen.shower.dipole import BOUNDARY_FIELDS, HISTORY_FIELDS, _step, initial_state, shower_one_event
 from diffgen.typing import Array, Key, Params
 
 __all__ = [
+    "BOUNDARY_KEYS",
     "DEFAULT_CAPACITY",
     "EXTRA_KEYS",
     "HISTORY_KEYS",
     "HISTORY_PREFIX",
+    "boundary_events",
+    "boundary_term",
     "final_state_shower",
     "reweight",
     "score_function_term",
@@ -50,6 +55,20 @@ HISTORY_PREFIX = "shower_history/"
 #: The ``Events.extra`` keys of the emission record (``record_history=True``; see the table in
 #: :func:`final_state_shower`).
 HISTORY_KEYS = tuple(HISTORY_PREFIX + name for name in ("p_start", *HISTORY_FIELDS))
+
+#: The ``Events.extra`` keys of the cut-off boundary record (``boundary_trials=B``), in the
+#: order of ``diffgen.shower.dipole.BOUNDARY_FIELDS`` (see :func:`final_state_shower`).
+BOUNDARY_KEYS = (
+    "shower_boundary_u",
+    "shower_boundary_r",
+    "shower_boundary_n",
+    "shower_boundary_p_before",
+    "shower_boundary_pid_before",
+    "shower_boundary_colour_before",
+    "shower_boundary_p_after",
+    "shower_boundary_pid_after",
+    "shower_boundary_colour_after",
+)
 
 _QUARKS = (1, 2, 3, 4, 5)
 
@@ -130,6 +149,7 @@ def final_state_shower(
     max_records: int | None = None,
     max_trials: int | None = None,
     record_history: bool = False,
+    boundary_trials: int = 0,
 ) -> Layer:
     """Catani–Seymour dipole final-state shower in leading colour (arXiv:1411.4085) as a ``Layer``.
 
@@ -186,10 +206,34 @@ def final_state_shower(
     or the output momenta. ``record_history`` is static; the momenta, weights and decisions
     are bit-for-bit those of ``record_history=False``.
 
+    With ``boundary_trials=B`` the layer also records, for the last B veto trials of every
+    event (row ``k mod B`` for trial k; rows of trials never made are zero), what the cut-off
+    boundary term of the event derivative needs (:func:`boundary_term`; P = ``capacity``):
+
+    ===================================  ==============  ====================================
+    ``shower_boundary_u``                float [N,B]     U* = Δ̂(t, t0): the overestimate's
+                                                         no-trial probability from the trial's
+                                                         start scale t down to t0;
+                                                         differentiable (pathwise)
+    ``shower_boundary_r``                float [N,B]     acceptance f/g of the trial's branching
+                                                         placed at t = t0 (0 if outside phase
+                                                         space or no free slot)
+    ``shower_boundary_n``                int32 [N,B]     partons before the trial
+    ``shower_boundary_p_before``         float [N,B,P,4] momenta before the trial
+    ``shower_boundary_pid_before``       int32 [N,B,P]   pids before the trial
+    ``shower_boundary_colour_before``    int32 [N,B,P,2] colour tags before the trial
+    ``shower_boundary_p_after``          float [N,B,P,4] momenta after the branching at t0
+                                                         (n + 1 partons)
+    ``shower_boundary_pid_after``        int32 [N,B,P]   pids after it
+    ``shower_boundary_colour_after``     int32 [N,B,P,2] colour tags after it
+    ===================================  ==============  ====================================
+
     Gradients (docs/shower.md): pathwise ``jax.jvp``/``jax.jacfwd`` (forward mode through the
     ``while_loop``; ``jax.grad`` works too, through a custom JVP whose forward-mode Jacobian
     JAX transposes) with random numbers fixed and decisions held; add
-    :func:`score_function_term` to make it unbiased; or reweight with :func:`reweight`.
+    :func:`score_function_term` (the held decisions) and :func:`boundary_term` (events
+    crossing the cut-off; needs ``boundary_trials``) to make it unbiased; or reweight with
+    :func:`reweight` (αs only).
 
     Args:
       capacity: particle slots per output event (static); events that would need more are
@@ -199,6 +243,10 @@ def final_state_shower(
       max_trials: bound on veto trials per event (default 64·capacity); reaching it is flagged
         as overflow.
       record_history: also write the emission record ``shower_history/…`` (static, default off).
+      boundary_trials: B, the number of last trials per event kept in the boundary record
+        ``shower_boundary_…`` (static, default 0 = none; 8 keeps the truncation below 1 % of
+        the boundary term at 91.2 GeV, docs/shower.md). Momenta, weights and decisions are
+        bit-for-bit those of B = 0.
 
     Returns:
       ``Layer(init, apply)``.
@@ -219,7 +267,16 @@ def final_state_shower(
 
     if not isinstance(record_history, bool):
         raise TypeError(f"final_state_shower: record_history must be a bool, got {type(record_history).__name__}")
-    run = _make_runner(capacity, alpha_s_order, max_records, max_trials, record_history)
+    if (
+        not isinstance(boundary_trials, (int, np.integer))
+        or isinstance(boundary_trials, bool)
+        or not 0 <= boundary_trials <= 4096
+    ):
+        raise ValueError(
+            f"final_state_shower: boundary_trials must be an integer in [0, 4096], got {boundary_trials!r}"
+        )
+    boundary_trials = int(boundary_trials)
+    run = _make_runner(capacity, alpha_s_order, max_records, max_trials, record_history, boundary=boundary_trials)
 
     def apply(params: Params, key: Key, events: Events) -> Events:
         _check_input(events, capacity)
@@ -228,7 +285,8 @@ def final_state_shower(
         alpha = jnp.asarray(params["alpha_s_mz"]).astype(dtype)
         t0 = jnp.asarray(params["t0"]).astype(dtype)
         keys = jax.random.split(key, events.n_events)
-        (p, log_prob), aux = run(alpha, t0, events.p, events.pid, events.colour, events.mask, keys)
+        diff, aux = run(alpha, t0, events.p, events.pid, events.colour, events.mask, keys)
+        p, log_prob = diff[0], diff[1]
         n = events.n_events
         mask = jnp.arange(capacity, dtype=jnp.int32)[None, :] < aux["n"][:, None]
         extra = {
@@ -246,6 +304,9 @@ def final_state_shower(
         }
         if record_history:
             extra.update({HISTORY_PREFIX + name: aux["hist"][name] for name in ("p_start", *HISTORY_FIELDS)})
+        if boundary_trials:
+            record = {"u_star": diff[2], **aux["bnd"]}
+            extra.update({key: record[field] for key, field in zip(BOUNDARY_KEYS, BOUNDARY_FIELDS, strict=True)})
         return Events(
             p=jnp.where(mask[..., None], p, 0.0),
             weight=events.weight,
@@ -277,23 +338,147 @@ def _massless(p: Array, mask: Array) -> Array:
     return jnp.where(mask[:, None], kin.boost_from_rest_frame(rest, total[None, :]), 0.0)
 
 
-def _make_runner(capacity: int, order: int, max_records: int, max_trials: int, record_history: bool = False):
+def _aux_outputs(st, p_start: Array, record_history: bool, boundary: int = 0):
+    """The runner's outputs from one event's final ``ShowerState``: differentiable, aux.
+
+    The differentiable part is (momenta, log-prob) and, with ``boundary`` > 0, the boundary
+    fluxes U* [B] of the record (the rest of the record goes to aux["bnd"]).
+    """
+    aux = {
+        "n": st.n,
+        "pid": st.pid,
+        "col": st.col,
+        "overflow": st.overflow,
+        "n_emissions": st.n_emissions,
+        "trial": st.trial,
+        "score": st.score,
+        "rec_t": st.rec_t,
+        "rec_r": st.rec_r,
+        "rec_acc": st.rec_acc,
+        "rec_overflow": st.rec_overflow,
+    }
+    if record_history:
+        aux["hist"] = {**st.hist, "p_start": jax.lax.stop_gradient(p_start)}
+    if boundary:
+        aux["bnd"] = {k: v for k, v in st.bnd.items() if k != "u_star"}
+        return (st.p, st.log_prob, st.bnd["u_star"]), aux
+    return (st.p, st.log_prob), aux
+
+
+def _pad_input(p, pid, col, mask, capacity: int):
+    """One event's shower input: massless momenta, everything padded to ``capacity`` slots."""
+    p = _massless(p, mask)
+    pad = capacity - p.shape[0]
+    return (
+        jnp.pad(p, ((0, pad), (0, 0))),
+        jnp.pad(pid, (0, pad)),
+        jnp.pad(col, ((0, pad), (0, 0))),
+        jnp.pad(mask, (0, pad)),
+    )
+
+
+#: Slots S of the refilling forward shower (:func:`_refill_loop`), at most N. 0 selects the
+#: plain ``vmap`` of the per-event ``while_loop`` (the reference; same trials, decisions and
+#: values up to floating-point contraction, see docs/shower.md "Benchmark").
+_REFILL_SLOTS = 128
+
+#: Trials per slot between two refills (the finished events of a round are written out and
+#: replaced together; a slot whose event finished early idles for the rest of the round).
+_REFILL_EVERY = 4
+
+
+def _refill_loop(init, keys, step, n_slots: int, steps_per_refill: int):
+    """Run ``step`` on every event of ``init`` until done, ``n_slots`` events at a time.
+
+    Under ``vmap`` a per-event ``while_loop`` runs until the slowest event of the batch has
+    finished (at 91.2 GeV the maximum number of trials of 2000 events is ≈ 2.5 times the
+    mean of ≈ 21). Here S = ``n_slots`` slots each hold one event's state; a round applies
+    ``step`` ``steps_per_refill`` times to all slots (a finished event's state is kept, as
+    under ``vmap``), then writes the states of the events finished in the round into the
+    output at their event index and loads the next unstarted events into the freed slots.
+    ``step`` draws its random numbers from the event's key and trial number, so an event's
+    trials and decisions are those of the per-event loop whichever slot runs it; only
+    the tail of the last S events and the rest of a round after an event has finished are
+    stepped in vain.
+
+    Args:
+      init: batched state [N, …] (any pytree with a boolean ``done`` [N] field, e.g.
+        ``ShowerState``); events already done are returned unchanged.
+      keys: [N] PRNG keys.
+      step: ``(state, key) -> state`` for one event.
+      n_slots: S (static), 1 ≤ S ≤ N.
+      steps_per_refill: trials per round (static, ≥ 1).
+
+    Returns:
+      the final states [N, …].
+    """
+    n = init.done.shape[0]
+    # events still to shower first (stable: in event order), already finished ones after them
+    queue = jnp.argsort(init.done, stable=True).astype(jnp.int32)
+    n_todo = n - jnp.sum(init.done, dtype=jnp.int32)
+    first = queue[:n_slots]
+    slot_event = jnp.where(jnp.arange(n_slots, dtype=jnp.int32) < n_todo, first, n)
+    slots = jax.tree.map(lambda x: x[first], init)
+    slot_keys = keys[first]
+    batched_step = jax.vmap(step)
+
+    def select(flag, new, old):
+        return jax.tree.map(lambda a, b: jnp.where(flag.reshape(flag.shape + (1,) * (a.ndim - 1)), a, b), new, old)
+
+    def cond(carry):
+        return jnp.any(carry[1] < n)
+
+    def advance(_, slots_keys):
+        # as under vmap of the per-event while_loop: a finished event's state stays as it is
+        slots, slot_keys = slots_keys
+        return select(slots.done, slots, batched_step(slots, slot_keys)), slot_keys
+
+    def body(carry):
+        slots, slot_event, slot_keys, n_next, out = carry
+        stepped = jax.lax.fori_loop(0, steps_per_refill, advance, (slots, slot_keys))[0]
+        finished = stepped.done & (slot_event < n)
+        dest = jnp.where(finished, slot_event, n)
+        out = jax.tree.map(lambda o, x: o.at[dest].set(x, mode="drop", unique_indices=True), out, stepped)
+        pos = n_next + jnp.cumsum(finished, dtype=jnp.int32) - 1
+        load = finished & (pos < n_todo)
+        new_event = queue[jnp.minimum(pos, n - 1)]
+        fresh = jax.tree.map(lambda x: x[new_event], init)
+        slots = select(load, fresh, stepped)
+        slot_keys = jnp.where(load, keys[new_event], slot_keys)
+        slot_event = jnp.where(finished, jnp.where(load, new_event, n), slot_event)
+        return slots, slot_event, slot_keys, n_next + jnp.sum(finished, dtype=jnp.int32), out
+
+    carry = (slots, slot_event, slot_keys, jnp.asarray(n_slots, jnp.int32), init)
+    return jax.lax.while_loop(cond, body, carry)[-1]
+
+
+def _make_runner(
+    capacity: int,
+    order: int,
+    max_records: int,
+    max_trials: int,
+    record_history: bool = False,
+    refill_slots: int | None = None,
+    boundary: int = 0,
+):
     """Vectorised shower with a custom JVP, so that forward *and* reverse mode work.
 
+    The primal (forward) shower runs the slot-refilling loop :func:`_refill_loop` with
+    ``refill_slots`` slots (default :data:`_REFILL_SLOTS`, at most N; 0 = the ``vmap`` of the
+    per-event ``while_loop``, the reference: same trials and decisions, slower).
+
     ``lax.while_loop`` supports only forward-mode differentiation. The custom JVP rule
-    computes each event's Jacobian of (momenta, log-probability) with respect to αs(m_Z),
-    t0 and its input momenta by forward mode (``jax.jacfwd``, 2 + 4·P_in directions) and
-    applies it to the tangents; being linear in the tangents it is transposed by JAX, so
-    ``jax.grad`` of anything downstream works too (cost ≈ (3 + 4·P_in) forward showers).
+    computes each event's Jacobian of (momenta, log-probability and, with ``boundary``, the
+    boundary fluxes U*) with respect to αs(m_Z), t0 and its input momenta by forward mode
+    (``jax.jacfwd``; 2 + 4·P_in directions, only those whose tangent is not a symbolic zero:
+    2 for the shower params alone) and applies it to the tangents; being linear in the
+    tangents it is transposed by JAX, so ``jax.grad`` of anything downstream works too (cost
+    ≈ 1 + directions forward showers).
     """
+    slots_cfg = _REFILL_SLOTS if refill_slots is None else int(refill_slots)
 
     def one(alpha, t0, p, pid, col, mask, key):
-        p = _massless(p, mask)
-        pad = capacity - p.shape[0]
-        p = jnp.pad(p, ((0, pad), (0, 0)))
-        pid = jnp.pad(pid, (0, pad))
-        col = jnp.pad(col, ((0, pad), (0, 0)))
-        mask = jnp.pad(mask, (0, pad))
+        p, pid, col, mask = _pad_input(p, pid, col, mask, capacity)
         st = shower_one_event(
             p,
             pid,
@@ -306,46 +491,62 @@ def _make_runner(capacity: int, order: int, max_records: int, max_trials: int, r
             max_records=max_records,
             max_trials=max_trials,
             record_history=record_history,
+            boundary=boundary,
         )
-        aux = {
-            "n": st.n,
-            "pid": st.pid,
-            "col": st.col,
-            "overflow": st.overflow,
-            "n_emissions": st.n_emissions,
-            "trial": st.trial,
-            "score": st.score,
-            "rec_t": st.rec_t,
-            "rec_r": st.rec_r,
-            "rec_acc": st.rec_acc,
-            "rec_overflow": st.rec_overflow,
-        }
-        if record_history:
-            aux["hist"] = {**st.hist, "p_start": jax.lax.stop_gradient(p)}
-        return (st.p, st.log_prob), aux
+        return _aux_outputs(st, p, record_history, boundary)
 
     batched = jax.vmap(one, in_axes=(None, None, 0, 0, 0, 0, 0))
 
-    @jax.custom_jvp
-    def run(alpha, t0, p, pid, col, mask, keys):
-        return batched(alpha, t0, p, pid, col, mask, keys)
+    def refilled(alpha, t0, p, pid, col, mask, keys):
+        p, pid, col, mask = jax.vmap(lambda *a: _pad_input(*a, capacity))(p, pid, col, mask)
+        # as in shower_one_event
+        amax = alpha_s(t0, alpha, order=order)
+        init = jax.vmap(lambda *a: initial_state(*a, t0, amax, max_records, record_history, boundary))(
+            p, pid, col, mask
+        )
+        init = init._replace(done=init.t <= t0)
 
-    @run.defjvp
+        def step(st, key):
+            return _step(st, key, alpha, t0, amax, order, max_trials)
+
+        final = _refill_loop(init, keys, step, max(1, min(p.shape[0], slots_cfg)), _REFILL_EVERY)
+        return jax.vmap(lambda st, q: _aux_outputs(st, q, record_history, boundary))(final, p)
+
+    def primal(alpha, t0, p, pid, col, mask, keys):
+        if slots_cfg <= 0 or p.shape[0] == 0:
+            return batched(alpha, t0, p, pid, col, mask, keys)
+        return refilled(alpha, t0, p, pid, col, mask, keys)
+
+    run = jax.custom_jvp(primal)
+
     def run_jvp(primals, tangents):
         alpha, t0, p, pid, col, mask, keys = primals
-        d_alpha, d_t0, d_p = tangents[:3]
+        # Jacobian columns only for the inputs whose tangent is not a symbolic zero: a derivative
+        # in the shower params alone needs 2 forward-mode directions instead of 2 + 4·P_in.
+        live = tuple(i for i in range(3) if not isinstance(tangents[i], SymbolicZero))
+        if not live:
+            primal_diff, aux = primal(alpha, t0, p, pid, col, mask, keys)
+            diff_tangent = jax.tree.map(jnp.zeros_like, primal_diff)
+        else:
 
-        def with_aux(a, t, q, pid_e, col_e, mask_e, key_e):
-            diff, aux = one(a, t, q, pid_e, col_e, mask_e, key_e)
-            return diff, (diff, aux)
+            def with_aux(a, t, q, pid_e, col_e, mask_e, key_e):
+                diff, aux = one(a, t, q, pid_e, col_e, mask_e, key_e)
+                return diff, (diff, aux)
 
-        jac_fn = jax.jacfwd(with_aux, argnums=(0, 1, 2), has_aux=True)
-        jac, (primal_diff, aux) = jax.vmap(jac_fn, in_axes=(None, None, 0, 0, 0, 0, 0))(
-            alpha, t0, p, pid, col, mask, keys
-        )
-        (jp_a, jp_t, jp_p), (jl_a, jl_t, jl_p) = jac
-        dp_out = jp_a * d_alpha + jp_t * d_t0 + jnp.einsum("nijkl,nkl->nij", jp_p, d_p)
-        dl_out = jl_a * d_alpha + jl_t * d_t0 + jnp.einsum("nkl,nkl->n", jl_p, d_p)
+            jac_fn = jax.jacfwd(with_aux, argnums=live, has_aux=True)
+            jac, (primal_diff, aux) = jax.vmap(jac_fn, in_axes=(None, None, 0, 0, 0, 0, 0))(
+                alpha, t0, p, pid, col, mask, keys
+            )
+
+            def push(jac_out):
+                """Jacobian of one output (columns: αs, t0, input momenta [P_in, 4]) times the tangents."""
+                terms = [
+                    jnp.einsum("n...kl,nkl->n...", j, tangents[i]) if i == 2 else j * tangents[i]
+                    for i, j in zip(live, jac_out, strict=True)
+                ]
+                return functools.reduce(jnp.add, terms)
+
+            diff_tangent = tuple(push(j) for j in jac)
         aux_tangent = jax.tree.map(
             lambda x: (
                 jnp.zeros_like(x)
@@ -354,8 +555,9 @@ def _make_runner(capacity: int, order: int, max_records: int, max_trials: int, r
             ),
             aux,
         )
-        return (primal_diff, aux), ((dp_out, dl_out), aux_tangent)
+        return (primal_diff, aux), (diff_tangent, aux_tangent)
 
+    run.defjvp(run_jvp, symbolic_zeros=True)
     return run
 
 
@@ -437,3 +639,95 @@ def score_function_term(observable: Array, events: Events, *, baseline: Array | 
     obs_sg = jax.lax.stop_gradient(observable)
     b = jnp.mean(obs_sg) if baseline is None else jax.lax.stop_gradient(baseline)
     return observable + (obs_sg - b) * (lp - jax.lax.stop_gradient(lp))
+
+
+def boundary_events(events: Events) -> tuple[Events, Events]:
+    """The parton states at the cut-off boundary of the last B trials of every event.
+
+    For trial k of an event (row ``k mod B`` of the record written by
+    ``final_state_shower(boundary_trials=B)``): ``before`` is the event as it was before the
+    trial (the shower ending there), ``after`` the same event with the trial's branching
+    placed at the cut-off, t = t0 (its channel, z, φ and flavour). Both are plain parton
+    ``Events`` (momenta, pids, colours, unit weights), ready for downstream layers.
+
+    Args:
+      events: output of ``final_state_shower(boundary_trials=B)`` with N events, P slots.
+
+    Returns:
+      ``(before, after)``, each with N·B events in event-major order (row b of event i is
+      event ``i·B + b``) and P slots.
+    """
+    x = _boundary_record(events, "boundary_events")
+    n_ev, n_rows = x["shower_boundary_u"].shape
+    cap = events.capacity
+    slots = jnp.arange(cap, dtype=jnp.int32)
+
+    def flat(a):
+        return jax.lax.stop_gradient(a).reshape((n_ev * n_rows,) + a.shape[2:])
+
+    n_pre = flat(x["shower_boundary_n"])
+    weight = jnp.ones((n_ev * n_rows,), events.dtype)
+    out = []
+    for tag, n in (("before", n_pre), ("after", n_pre + 1)):
+        mask = slots[None, :] < n[:, None]
+        out.append(
+            Events(
+                p=jnp.where(mask[..., None], flat(x[f"shower_boundary_p_{tag}"]), 0.0),
+                weight=weight,
+                mask=mask,
+                pid=jnp.where(mask, flat(x[f"shower_boundary_pid_{tag}"]), 0),
+                colour=jnp.where(mask[..., None], flat(x[f"shower_boundary_colour_{tag}"]), 0),
+            )
+        )
+    return out[0], out[1]
+
+
+def boundary_term(observable: Callable[[Events], Array], events: Events) -> Array:
+    """Per-event surrogate whose gradient adds the cut-off boundary term of the event derivative.
+
+    With the random numbers fixed, a trial of the veto algorithm stays above the cut-off iff
+    its uniform number ``1 − u`` exceeds ``U* = Δ̂(t, t0)``, the overestimate's probability of
+    no trial between the current scale t and t0. U* moves with the params, so events cross the
+    boundary — an emission at t0 appears or disappears — which no derivative at fixed random
+    numbers sees. By the Leibniz rule its contribution to d⟨O⟩/dθ is, summed over the trials
+    k of each event, ``−dU*_k/dθ · r_k(t0) · (O(after_k) − O(before_k))`` (before/after the
+    branching at t0 that trial k makes at the boundary, accepted with probability r_k(t0);
+    docs/shower.md). The surrogate ``−Σ_k (U*_k − stop_gradient(U*_k)) · stop_gradient(r_k ΔO_k)``
+    has the value 0 and exactly that gradient; ``U*_k`` carries its pathwise derivative (in
+    αs(m_Z), t0 and anything upstream). Add it to :func:`score_function_term`:
+    ``mean(score_function_term(O, ev) + boundary_term(obs, ev))`` has an unbiased gradient
+    estimator (truncated to the last B trials, whose fluxes fall off fast: docs/shower.md).
+
+    Args:
+      observable: ``Events -> [M]``, the per-event observable O (may contain downstream layers
+        with fixed keys); it is evaluated on the N·B boundary states of :func:`boundary_events`.
+      events: output of ``final_state_shower(boundary_trials=B)``, N events.
+
+    Returns:
+      [N] surrogate values (all 0).
+    """
+    x = _boundary_record(events, "boundary_term")
+    u = x["shower_boundary_u"]
+    n_ev, n_rows = u.shape
+    before, after = boundary_events(events)
+    o_before, o_after = (jnp.asarray(observable(e)) for e in (before, after))
+    for o in (o_before, o_after):
+        if o.shape != (n_ev * n_rows,):
+            raise ValueError(
+                f"boundary_term: observable must map Events with M events to shape [M]; got shape {o.shape} "
+                f"for M = {n_ev * n_rows}"
+            )
+    jump = jax.lax.stop_gradient(x["shower_boundary_r"] * (o_after - o_before).reshape(n_ev, n_rows))
+    return -jnp.sum((u - jax.lax.stop_gradient(u)) * jump, axis=1)
+
+
+def _boundary_record(events: Events, who: str) -> Mapping[str, Array]:
+    if not isinstance(events, Events):
+        raise TypeError(f"{who}: events must be Events, got {type(events).__name__}")
+    missing = [k for k in BOUNDARY_KEYS if k not in events.extra]
+    if missing:
+        raise ValueError(
+            f"{who}: events lack the shower's boundary record {missing}; pass the output of "
+            "final_state_shower(boundary_trials=B) with B >= 1"
+        )
+    return events.extra
