@@ -116,6 +116,7 @@ def result_json(r, data, args, extra: dict) -> dict:
     return {
         "inputs": {
             "events": args.events,
+            "mc_events": args.events if args.mc_events is None else args.mc_events,
             "seed": args.seed,
             "iterations": args.iterations,
             "sqrt_s_GeV": SQRT_S,
@@ -124,7 +125,10 @@ def result_json(r, data, args, extra: dict) -> dict:
             "data": extra.get("data", [NCH_FILE, XP_FILE]),
             "errors": "total errors of the tables, bins treated as uncorrelated; plus the MC statistical error",
         },
-        "fit": {k: {"value": r.values[k], "error": r.errors.get(k)} for k in r.values},
+        "fit": {
+            k: {"value": r.values[k], "error": r.errors.get(k), "hessian_error": r.hessian_errors.get(k)}
+            for k in r.values
+        },
         "chi2_start": r.chi2_start,
         "chi2": r.chi2,
         "ndf": r.ndf,
@@ -137,36 +141,72 @@ def result_json(r, data, args, extra: dict) -> dict:
     }
 
 
+def closure(args, n_mc: int, out: Path, t0: float) -> int:
+    """Fit pseudo-data of the model at CLOSURE_TRUTH for each seed; pulls and the spread over seeds."""
+    runs = []
+    for seed in range(args.seed, args.seed + args.seeds):
+        ev = partons(n_mc, seed)
+        ev_data = partons(args.events, seed + 100)
+        truth_sample = generate_sample(CLOSURE_TRUTH, jax.random.key(seed + 200), ev_data)
+        # coarse bins: the covariances are estimated from the samples themselves
+        data = pseudo_data(truth_sample, NCH_COARSE, XP_COARSE)
+        r = tune(ev, data, START, key=jax.random.key(seed + 7), iterations=args.iterations)
+        pulls = {k: (r.values[k] - CLOSURE_TRUTH[k]) / r.errors[k] for k in r.errors}
+        hpulls = {k: (r.values[k] - CLOSURE_TRUTH[k]) / r.hessian_errors[k] for k in r.errors}
+        runs.append(
+            {"seed": seed, "values": r.values, "errors": r.errors, "hessian_errors": r.hessian_errors,
+             "pulls": pulls, "hessian_pulls": hpulls, "chi2": r.chi2, "ess": r.ess,
+             "information": {k: np.asarray(v).tolist() for k, v in r.information.items()}}
+        )  # fmt: skip
+        print(json.dumps(runs[-1]), flush=True)
+    summary = {}
+    for k in r.errors:
+        v = np.array([x["values"][k] for x in runs])
+        e = np.array([x["errors"][k] for x in runs])
+        he = np.array([x["hessian_errors"][k] for x in runs])
+        p = np.array([x["pulls"][k] for x in runs])
+        summary[k] = {
+            "truth": CLOSURE_TRUTH[k],
+            "mean": float(v.mean()),
+            "spread": float(v.std(ddof=1)) if len(v) > 1 else None,
+            "mean_error": float(e.mean()),
+            "mean_hessian_error": float(he.mean()),
+            "fraction_within_2_sigma": float(np.mean(np.abs(p) < 2.0)),
+        }
+    s = result_json(
+        r, data, args,
+        {"data": "pseudo-data of the model", "truth": CLOSURE_TRUTH, "mc_events": n_mc, "runs": runs,
+         "summary": summary, "seconds": time.perf_counter() - t0},
+    )  # fmt: skip
+    _write_json(s, out / "hadronization_closure.json")
+    plot(data, r, out / "hadronization_closure.png", "Hadronization tune, closure on pseudo-data")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=1500, help="e+e- -> hadrons events (generated once)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--iterations", type=int, default=2, help="generate-and-fit rounds")
+    ap.add_argument(
+        "--mc-events", type=int, default=None, help="events of the reweighted MC sample (default: --events)"
+    )
     ap.add_argument("--closure", action="store_true", help="fit pseudo-data of the model at known parameters")
+    ap.add_argument(
+        "--seeds", type=int, default=1, help="closure: repeat for seeds seed .. seed+SEEDS-1 (one compilation)"
+    )
     ap.add_argument("--out", default="out")
     ap.add_argument("--image", default=None, help="also save the plot here (e.g. docs/images/...png)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     t0 = time.perf_counter()
     aleph = aleph_data()
-    ev = partons(args.events, args.seed)
-    key = jax.random.key(args.seed + 7)
+    n_mc = args.events if args.mc_events is None else args.mc_events
     if args.closure:
-        ev_data = partons(args.events, args.seed + 100)
-        truth_sample = generate_sample(CLOSURE_TRUTH, jax.random.key(args.seed + 200), ev_data)
-        # coarse bins: the covariances are estimated from the samples themselves
-        data = pseudo_data(truth_sample, NCH_COARSE, XP_COARSE)
-        r = tune(ev, data, START, key=key, iterations=args.iterations)
-        pulls = {k: (r.values[k] - CLOSURE_TRUTH[k]) / r.errors[k] for k in r.errors}
-        s = result_json(
-            r, data, args,
-            {"data": "pseudo-data of the model", "truth": CLOSURE_TRUTH, "pulls": pulls,
-             "seconds": time.perf_counter() - t0},
-        )  # fmt: skip
-        _write_json(s, out / "hadronization_closure.json")
-        plot(data, r, out / "hadronization_closure.png", "Hadronization tune, closure on pseudo-data")
-        print(json.dumps({k: s[k] for k in ("fit", "pulls", "chi2_start", "chi2", "ndf")}, indent=2))
-        return 0
+        return closure(args, n_mc, out, t0)
+    ev = partons(n_mc, args.seed)
+    key = jax.random.key(args.seed + 7)
     r = tune(ev, aleph, START, key=key, iterations=args.iterations)
     s = result_json(r, aleph, args, {"seconds": time.perf_counter() - t0})
     _write_json(s, out / "hadronization_tune.json")

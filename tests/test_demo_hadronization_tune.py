@@ -17,6 +17,7 @@ from diffgen.inference.tune import (
     TUNED_PARAMETERS,
     Distribution,
     generate_sample,
+    information,
     log_weights,
     predict,
     pseudo_data,
@@ -94,8 +95,12 @@ def test_reweighting_reproduces_direct_generation(samples, aleph):
     def n_hard(c):  # charged particles with x_p > 0.1 per event
         return np.asarray(c["xp"])[:, 19:] @ widths[19:]
 
-    # mean N_ch and mean number of charged particles with x_p > 0.1, both ways
-    for name, f in (("N_ch", n_ch), ("hard", n_hard)):
+    def xp2(c):  # Σ x_p² of the charged particles per event (sensitive to the decay smearing)
+        return np.asarray(c["xp"]) @ (widths * centres_xp**2)
+
+    centres_xp = 0.5 * (aleph["xp"].edges[1:] + aleph["xp"].edges[:-1])
+    # mean N_ch, mean number of charged particles with x_p > 0.1 and mean Σ x_p², both ways
+    for name, f in (("N_ch", n_ch), ("hard", n_hard), ("xp2", xp2)):
         y0 = f(stats0)
         lw = np.asarray(log_weights(th1, s0))
         w = np.exp(lw - lw.max())
@@ -106,6 +111,38 @@ def test_reweighting_reproduces_direct_generation(samples, aleph):
         assert abs(rw - direct) < 4 * math.hypot(rw_err, direct_err), (name, rw, rw_err, direct, direct_err)
 
 
+def test_information_derivative_and_noise(samples):
+    """The Jacobian inside ``information`` is the autodiff derivative of the reweighted prediction.
+
+    Its Gauss–Newton part ``Jᵀ V⁻¹ J`` is recomputed from ``jax.jacfwd`` of :func:`predict`, and
+    the MC-noise term (the expected excess of ``Ĵᵀ V⁻¹ Ĵ`` over ``Jᵀ V⁻¹ J``) is positive
+    semi-definite.
+    """
+    s0, _ = samples
+    data = {k: _dummy_dist(k, e) for k, e in (("nch", NCH_COARSE), ("xp", XP_COARSE))}
+    stats = sample_statistics(s0, data["nch"], data["xp"])
+    th = {k: jnp.asarray(TRUTH[k]) for k in TUNED_PARAMETERS}
+    _, var, _ = predict(th, s0, stats)
+    covs = {k: np.asarray(var[k]) * 2.0 + np.eye(var[k].shape[0]) * 1e-4 for k in stats}
+    free = tuple(TUNED_PARAMETERS)
+    info = information(th, s0, stats, covs, free)
+
+    def pred_vec(x):
+        p, _, _ = predict({k: x[i] for i, k in enumerate(free)}, s0, stats)
+        return p
+
+    jac = jax.jacfwd(pred_vec)(jnp.stack([th[k] for k in free]))
+    gn = sum(np.asarray(jac[k]).T @ np.linalg.solve(covs[k], np.asarray(jac[k])) for k in stats)
+    np.testing.assert_allclose(info["gauss_newton"], gn, rtol=1e-8, atol=1e-10)
+    assert np.all(np.linalg.eigvalsh(info["noise"]) >= -1e-12 * np.abs(info["noise"]).max())
+    np.testing.assert_allclose(info["corrected"], info["gauss_newton"] - info["noise"])
+
+
+def _dummy_dist(kind, edges):
+    k = len(edges) - 1
+    return Distribution(kind, np.asarray(edges, float), np.zeros(k), np.ones(k))
+
+
 #: Coarse bins for the closure: the covariance of the pseudo-data and of the MC is estimated from
 #: N = 400 events, which is only well conditioned for a few tens of bins.
 NCH_COARSE = np.array([3.0, 9, 13, 17, 21, 25, 29, 35, 55])
@@ -113,14 +150,26 @@ XP_COARSE = np.array([0.004, 0.01, 0.02, 0.04, 0.07, 0.1, 0.15, 0.2, 0.3, 0.45, 
 
 
 def test_closure_on_model_pseudo_data(partons, samples):
-    """Pseudo-data of the model at known θ: the fit recovers θ within 3σ of its reported errors."""
+    """Pseudo-data of the model at known θ: no parameter is reported with a too-small error.
+
+    At 400 MC events the reweighted derivative in σ is dominated by MC noise: the noise term of
+    :func:`information` is most of ``Ĵᵀ V⁻¹ Ĵ`` for σ (expected ratio ≈ K·Var(score)/(N·F) ≈ 8
+    with K = 19 bins, Var(score) ≈ 1.8 per event, Fisher information F ≈ 0.01 per event,
+    docs/demonstrations.md), so the noise-corrected errors are larger than the Gauss–Newton ones
+    (or infinite: not measured); every finite error covers the truth within 3σ.
+    """
     mc, _ = partons
     _, s1 = samples
     data = pseudo_data(s1, NCH_COARSE, XP_COARSE)
     r = tune(mc, data, START, key=jax.random.key(3), iterations=2)
-    pulls = {k: (r.values[k] - TRUTH[k]) / r.errors[k] for k in r.errors}
-    assert all(abs(p) < 3.0 for p in pulls.values()), (pulls, r.values, r.errors, r.history)
-    assert all(0 < r.errors[k] < TRUTH[k] for k in r.errors)
+    free = tuple(TUNED_PARAMETERS)
+    i = free.index("smearing")
+    assert r.information["noise"][i, i] > 0.5 * r.information["gauss_newton"][i, i], r.information
+    gn_cov = np.linalg.inv(r.information["gauss_newton"])
+    for j, k in enumerate(free):
+        assert r.errors[k] >= math.sqrt(gn_cov[j, j]) * (1 - 1e-9), (k, r.errors, gn_cov)
+        if math.isfinite(r.errors[k]):
+            assert abs(r.values[k] - TRUTH[k]) < 3.0 * r.errors[k], (k, r.values, r.errors, r.history)
 
 
 def test_fit_to_aleph_moves_downhill(partons, aleph):

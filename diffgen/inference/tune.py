@@ -63,6 +63,7 @@ __all__ = [
     "TuneResult",
     "TuneSample",
     "generate_sample",
+    "information",
     "log_weights",
     "predict",
     "pseudo_data",
@@ -339,13 +340,64 @@ def predict(
     return pred, var, sw**2 / jnp.sum(w * w)
 
 
+def information(
+    theta: Params, sample: TuneSample, stats: Mapping[str, Array], covs: Mapping[str, Any], free: tuple[str, ...]
+) -> dict[str, np.ndarray]:
+    """Fisher information of the χ² for the free parameters, corrected for the MC noise of the derivatives.
+
+    Near the optimum ``χ²(θ) ≈ χ²_min + Δθᵀ Jᵀ V⁻¹ J Δθ`` (Gauss–Newton, e.g. PDG Statistics
+    eq. 40.49), with J = ∂pred/∂θ. The reweighted derivative ``Ĵ = Σ ŵᵢ (cᵢ − pred)(sᵢ − s̄)ᵀ``
+    (ŵ normalised weights, sᵢ = ∂ log wᵢ/∂θ, s̄ = Σ ŵᵢ sᵢ) is a sample covariance and carries MC
+    noise, which inflates ``Ĵᵀ V⁻¹ Ĵ`` on average by ``Σᵢ dᵢᵀ V⁻¹ dᵢ`` with the influence terms
+    ``dᵢ = ŵᵢ((cᵢ − pred)(sᵢ − s̄)ᵀ − Ĵ)``; this term is subtracted. (The full Hessian of the
+    reweighted χ² also contains ``Σ r V⁻¹ ∂²pred``, whose MC noise is what the minimiser selects:
+    at a weakly constrained parameter it makes the Hessian errors far too small.)
+
+    Args:
+      theta: {"gamma_s", "p_vector", "smearing"} (0-d arrays), where to evaluate.
+      sample: events at θ₀; stats: :func:`sample_statistics` (only the keys of ``covs`` are used).
+      covs: {name: [K, K]} covariance V of (prediction − data) of each distribution.
+      free: the parameters.
+
+    Returns:
+      {"gauss_newton", "noise", "corrected"}: [P, P] matrices (P = len(free)), in the order of ``free``;
+      the covariance of the free parameters is the inverse of ``corrected``.
+    """
+    th = {k: jnp.asarray(theta[k], sample.cos.dtype) for k in TUNED_PARAMETERS}
+
+    def lw_free(x: Array) -> Array:
+        return log_weights({**th, **{k: x[i] for i, k in enumerate(free)}}, sample)
+
+    x0 = jnp.stack([th[k] for k in free])
+    lw = np.asarray(lw_free(x0), np.float64)
+    s = np.asarray(jax.jacfwd(lw_free)(x0), np.float64)  # [N, P]
+    w = np.exp(lw - lw.max())
+    w /= w.sum()
+    s = s - (w @ s)[None, :]
+    p = len(free)
+    gn, noise = np.zeros((p, p)), np.zeros((p, p))
+    for name, v in covs.items():
+        c = np.asarray(stats[name], np.float64)
+        dev = c - (w @ c)[None, :]
+        jac = (w[:, None] * dev).T @ s  # [K, P]
+        a = np.linalg.inv(np.asarray(v, np.float64))
+        d = w[:, None, None] * (dev[:, :, None] * s[:, None, :] - jac[None])  # [N, K, P]
+        gn += jac.T @ a @ jac
+        noise += np.einsum("nkp,kl,nlq->pq", d, a, d)
+    return {"gauss_newton": gn, "noise": noise, "corrected": gn - noise}
+
+
 @dataclasses.dataclass
 class TuneResult:
     """Outcome of :func:`tune`.
 
     Attributes:
-      start, values: {name: value} before and after; errors: Hessian errors {name: σ}.
-      covariance: :class:`Covariance`; result: last :class:`FitResult`.
+      start, values: {name: value} before and after; errors: {name: σ} from the MC-noise
+        corrected Gauss–Newton information of :func:`information` (``inf`` if it is not positive
+        definite); hessian_errors: {name: σ} from the full Hessian of the reweighted χ² (too small
+        for weakly constrained parameters, kept for comparison); information: the matrices of
+        :func:`information` at the optimum of the last iteration.
+      covariance: :class:`Covariance` (full Hessian); result: last :class:`FitResult`.
       chi2_start, chi2: {"nch", "xp", "total"} χ² at the start and at the optimum (the optimum's
         with a sample generated there); ndf: {"nch", "xp", "total"}.
       pred_start, pred: {"nch", "xp"} predictions; var: their MC variances.
@@ -356,6 +408,8 @@ class TuneResult:
     start: dict[str, float]
     values: dict[str, float]
     errors: dict[str, float]
+    hessian_errors: dict[str, float]
+    information: dict[str, np.ndarray]
     covariance: Covariance
     result: FitResult
     chi2_start: dict[str, float]
@@ -378,6 +432,15 @@ def _total_cov(d: Distribution, var: Any, ess: float) -> np.ndarray:
         width = np.diff(d.edges) if d.kind == "xp" else np.ones(len(d.values))
         return var * (1.0 + ess / d.n_events) + np.diag((1.0 / (d.n_events * width)) ** 2)
     return d.data_covariance() + var
+
+
+def _info_errors(info: np.ndarray, free) -> dict[str, float]:
+    """σ of each free parameter from an information matrix; ``inf`` where it is not positive definite."""
+    lam = np.linalg.eigvalsh(info)
+    if not np.all(lam > 0):
+        return {k: math.inf for k in free}
+    c = np.linalg.inv(info)
+    return {k: float(math.sqrt(c[i, i])) for i, k in enumerate(free)}
 
 
 def _chi2_parts(pred, var, data: Mapping[str, Distribution], ess: float) -> dict[str, float]:
@@ -436,7 +499,7 @@ def tune(
     history = []
     frozen = ["data"] + [f"theta/{k}" for k in TUNED_PARAMETERS if k not in free]
     transforms = _transforms(tuple(free))
-    res = cov = None
+    res = cov = info = None
     pred_start = chi2_start = None
     for it in range(iterations):
         sample = generate_sample(theta0, key, partons)
@@ -449,6 +512,8 @@ def tune(
         params = {"theta": th, "data": _data_leaves(sample, stats, data, var0, float(ess0))}
         res = fit(_loss, params, _OPT, steps=steps, frozen=frozen, transforms=transforms)
         cov = hessian_covariance(_loss, res.params, errordef=1.0, frozen=frozen)
+        covs = {name: _total_cov(d, var0[name], float(ess0)) for name, d in data.items()}
+        info = information(res.params["theta"], sample, stats, covs, tuple(free))
         _, _, ess = predict(res.params["theta"], sample, stats)
         values = {k: float(res.params["theta"][k]) for k in TUNED_PARAMETERS}
         history.append(
@@ -461,7 +526,8 @@ def tune(
             }
         )
         theta0 = {**theta0, **values}
-    assert res is not None and cov is not None and pred_start is not None and chi2_start is not None
+    assert res is not None and cov is not None and info is not None
+    assert pred_start is not None and chi2_start is not None
     # the optimum's prediction from a sample generated there (no reweighting)
     sample = generate_sample(theta0, key, partons)
     stats = _stats_for(sample, data)
@@ -470,7 +536,9 @@ def tune(
     return TuneResult(
         start={k: float(start[k]) for k in TUNED_PARAMETERS},
         values={k: theta0[k] for k in TUNED_PARAMETERS},
-        errors={k: cov.errors[f"theta/{k}"] for k in free},
+        errors=_info_errors(info["corrected"], free),
+        hessian_errors={k: cov.errors[f"theta/{k}"] for k in free},
+        information=info,
         covariance=cov,
         result=res,
         chi2_start=chi2_start,
