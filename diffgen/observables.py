@@ -42,7 +42,8 @@ __all__ = [
     "wide_broadening",
 ]
 
-_BATCH = 256  # events per lax.map batch in the O(P³) algorithms (bounds the memory)
+_BATCH = 256  # at most this many events per lax.map batch in the thrust search
+_SEARCH_ELEMENTS = 2**24  # bound on batch × pairs × P of the thrust search (≈ 128 MiB in float64)
 
 
 def _unpack(events: Events) -> tuple[Array, Array]:
@@ -63,20 +64,28 @@ def _thrust_one(p3: Array) -> tuple[Array, Array]:
     rotated until it contains two particles, so enumerating n⃗ = p⃗_i × p⃗_j for all pairs,
     taking ε_k = sign(p⃗_k·n⃗) for k ≠ i, j and all four signs of i and j finds the maximum
     (S. Brandt, H.D. Dahmen, Z. Phys. C 1 (1979) 61; O(P³)).
+
+    The search only picks the signs ε (piecewise constant in the momenta), so it runs outside
+    the autodiff graph; the axis Σ ε_k p⃗_k is then formed from the momenta, O(P), which is
+    all that reverse mode has to store.
     """
     cap = p3.shape[0]
+    q = jax.lax.stop_gradient(p3)
     ii, jj = jnp.triu_indices(cap, k=1)
-    n = jnp.cross(p3[ii], p3[jj])  # [pairs, 3]
-    proj = n @ p3.T  # [pairs, P]
-    sign = jnp.where(proj >= 0, 1.0, -1.0).astype(p3.dtype)
+    n = jnp.cross(q[ii], q[jj])  # [pairs, 3]
+    proj = n @ q.T  # [pairs, P]
+    sign = jnp.where(proj >= 0, 1.0, -1.0).astype(q.dtype)
     not_ij = (jnp.arange(cap)[None, :] != ii[:, None]) & (jnp.arange(cap)[None, :] != jj[:, None])
-    base = (jnp.where(not_ij, sign, 0.0)) @ p3  # [pairs, 3]
+    base = (jnp.where(not_ij, sign, 0.0)) @ q  # [pairs, 3]
     combos = jnp.stack(
-        [base + p3[ii] + p3[jj], base + p3[ii] - p3[jj], base - p3[ii] + p3[jj], base - p3[ii] - p3[jj]], axis=1
+        [base + q[ii] + q[jj], base + q[ii] - q[jj], base - q[ii] + q[jj], base - q[ii] - q[jj]], axis=1
     ).reshape(-1, 3)
-    length2 = jnp.sum(combos * combos, axis=-1)
-    best = jnp.argmax(jax.lax.stop_gradient(length2))
-    axis = combos[best]
+    best = jnp.argmax(jnp.sum(combos * combos, axis=-1))
+    pair, combo = best // 4, best % 4
+    i, j = ii[pair], jj[pair]
+    eps = jnp.where(not_ij[pair], sign[pair], 0.0)
+    eps = eps.at[i].set(jnp.where(combo < 2, 1.0, -1.0)).at[j].set(jnp.where(combo % 2 == 0, 1.0, -1.0))
+    axis = eps @ p3
     norm = _p3abs(axis)
     total = jnp.sum(_p3abs(p3))
     # fix the overall sign: thrust axis in the upper half (n_z ≥ 0) for reproducibility
@@ -91,7 +100,9 @@ def _thrust_batch(p: Array) -> tuple[Array, Array]:
         t = jnp.where(jnp.sum(_p3abs(p3), axis=1) > 0, 1.0, 0.0).astype(p.dtype)
         ax = safe_div(p3[:, 0], _p3abs(p3[:, 0])[:, None])
         return t, ax
-    return jax.lax.map(_thrust_one, p3, batch_size=_BATCH)
+    cap = p3.shape[1]
+    batch = max(1, min(_BATCH, _SEARCH_ELEMENTS // (cap * (cap - 1) // 2 * cap)))
+    return jax.lax.map(_thrust_one, p3, batch_size=batch)
 
 
 def thrust(events: Events) -> Array:
