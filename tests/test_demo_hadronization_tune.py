@@ -5,6 +5,7 @@ Full size: ``examples/tune_hadronization.py`` (ALEPH N_ch and x_p) and its ``--c
 """
 
 import csv
+import dataclasses
 import math
 from pathlib import Path
 
@@ -127,11 +128,12 @@ def test_information_derivative_and_noise(samples):
     free = tuple(TUNED_PARAMETERS)
     info = information(th, s0, stats, covs, free)
 
-    def pred_vec(x):
-        p, _, _ = predict({k: x[i] for i, k in enumerate(free)}, s0, stats)
+    def pred_vec(x, sample, st):
+        p, _, _ = predict({k: x[i] for i, k in enumerate(free)}, sample, st)
         return p
 
-    jac = jax.jacfwd(pred_vec)(jnp.stack([th[k] for k in free]))
+    small = dataclasses.replace(s0, nch=None, xp=None, charged=None, flags=None)
+    jac = jax.jit(jax.jacfwd(pred_vec))(jnp.stack([th[k] for k in free]), small, dict(stats))
     gn = sum(np.asarray(jac[k]).T @ np.linalg.solve(covs[k], np.asarray(jac[k])) for k in stats)
     np.testing.assert_allclose(info["gauss_newton"], gn, rtol=1e-8, atol=1e-10)
     assert np.all(np.linalg.eigvalsh(info["noise"]) >= -1e-12 * np.abs(info["noise"]).max())

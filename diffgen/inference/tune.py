@@ -364,13 +364,8 @@ def information(
       the covariance of the free parameters is the inverse of ``corrected``.
     """
     th = {k: jnp.asarray(theta[k], sample.cos.dtype) for k in TUNED_PARAMETERS}
-
-    def lw_free(x: Array) -> Array:
-        return log_weights({**th, **{k: x[i] for i, k in enumerate(free)}}, sample)
-
-    x0 = jnp.stack([th[k] for k in free])
-    lw = np.asarray(lw_free(x0), np.float64)
-    s = np.asarray(jax.jacfwd(lw_free)(x0), np.float64)  # [N, P]
+    lw, s = _scores(th, _reweighting_part(sample), tuple(free))
+    lw, s = np.asarray(lw, np.float64), np.asarray(s, np.float64)  # [N], [N, P]
     w = np.exp(lw - lw.max())
     w /= w.sum()
     s = s - (w @ s)[None, :]
@@ -385,6 +380,22 @@ def information(
         gn += jac.T @ a @ jac
         noise += np.einsum("nkp,kl,nlq->pq", d, a, d)
     return {"gauss_newton": gn, "noise": noise, "corrected": gn - noise}
+
+
+def _reweighting_part(sample: TuneSample) -> TuneSample:
+    # only the fields log_weights reads, so that one compiled _scores serves every sample shape
+    return dataclasses.replace(sample, nch=None, xp=None, charged=None, flags=None)
+
+
+@jax.jit(static_argnames="free")
+def _scores(th: Params, sample: TuneSample, free: tuple[str, ...]) -> tuple[Array, Array]:
+    """Log-weights [N] and their derivatives [N, P] in the ``free`` parameters at ``th``."""
+
+    def lw_free(x: Array) -> Array:
+        return log_weights({**th, **{k: x[i] for i, k in enumerate(free)}}, sample)
+
+    x0 = jnp.stack([th[k] for k in free])
+    return lw_free(x0), jax.jacfwd(lw_free)(x0)
 
 
 @dataclasses.dataclass
