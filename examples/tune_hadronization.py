@@ -12,7 +12,12 @@ the model itself at known parameters (independent partons and hadronization key)
 the pulls (``OUT/hadronization_closure.json``).
 
     .venv/bin/python examples/tune_hadronization.py [--events 1500] [--seed 1] [--iterations 2] [--out out]
-    .venv/bin/python examples/tune_hadronization.py --closure [--events 1500]
+    .venv/bin/python examples/tune_hadronization.py --closure [--events 1500] [--mc-events 12000] [--seeds 3]
+    .venv/bin/python examples/tune_hadronization.py --sensitivity [--events 4000] [--seed 11]
+
+``--mc-events`` sets the size of the reweighted MC sample (the MC noise of the reweighted
+derivative falls as 1/N_MC); ``--sensitivity`` checks the σ reweighting against direct
+generation and prints the Fisher information of the coarse bins in σ (docs/demonstrations.md).
 """
 
 from __future__ import annotations

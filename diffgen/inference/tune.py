@@ -345,10 +345,11 @@ def information(
 ) -> dict[str, np.ndarray]:
     """Fisher information of the χ² for the free parameters, corrected for the MC noise of the derivatives.
 
-    Near the optimum ``χ²(θ) ≈ χ²_min + Δθᵀ Jᵀ V⁻¹ J Δθ`` (Gauss–Newton, e.g. PDG Statistics
-    eq. 40.49), with J = ∂pred/∂θ. The reweighted derivative ``Ĵ = Σ ŵᵢ (cᵢ − pred)(sᵢ − s̄)ᵀ``
-    (ŵ normalised weights, sᵢ = ∂ log wᵢ/∂θ, s̄ = Σ ŵᵢ sᵢ) is a sample covariance and carries MC
-    noise, which inflates ``Ĵᵀ V⁻¹ Ĵ`` on average by ``Σᵢ dᵢᵀ V⁻¹ dᵢ`` with the influence terms
+    Near the optimum ``χ²(θ) ≈ χ²_min + Δθᵀ Jᵀ V⁻¹ J Δθ`` (the Gauss–Newton approximation of
+    the least-squares Hessian; PDG Review of Particle Physics, "Statistics"), with J = ∂pred/∂θ.
+    The reweighted derivative ``Ĵ = Σ ŵᵢ (cᵢ − pred)(sᵢ − s̄)ᵀ`` (ŵ normalised weights,
+    sᵢ = ∂ log wᵢ/∂θ, s̄ = Σ ŵᵢ sᵢ) is a sample covariance and carries MC noise, which inflates
+    ``Ĵᵀ V⁻¹ Ĵ`` on average by ``Σᵢ dᵢᵀ V⁻¹ dᵢ`` with the influence terms
     ``dᵢ = ŵᵢ((cᵢ − pred)(sᵢ − s̄)ᵀ − Ĵ)``; this term is subtracted. (The full Hessian of the
     reweighted χ² also contains ``Σ r V⁻¹ ∂²pred``, whose MC noise is what the minimiser selects:
     at a weakly constrained parameter it makes the Hessian errors far too small.)
