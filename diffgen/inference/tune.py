@@ -482,7 +482,9 @@ def tune(
     Each iteration generates hadrons from ``partons`` at the current θ₀ (one compiled
     generation for all iterations), fits θ by L-BFGS on the reweighted χ²
     ``Σ (pred − data)²/(σ_data² + σ_MC²)`` (σ_MC at θ₀, fixed during the iteration) and uses the
-    optimum as the next θ₀. The errors are the Hessian errors of the last iteration's χ².
+    optimum as the next θ₀. The errors are from the MC-noise corrected Gauss–Newton information
+    (:func:`information`) of the last iteration's χ²; infinite where the data do not determine
+    the parameters (the full-Hessian errors, too small there, are in ``hessian_errors``).
 
     Args:
       partons: showered partons (the shower is not refitted and is generated once).
