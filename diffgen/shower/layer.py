@@ -155,8 +155,9 @@ def final_state_shower(
 
     Params: ``{"alpha_s_mz": αs(m_Z) (default 0.118), "t0": cut-off in GeV² (default 1)}``.
 
-    ``apply(params, key, events)`` showers every event independently (``vmap`` of a
-    ``lax.while_loop`` over trials), starting at t = Q² (the event's invariant mass squared)
+    ``apply(params, key, events)`` showers every event independently (a ``lax.while_loop``
+    over veto trials per event, run on a fixed set of slots that are refilled with the next
+    event when one finishes), starting at t = Q² (the event's invariant mass squared)
     and stopping at t0. Input events carry partons with LHE colour tags (at least one q q̄ pair,
     e.g. the output of ``diffgen.processes.ee_to_qqbar``); the output has ``capacity`` slots
     with the partons in slots ``0 … n−1`` (the input partons keep their slots), ``colour`` set
@@ -245,8 +246,9 @@ def final_state_shower(
       record_history: also write the emission record ``shower_history/…`` (static, default off).
       boundary_trials: B, the number of last trials per event kept in the boundary record
         ``shower_boundary_…`` (static, default 0 = none; 8 keeps the truncation below 1 % of
-        the boundary term at 91.2 GeV, docs/shower.md). Momenta, weights and decisions are
-        bit-for-bit those of B = 0.
+        the boundary term at 91.2 GeV, docs/shower.md). The decisions and weights are those of B = 0 and
+        the momenta agree to rounding (XLA may contract multiply-adds differently in the larger
+        program).
 
     Returns:
       ``Layer(init, apply)``.
