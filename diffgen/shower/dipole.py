@@ -48,7 +48,7 @@ from diffgen.kinematics import minkowski_dot, safe_div, safe_log, safe_sqrt
 from diffgen.shower.alphas import CA, CF, NF, TR, alpha_s, beta0, dlog_alpha_s
 from diffgen.typing import Array
 
-__all__ = ["BOUNDARY_FIELDS", "HISTORY_FIELDS", "ShowerState", "shower_one_event"]
+__all__ = ["BOUNDARY_FIELDS", "EMISSION_FIELDS", "HISTORY_FIELDS", "ShowerState", "Trial", "shower_one_event"]
 
 _TWO_PI = 2.0 * math.pi
 
@@ -230,33 +230,62 @@ def initial_state(
     )
 
 
-def _record_emission(state: ShowerState, emit, a, b, j, t_new) -> dict[str, Array]:
-    """Append emission ``n_emissions`` (emitter a, spectator b, new parton j, the emitter's and
-    spectator's momenta, pids and colours before the branching, the scale t) if ``emit``."""
-    k = state.n_emissions
-    values = {
-        "emitter": a.astype(jnp.int32),
-        "spectator": b.astype(jnp.int32),
-        "emitted": j.astype(jnp.int32),
-        "p_emitter": state.p[a],
-        "p_spectator": state.p[b],
-        "pid_emitter": state.pid[a],
-        "pid_spectator": state.pid[b],
-        "colour_emitter": state.col[a],
-        "colour_spectator": state.col[b],
-        "t": t_new,
-    }
-    hist = state.hist
-    assert hist is not None
-    return {
-        name: jnp.where(emit, hist[name].at[k].set(jax.lax.stop_gradient(values[name]), mode="drop"), hist[name])
-        for name in HISTORY_FIELDS
-    }
+#: Fields of ``ShowerState`` that an emission changes (:func:`_emission`); the trial
+#: (:func:`_trial`) changes the others.
+EMISSION_FIELDS = ("p", "pid", "col", "partner", "n", "g", "next_tag", "n_emissions", "hist")
 
 
-def _step(state: ShowerState, key, alpha, t0, amax, order: int, max_trials: int) -> ShowerState:
+class Trial(NamedTuple):
+    """One event's trial branching, as the emission update needs it (all 0-d)."""
+
+    a: Array  # int32, emitter slot
+    s: Array  # int32, side of the dipole end (0 colour, 1 anti-colour)
+    b: Array  # int32, spectator slot
+    split: Array  # bool, g → q q̄
+    z: Array  # light-cone fraction of the emitter
+    y: Array  # dipole recoil variable at the trial scale
+    t: Array  # trial scale, GeV²
+    phi: Array  # azimuth of k_⊥
+    flavour: Array  # int32, quark flavour of a g → q q̄ splitting
+
+
+def _kernel_ratio(t, q2, z, split, is_g):
+    """Recoil y, whether (t, z) is inside the dipole phase space, and (1 − y)P/Ĝ at scale t
+    (kernels and overestimates of the module docstring, arXiv:1411.4085 eqs. 3.12-3.16)."""
+    zz = z * (1.0 - z)
+    y = safe_div(t, q2 * zz, fill=2.0)
+    one_m_y = 1.0 - y
+    eik = safe_div(2.0, 1.0 - z * one_m_y, fill=0.0)
+    ratio_qq = one_m_y * (eik - (1.0 + z)) * (1.0 - z) / 2.0
+    ratio_gg = one_m_y * (eik - 2.0 + zz) * (1.0 - z) / 2.0
+    ratio_gq = one_m_y * (1.0 - 2.0 * zz)
+    return y, (y < 1.0) & (zz > 0), jnp.where(split, ratio_gq, jnp.where(is_g, ratio_gg, ratio_qq))
+
+
+def _branched_momenta(p, tr: Trial, j, t, y):
+    """All momenta after the branching at scale t with recoil y (arXiv:hep-ph/9605323 eq. 5.3)."""
+    pa, pb = p[tr.a], p[tr.b]
+    e1, e2 = _transverse_basis(pa, pb)
+    kt = safe_sqrt(t) * (jnp.cos(tr.phi) * e1 + jnp.sin(tr.phi) * e2)
+    z = tr.z
+    new_pa = z * pa + (1.0 - z) * y * pb + kt
+    new_pj = (1.0 - z) * pa + z * y * pb - kt
+    new_pb = (1.0 - y) * pb
+    return p.at[tr.a].set(new_pa).at[tr.b].set(new_pb).at[j].set(new_pj)
+
+
+def _trial(state: ShowerState, key, alpha, t0, amax, order: int, max_trials: int):
+    """One veto-algorithm trial of one event: scale, channel, z, acceptance and their bookkeeping.
+
+    Returns ``(state, emit, trial, aux)``: the state with the trial's fields updated (scale,
+    trial count, log-probability, reweighting score and record, overflow, done; the
+    :data:`EMISSION_FIELDS` are unchanged), whether the branching is to be made
+    (:func:`_emission`), the branching itself, and what the cut-off boundary record needs.
+    An event that is already done is returned unchanged with ``emit`` false.
+    """
     dtype = state.p.dtype
     cap = state.p.shape[0]
+    active = ~state.done
     u = jax.random.uniform(jax.random.fold_in(key, state.trial), (7,), dtype=dtype)
     gflat = state.g.reshape(-1)
     gsum = jnp.sum(gflat)
@@ -278,12 +307,10 @@ def _step(state: ShowerState, key, alpha, t0, amax, order: int, max_trials: int)
     a = idx // 2
     s = idx % 2
     b = jnp.maximum(state.partner[a, s], 0)
-    pa, pb = state.p[a], state.p[b]
-    q2 = 2.0 * minkowski_dot(pa, pb)
+    q2 = 2.0 * minkowski_dot(state.p[a], state.p[b])
     disc = safe_sqrt(1.0 - safe_div(4.0 * t0, q2, fill=1.0))
-    zp = 0.5 * (1.0 + disc)
     one_m_zp = 0.5 * (1.0 - disc)
-    ratio_z = safe_div(zp, one_m_zp, fill=1.0)
+    ratio_z = safe_div(0.5 * (1.0 + disc), one_m_zp, fill=1.0)
     lg = safe_log(ratio_z)
     is_g = state.pid[a] == 21
     w_soft = jnp.where(is_g, CA * lg, 2.0 * CF * lg)
@@ -294,19 +321,8 @@ def _step(state: ShowerState, key, alpha, t0, amax, order: int, max_trials: int)
     z_soft = 1.0 - one_m_zp * jnp.exp(u[3] * lg)
     z_split = one_m_zp + disc * u[3]
     z = jnp.where(split, z_split, z_soft)
-    zz = z * (1.0 - z)
 
-    def kernel_ratio_at(t):
-        """Recoil y, whether (t, z) is inside the dipole phase space, and (1 − y)P/Ĝ at scale t."""
-        y = safe_div(t, q2 * zz, fill=2.0)
-        one_m_y = 1.0 - y
-        eik = safe_div(2.0, 1.0 - z * one_m_y, fill=0.0)
-        ratio_qq = one_m_y * (eik - (1.0 + z)) * (1.0 - z) / 2.0
-        ratio_gg = one_m_y * (eik - 2.0 + zz) * (1.0 - z) / 2.0
-        ratio_gq = one_m_y * (1.0 - 2.0 * zz)
-        return y, (y < 1.0) & (zz > 0), jnp.where(split, ratio_gq, jnp.where(is_g, ratio_gg, ratio_qq))
-
-    y, inside, kernel_ratio = kernel_ratio_at(t_new)
+    y, inside, kernel_ratio = _kernel_ratio(t_new, q2, z, split, is_g)
     in_range = physical & inside
     a_t = alpha_s(jnp.where(physical, t_new, t0), alpha, order=order)
     r = jnp.where(in_range, a_t * running / amax * kernel_ratio, 0.0)
@@ -317,62 +333,87 @@ def _step(state: ShowerState, key, alpha, t0, amax, order: int, max_trials: int)
     lp_channel = safe_log(safe_div(gflat[idx], gsum, fill=1.0))
     lp_kernel = jnp.where(is_g, safe_log(safe_div(jnp.where(split, w_split, w_soft), w_tot, fill=1.0)), 0.0)
     lp_accept = jnp.where(accept, safe_log(r), safe_log(1.0 - r))
-    log_prob = state.log_prob + jnp.where(physical, lp_channel + lp_kernel + lp_accept, 0.0)
+    log_prob = state.log_prob + jnp.where(physical & active, lp_channel + lp_kernel + lp_accept, 0.0)
 
     # exact reweighting score: accepted f'/f = ρ, rejected (1 − rρ)/(1 − r), ρ = αs'(t)/αs(t)
     dlog_as = jax.lax.stop_gradient(dlog_alpha_s(jnp.where(physical, t_new, t0), alpha, order=order))
     r_sg = jax.lax.stop_gradient(r)
-    score = state.score + jnp.where(in_range, jnp.where(accept, dlog_as, -safe_div(r_sg * dlog_as, 1.0 - r_sg)), 0.0)
+    score = state.score + jnp.where(
+        in_range & active, jnp.where(accept, dlog_as, -safe_div(r_sg * dlog_as, 1.0 - r_sg)), 0.0
+    )
     max_records = state.rec_t.shape[0]
-    record = in_range & (r > 0)
-    slot = jnp.minimum(state.n_rec, max_records - 1)
+    record = in_range & (r > 0) & active
     room_rec = state.n_rec < max_records
     write = record & room_rec
-    rec_t = jnp.where(write, state.rec_t.at[slot].set(jax.lax.stop_gradient(t_new)), state.rec_t)
-    rec_r = jnp.where(write, state.rec_r.at[slot].set(r_sg), state.rec_r)
-    rec_acc = jnp.where(write, state.rec_acc.at[slot].set(accept), state.rec_acc)
-    n_rec = state.n_rec + write.astype(jnp.int32)
-    rec_overflow = state.rec_overflow | (record & ~room_rec)
+    row = jnp.where(write, state.n_rec, max_records)  # out of range: not written
+    rec_t = state.rec_t.at[row].set(jax.lax.stop_gradient(t_new), mode="drop")
+    rec_r = state.rec_r.at[row].set(r_sg, mode="drop")
+    rec_acc = state.rec_acc.at[row].set(accept, mode="drop")
 
-    # kinematics
     room = state.n < cap
-    emit = accept & room
-    overflow = state.overflow | (accept & ~room)
-    j = jnp.minimum(state.n, cap - 1)
-    phi = _TWO_PI * u[4]
-    e1, e2 = _transverse_basis(pa, pb)
-    transverse = jnp.cos(phi) * e1 + jnp.sin(phi) * e2
+    emit = accept & room & active
+    overflow = state.overflow | (accept & ~room & active)
+    trial = state.trial + active.astype(jnp.int32)
+    done = state.done | (~physical) | overflow | (trial >= max_trials)
+    tr = Trial(
+        a=a,
+        s=s,
+        b=b,
+        split=split,
+        z=z,
+        y=y,
+        t=t_new,
+        phi=_TWO_PI * u[4],
+        flavour=jnp.minimum((u[6] * NF).astype(jnp.int32), NF - 1) + 1,
+    )
+    new = state._replace(
+        t=jnp.where(active, jnp.where(physical, t_new, t0), state.t),
+        trial=trial,
+        log_prob=log_prob,
+        score=score,
+        rec_t=rec_t,
+        rec_r=rec_r,
+        rec_acc=rec_acc,
+        n_rec=state.n_rec + write.astype(jnp.int32),
+        overflow=overflow | (active & physical & (trial >= max_trials)),
+        rec_overflow=state.rec_overflow | (record & ~room_rec),
+        done=done,
+    )
+    aux = {"gsum": gsum, "b0a": b0a, "q2": q2, "is_g": is_g, "room": room}
+    return new, emit, tr, aux
 
-    def branched(t, y):
-        """All momenta after the branching at scale t with recoil y (arXiv:hep-ph/9605323 eq. 5.3)."""
-        kt = safe_sqrt(t) * transverse
-        new_pa = z * pa + (1.0 - z) * y * pb + kt
-        new_pj = (1.0 - z) * pa + z * y * pb - kt
-        new_pb = (1.0 - y) * pb
-        return state.p.at[a].set(new_pa).at[b].set(new_pb).at[j].set(new_pj)
 
-    p = branched(t_new, y)
+def _emission(em: dict, tr: Trial, t0, amax) -> dict:
+    """The trial's branching applied to one event's :data:`EMISSION_FIELDS` (a dict).
+
+    Momenta by the recoil of arXiv:hep-ph/9605323 eq. 5.3, colour flow in leading colour, the
+    new parton in slot n (the caller checks that there is room), overestimates of the changed
+    dipole ends, and the emission record (if ``em["hist"]`` is not None).
+    """
+    p, pid_in, col_in, partner_in = em["p"], em["pid"], em["col"], em["partner"]
+    cap = p.shape[0]
+    a, s, b, split = tr.a, tr.s, tr.b, tr.split
+    j = jnp.minimum(em["n"], cap - 1)
+    p_new = _branched_momenta(p, tr, j, tr.t, tr.y)
 
     # colour flow: a gluon j is inserted between a and b on side s; a g → q q̄ splitting cuts
     # the gluon's colour line, a keeps the side facing b, j takes the other side.
-    tag = state.next_tag
-    col_a = state.col[a]
+    tag = em["next_tag"]
+    col_a = col_in[a]
     other = 1 - s
     zero2 = jnp.zeros(2, jnp.int32)
     col_a_g = col_a.at[s].set(tag)
     col_j_g = zero2.at[s].set(col_a[s]).at[other].set(tag)
     col_a_q = col_a.at[other].set(0)
     col_j_q = zero2.at[other].set(col_a[other])
-    col = state.col.at[a].set(jnp.where(split, col_a_q, col_a_g)).at[j].set(jnp.where(split, col_j_q, col_j_g))
-    flavour = jnp.minimum((u[6] * NF).astype(jnp.int32), NF - 1) + 1
-    pid_a_q = jnp.where(s == 0, flavour, -flavour)
-    pid = state.pid.at[a].set(jnp.where(split, pid_a_q, state.pid[a])).at[j].set(jnp.where(split, -pid_a_q, 21))
-    m = state.partner[a, other]
-    partner_g = state.partner.at[a, s].set(j).at[j, other].set(a).at[j, s].set(b).at[b, other].set(j)
-    partner_q = state.partner.at[a, other].set(-1).at[j, other].set(m).at[j, s].set(-1)
+    col = col_in.at[a].set(jnp.where(split, col_a_q, col_a_g)).at[j].set(jnp.where(split, col_j_q, col_j_g))
+    pid_a_q = jnp.where(s == 0, tr.flavour, -tr.flavour)
+    pid = pid_in.at[a].set(jnp.where(split, pid_a_q, pid_in[a])).at[j].set(jnp.where(split, -pid_a_q, 21))
+    m = partner_in[a, other]
+    partner_g = partner_in.at[a, s].set(j).at[j, other].set(a).at[j, s].set(b).at[b, other].set(j)
+    partner_q = partner_in.at[a, other].set(-1).at[j, other].set(m).at[j, s].set(-1)
     partner_q = partner_q.at[jnp.where(m >= 0, m, cap), s].set(j, mode="drop")
     partner = jnp.where(split, partner_q, partner_g)
-    next_tag = tag + jnp.where(split, 0, 1).astype(jnp.int32)
 
     # overestimates of the dipole ends whose invariant mass or partner changed
     xs = jnp.stack([a, j, b])
@@ -382,23 +423,67 @@ def _step(state: ShowerState, key, alpha, t0, amax, order: int, max_trials: int)
     ends_x = jnp.concatenate([own_x, nb])
     ends_s = jnp.concatenate([own_s, 1 - own_s])
     vals = jax.vmap(_end_overestimate, in_axes=(None, None, None, 0, 0, None, None))(
-        p, pid, partner, jnp.maximum(ends_x, 0), ends_s, t0, amax
+        p_new, pid, partner, jnp.maximum(ends_x, 0), ends_s, t0, amax
     )
-    g = state.g.at[jnp.where(ends_x >= 0, ends_x, cap), ends_s].set(vals, mode="drop")
+    g = em["g"].at[jnp.where(ends_x >= 0, ends_x, cap), ends_s].set(vals, mode="drop")
 
+    hist = em["hist"]
+    if hist is not None:
+        values = {
+            "emitter": a.astype(jnp.int32),
+            "spectator": b.astype(jnp.int32),
+            "emitted": j.astype(jnp.int32),
+            "p_emitter": p[a],
+            "p_spectator": p[b],
+            "pid_emitter": pid_in[a],
+            "pid_spectator": pid_in[b],
+            "colour_emitter": col_a,
+            "colour_spectator": col_in[b],
+            "t": tr.t,
+        }
+        k = em["n_emissions"]
+        hist = {
+            name: hist[name].at[k].set(jax.lax.stop_gradient(values[name]), mode="drop") for name in HISTORY_FIELDS
+        }
+    return {
+        "p": p_new,
+        "pid": pid,
+        "col": col,
+        "partner": partner,
+        "n": em["n"] + 1,
+        "g": g,
+        "next_tag": tag + jnp.where(split, 0, 1).astype(jnp.int32),
+        "n_emissions": em["n_emissions"] + 1,
+        "hist": hist,
+    }
+
+
+def emission_fields(state: ShowerState) -> dict:
+    """The :data:`EMISSION_FIELDS` of a state, as the dict :func:`_emission` takes."""
+    return {name: getattr(state, name) for name in EMISSION_FIELDS}
+
+
+def _step(state: ShowerState, key, alpha, t0, amax, order: int, max_trials: int) -> ShowerState:
+    """One trial of one event and, if accepted, its branching: :func:`_trial` + :func:`_emission`."""
+    new, emit, tr, aux = _trial(state, key, alpha, t0, amax, order, max_trials)
+    em = _emission(emission_fields(new), tr, t0, amax)
+    picked = jax.tree.map(lambda x, old: jnp.where(emit, x, old), em, emission_fields(new))
+    new = new._replace(**picked)
     bnd = state.bnd
     if bnd is not None:
         # Cut-off boundary (docs/shower.md, "Event derivatives"): this trial stays above t0 iff
         # 1 − u₀ > U* = Δ̂(t, t0), the overestimate's no-emission probability down to t0. U*
         # moves with the params; at the boundary the trial sits at t0, where it branches with
         # probability r(t0) using this trial's channel, z, φ and flavour, and the shower ends.
+        gsum, b0a = aux["gsum"], aux["b0a"]
         if b0a is None:
             log_u_star = gsum * jnp.log(t0 / state.t)
         else:
             log_u_star = -safe_div(gsum, b0a) * safe_log(1.0 + b0a * jnp.log(state.t / t0))
-        y0, inside0, kernel_ratio0 = kernel_ratio_at(t0)
+        y0, inside0, kernel_ratio0 = _kernel_ratio(t0, aux["q2"], tr.z, tr.split, aux["is_g"])
         # α̂(t0) = amax: w(t0) = 1 for the running overestimate, amax = αs for a fixed coupling
-        r0 = jnp.where(inside0 & room, alpha_s(t0, alpha, order=order) / amax * kernel_ratio0, 0.0)
+        r0 = jnp.where(inside0 & aux["room"], alpha_s(t0, alpha, order=order) / amax * kernel_ratio0, 0.0)
+        j = jnp.minimum(state.n, state.p.shape[0] - 1)
         values = {
             "u_star": jnp.exp(log_u_star),
             "r": jax.lax.stop_gradient(r0),
@@ -406,41 +491,13 @@ def _step(state: ShowerState, key, alpha, t0, amax, order: int, max_trials: int)
             "p_pre": jax.lax.stop_gradient(state.p),
             "pid_pre": state.pid,
             "col_pre": state.col,
-            "p_em": jax.lax.stop_gradient(branched(t0, y0)),
-            "pid_em": pid,
-            "col_em": col,
+            "p_em": jax.lax.stop_gradient(_branched_momenta(state.p, tr, j, t0, y0)),
+            "pid_em": em["pid"],
+            "col_em": em["col"],
         }
         row = state.trial % bnd["u_star"].shape[0]
-        bnd = {name: bnd[name].at[row].set(values[name]) for name in BOUNDARY_FIELDS}
-
-    def pick(new, old):
-        return jnp.where(emit, new, old)
-
-    trial = state.trial + 1
-    done = (~physical) | overflow | (trial >= max_trials)
-    return ShowerState(
-        p=pick(p, state.p),
-        pid=pick(pid, state.pid),
-        col=pick(col, state.col),
-        partner=pick(partner, state.partner),
-        n=state.n + emit.astype(jnp.int32),
-        g=pick(g, state.g),
-        t=jnp.where(physical, t_new, t0),
-        next_tag=pick(next_tag, state.next_tag),
-        trial=trial,
-        n_emissions=state.n_emissions + emit.astype(jnp.int32),
-        log_prob=log_prob,
-        score=score,
-        rec_t=rec_t,
-        rec_r=rec_r,
-        rec_acc=rec_acc,
-        n_rec=n_rec,
-        overflow=overflow | (physical & (trial >= max_trials)),
-        rec_overflow=rec_overflow,
-        done=done,
-        hist=None if state.hist is None else _record_emission(state, emit, a, b, j, t_new),
-        bnd=bnd,
-    )
+        new = new._replace(bnd={name: bnd[name].at[row].set(values[name]) for name in BOUNDARY_FIELDS})
+    return new
 
 
 def shower_one_event(

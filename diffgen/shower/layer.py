@@ -14,7 +14,16 @@ from diffgen import kinematics as kin
 from diffgen.core import Events, Layer, is_traced
 from diffgen.kinematics import safe_log
 from diffgen.shower.alphas import MZ, alpha_s
-from diffgen.shower.dipole import BOUNDARY_FIELDS, HISTORY_FIELDS, _step, initial_state, shower_one_event
+from diffgen.shower.dipole import (
+    BOUNDARY_FIELDS,
+    EMISSION_FIELDS,
+    HISTORY_FIELDS,
+    _emission,
+    _step,
+    _trial,
+    initial_state,
+    shower_one_event,
+)
 from diffgen.typing import Array, Key, Params
 
 __all__ = [
@@ -388,8 +397,12 @@ _REFILL_SLOTS = 128
 #: replaced together; a slot whose event finished early idles for the rest of the round).
 _REFILL_EVERY = 4
 
+#: Rows K of an emission block of the refilling loop, as a fraction of the slots S: about
+#: 15 % of trials are accepted, so one block of S/4 rows almost always holds all of them.
+_EMIT_FRACTION = 0.25
 
-def _refill_loop(init, keys, step, n_slots: int, steps_per_refill: int):
+
+def _refill_loop(init, keys, step, n_slots: int, steps_per_refill: int, split=None, chunk: int = 0):
     """Run ``step`` on every event of ``init`` until done, ``n_slots`` events at a time.
 
     Under ``vmap`` a per-event ``while_loop`` runs until the slowest event of the batch has
@@ -403,6 +416,14 @@ def _refill_loop(init, keys, step, n_slots: int, steps_per_refill: int):
     the tail of the last S events and the rest of a round after an event has finished are
     stepped in vain.
 
+    With ``split = (trial, emission, fields)`` a step is instead the vmapped ``trial(state,
+    key) -> (state, emit, info)`` on all slots (it must leave done states unchanged), and
+    ``emission(sub, info) -> sub`` on the ``fields`` of the slots with ``emit`` only: their
+    indices are compacted into blocks of K = ``chunk`` rows, each block is gathered, updated
+    by the vmapped ``emission`` and scattered back, block after block until every emitting
+    slot is done (a ``while_loop``; usually one block, none when no slot emits). Per slot this
+    is the same computation as ``step``.
+
     Args:
       init: batched state [N, …] (any pytree with a boolean ``done`` [N] field, e.g.
         ``ShowerState``); events already done are returned unchanged.
@@ -410,6 +431,8 @@ def _refill_loop(init, keys, step, n_slots: int, steps_per_refill: int):
       step: ``(state, key) -> state`` for one event.
       n_slots: S (static), 1 ≤ S ≤ N.
       steps_per_refill: trials per round (static, ≥ 1).
+      split: optional ``(trial, emission, fields)`` as above (per event; static).
+      chunk: K (static, 1 ≤ K ≤ S), rows of an emission block; used with ``split``.
 
     Returns:
       the final states [N, …].
@@ -422,18 +445,53 @@ def _refill_loop(init, keys, step, n_slots: int, steps_per_refill: int):
     slot_event = jnp.where(jnp.arange(n_slots, dtype=jnp.int32) < n_todo, first, n)
     slots = jax.tree.map(lambda x: x[first], init)
     slot_keys = keys[first]
-    batched_step = jax.vmap(step)
 
     def select(flag, new, old):
         return jax.tree.map(lambda a, b: jnp.where(flag.reshape(flag.shape + (1,) * (a.ndim - 1)), a, b), new, old)
 
+    if split is None:
+        batched_step = jax.vmap(step)
+
+        def advance(_, slots_keys):
+            # as under vmap of the per-event while_loop: a finished event's state stays as it is
+            slots, slot_keys = slots_keys
+            return select(slots.done, slots, batched_step(slots, slot_keys)), slot_keys
+
+    else:
+        trial, emission, fields = split
+        batched_trial = jax.vmap(trial)
+        batched_emission = jax.vmap(emission)
+        k_rows = max(1, min(int(chunk), n_slots))
+        slot_ids = jnp.arange(n_slots, dtype=jnp.int32)
+        spare = n_slots + jnp.arange(k_rows, dtype=jnp.int32)  # distinct out-of-range rows: dropped
+
+        def advance(_, slots_keys):
+            slots, slot_keys = slots_keys
+            slots, emit, info = batched_trial(slots, slot_keys)
+            n_emit = jnp.sum(emit, dtype=jnp.int32)
+            rank = jnp.cumsum(emit, dtype=jnp.int32) - 1  # position of an emitting slot among them
+
+            def block(carry):
+                start, sub = carry
+                mine = emit & (rank >= start) & (rank < start + k_rows)
+                rows = jnp.full((k_rows,), n_slots, jnp.int32)
+                rows = rows.at[jnp.where(mine, rank - start, k_rows)].set(slot_ids, mode="drop")
+                src = jnp.minimum(rows, n_slots - 1)
+                updated = batched_emission(
+                    jax.tree.map(lambda x: x[src], sub), jax.tree.map(lambda x: x[src], info)
+                )
+                dest = jnp.where(rows < n_slots, rows, spare)
+                sub = jax.tree.map(
+                    lambda o, x: o.at[dest].set(x, mode="drop", unique_indices=True), sub, updated
+                )
+                return start + k_rows, sub
+
+            sub = {name: getattr(slots, name) for name in fields}
+            _, sub = jax.lax.while_loop(lambda c: c[0] < n_emit, block, (jnp.zeros((), jnp.int32), sub))
+            return slots._replace(**sub), slot_keys
+
     def cond(carry):
         return jnp.any(carry[1] < n)
-
-    def advance(_, slots_keys):
-        # as under vmap of the per-event while_loop: a finished event's state stays as it is
-        slots, slot_keys = slots_keys
-        return select(slots.done, slots, batched_step(slots, slot_keys)), slot_keys
 
     def body(carry):
         slots, slot_event, slot_keys, n_next, out = carry
@@ -511,7 +569,22 @@ def _make_runner(
         def step(st, key):
             return _step(st, key, alpha, t0, amax, order, max_trials)
 
-        final = _refill_loop(init, keys, step, max(1, min(p.shape[0], slots_cfg)), _REFILL_EVERY)
+        split = None
+        if not boundary:
+            # the boundary record needs every trial's branching at t0: full steps then
+
+            def trial(st, key):
+                new, emit, info, _ = _trial(st, key, alpha, t0, amax, order, max_trials)
+                return new, emit, info
+
+            def emission(sub, info):
+                return _emission(sub, info, t0, amax)
+
+            split = (trial, emission, EMISSION_FIELDS)
+        n_slots = max(1, min(p.shape[0], slots_cfg))
+        final = _refill_loop(
+            init, keys, step, n_slots, _REFILL_EVERY, split=split, chunk=max(1, round(n_slots * _EMIT_FRACTION))
+        )
         return jax.vmap(lambda st, q: _aux_outputs(st, q, record_history, boundary))(final, p)
 
     def primal(alpha, t0, p, pid, col, mask, keys):
