@@ -45,6 +45,7 @@ from diffgen.hadronization.formation import (
     constituent_axis,
     popped_flavour_logits,
     sample_flavour,
+    uniform_block,
 )
 from diffgen.typing import Array, Key, Params
 
@@ -374,6 +375,7 @@ def decay_unstable(
     n_rounds: int = 8,
     history_labels: Array | None = None,
     history_capacity: int | None = None,
+    working_capacity: int | None = None,
 ):
     """Decay unstable hadrons through the table's two-body channels, isotropically.
 
@@ -390,6 +392,10 @@ def decay_unstable(
         when given, the decays are recorded and returned as a fifth output (below); the
         momenta are the same either way.
       history_capacity: U, the size of the record of decayed hadrons (default C).
+      working_capacity: static W ≤ C (default C): the decays run on the first W slots and
+        are repeated on all C slots only when some event of the batch does not fit into W
+        (then both are computed). The result is the same for every W; a W that holds the
+        particles of nearly every event saves the work on the empty slots.
 
     Returns:
       ``(p, pid, mask, overflow)`` with the same shapes and overflow [N] bool; with
@@ -402,89 +408,132 @@ def decay_unstable(
       A decay with one daughter (a relabelling such as K⁰ → K_S) is recorded like a
       two-body decay.
     """
-    u = jax.random.uniform(key, (p.shape[0], n_rounds, p.shape[1], 3), dtype=p.dtype)
-    if history_labels is None:
-        return jax.vmap(lambda a, b, c, d: _unstable_one(a, b, c, d, n_rounds))(u, p, pid, mask)
-    cap_u = p.shape[1] if history_capacity is None else history_capacity
-    if not isinstance(cap_u, int) or cap_u < 1:
-        raise ValueError(f"decay_unstable: history_capacity must be an int >= 1, got {history_capacity!r}")
-    return jax.vmap(lambda a, b, c, d, e: _unstable_one(a, b, c, d, n_rounds, e, cap_u))(
-        u, p, pid, mask, jnp.asarray(history_labels, jnp.int32)
-    )
-
-
-def _unstable_one(u_all, p, pid, mask, n_rounds, labels=None, cap_u: int = 0):
-    dtype = p.dtype
-    record = labels is not None
+    n, cap = mask.shape
+    if not isinstance(n_rounds, int) or n_rounds < 0:
+        raise ValueError(f"decay_unstable: n_rounds must be an int >= 0, got {n_rounds!r}")
+    width = cap if working_capacity is None else working_capacity
+    if not isinstance(width, int) or width < 1:
+        raise ValueError(f"decay_unstable: working_capacity must be an int >= 1 or None, got {working_capacity!r}")
+    width = min(width, cap)
+    record = history_labels is not None
+    cap_u = 0
     if record:
-        parent_of = jnp.full(mask.shape, -1, jnp.int32)
-        rec = {
-            "decayed_p": jnp.zeros((cap_u, 4), dtype),
-            "decayed_pid": jnp.zeros((cap_u,), jnp.int32),
-            "decayed_parent": jnp.full((cap_u,), -1, jnp.int32),
-            "decayed_label": jnp.full((cap_u,), -1, jnp.int32),
-            "decayed_mask": jnp.zeros((cap_u,), bool),
+        cap_u = cap if history_capacity is None else history_capacity
+        if not isinstance(cap_u, int) or cap_u < 1:
+            raise ValueError(f"decay_unstable: history_capacity must be an int >= 1, got {history_capacity!r}")
+        history_labels = jnp.asarray(history_labels, jnp.int32)
+    pid = jnp.asarray(pid, jnp.int32)
+    # The uniforms of slot s in round r are element (event, r, s) of one draw of shape
+    # [N, rounds, C, 3] (uniform_block draws only the slots and rounds that are used).
+    shape = (n, n_rounds, cap, 3)
+
+    def run(w: int):
+        state = {"p": p[:, :w], "pid": pid[:, :w], "mask": mask[:, :w], "overflow": jnp.zeros((n,), bool)}
+        if record:
+            state.update(
+                labels=history_labels[:, :w],
+                parent_of=jnp.full((n, w), -1, jnp.int32),
+                decayed_p=jnp.zeros((n, cap_u, 4), p.dtype),
+                decayed_pid=jnp.zeros((n, cap_u), jnp.int32),
+                decayed_parent=jnp.full((n, cap_u), -1, jnp.int32),
+                decayed_label=jnp.full((n, cap_u), -1, jnp.int32),
+                decayed_mask=jnp.zeros((n, cap_u), bool),
+                n_rec=jnp.zeros((n,), jnp.int32),
+                record_overflow=jnp.zeros((n,), bool),
+            )
+        step = jax.vmap(lambda u, st: _unstable_round(u, st, cap_u))
+        # Drawn before the loop, round-major (drawn inside, XLA fuses the hash into every
+        # consumer and computes it several times).
+        u_all = jnp.moveaxis(uniform_block(key, shape, (0, 0, 0, 0), (n, n_rounds, w, 3), p.dtype), 1, 0)
+
+        # A round in which no particle of the batch is unstable changes nothing: skipped.
+        def one_round(st, u):
+            unstable = st["mask"] & ~H.is_stable(st["pid"])
+            return jax.lax.cond(jnp.any(unstable), step, lambda u, st: st, u, st), None
+
+        state, _ = jax.lax.scan(one_round, state, u_all)
+        pad = cap - w
+        out = (
+            jnp.pad(state["p"], ((0, 0), (0, pad), (0, 0))),
+            jnp.pad(state["pid"], ((0, 0), (0, pad))),
+            jnp.pad(state["mask"], ((0, 0), (0, pad))),
+            state["overflow"],
+        )
+        if not record:
+            return out
+        hist = {
+            "label": jnp.pad(jnp.where(state["mask"], state["labels"], -1), ((0, 0), (0, pad)), constant_values=-1),
+            "parent": jnp.pad(jnp.where(state["mask"], state["parent_of"], -1), ((0, 0), (0, pad)), constant_values=-1),
+            **{k: state[k] for k in ("decayed_p", "decayed_pid", "decayed_parent", "decayed_label", "decayed_mask")},
+            "record_overflow": state["record_overflow"],
         }
-        n_rec = jnp.zeros((), jnp.int32)
-        rec_overflow = jnp.zeros((), bool)
+        return (*out, hist)
+
+    if width == cap:
+        return run(cap)
+    small = run(width)
+    # small[3] is the overflow at W: some daughter found no free slot among the first W.
+    redo = jnp.any(small[3]) | jnp.any(mask[:, width:])
+    return jax.lax.cond(redo, lambda: run(cap), lambda: small)
+
+
+def _unstable_round(u, st, cap_u: int):
+    """One decay round of one event; u [W, 3] uniforms, ``st`` the state of :func:`decay_unstable`."""
+    p, pid, mask = st["p"], st["pid"], st["mask"]
+    dtype = p.dtype
+    record = "labels" in st
     br = jnp.asarray(H.TABLE["br"], dtype)
     d1t = jnp.asarray(H.TABLE["d1"])
     d2t = jnp.asarray(H.TABLE["d2"])
-    overflow = jnp.zeros((), bool)
-    for r in range(n_rounds):
-        a = jnp.clip(jnp.abs(pid), 0, H.MAX_ABS_PID - 1)
-        unstable = mask & ~H.is_stable(pid)
-        u = u_all[r]
-        ch = (u[:, 0] >= br[a, 0]).astype(jnp.int32)
-        d1 = jnp.take_along_axis(d1t[a], ch[:, None], 1)[:, 0]
-        d2 = jnp.take_along_axis(d2t[a], ch[:, None], 1)[:, 0]
-        d1 = jnp.where(pid < 0, H.conjugate_pid(d1), d1)
-        d2 = jnp.where(pid < 0, H.conjugate_pid(d2), d2)
-        relabel = unstable & (d2 == 0)
-        two = unstable & (d2 != 0)
-        target, placed = append_to_free_slots(mask, two)
-        overflow = overflow | jnp.any(two & ~placed)
-        m = H.hadron_mass(pid, dtype)
-        m1 = H.hadron_mass(d1, dtype)
-        m2 = H.hadron_mass(jnp.where(placed, d2, 0), dtype)
-        cos = 2.0 * u[:, 1] - 1.0
-        phi = (2.0 * u[:, 2] - 1.0) * jnp.pi
-        parent = jnp.where(placed[:, None], p, jnp.zeros_like(p).at[:, 0].set(1.0))
-        # The parent's table mass (not E² − p²) sets |p*|: exact on shell, robust in float32.
-        q = kin.two_body_momentum(jnp.where(placed, m, 1.0), jnp.where(placed, m1, 0.0), m2)
-        sin = kin.safe_sqrt(1.0 - cos**2)
-        n = jnp.stack([sin * jnp.cos(phi), sin * jnp.sin(phi), cos], axis=-1)
-        k_a = jnp.concatenate([kin.safe_sqrt(q**2 + m1**2)[:, None], q[:, None] * n], axis=-1)
-        k_b = jnp.concatenate([kin.safe_sqrt(q**2 + m2**2)[:, None], -q[:, None] * n], axis=-1)
-        beta = kin.safe_div(parent[:, 1:], jnp.where(placed, parent[:, 0], 1.0)[:, None])
-        lab_a = kin.boost(k_a, beta)
-        lab_b = kin.boost(k_b, beta)
-        if record:
-            # Each decaying hadron becomes a record row; daughter 1 (in its slot) and
-            # daughter 2 (in ``target``) point to that row.
-            decays = placed | relabel
-            row = n_rec + jnp.cumsum(decays.astype(jnp.int32)) - 1
-            kept = decays & (row < cap_u)
-            rec_overflow = rec_overflow | jnp.any(decays & ~kept)
-            at = jnp.where(kept, row, cap_u)
-            rec = {
-                "decayed_p": rec["decayed_p"].at[at].set(jax.lax.stop_gradient(p), mode="drop"),
-                "decayed_pid": rec["decayed_pid"].at[at].set(pid.astype(jnp.int32), mode="drop"),
-                "decayed_parent": rec["decayed_parent"].at[at].set(parent_of, mode="drop"),
-                "decayed_label": rec["decayed_label"].at[at].set(labels, mode="drop"),
-                "decayed_mask": rec["decayed_mask"].at[at].set(True, mode="drop"),
-            }
-            n_rec = n_rec + jnp.sum(kept, dtype=jnp.int32)
-            mine = jnp.where(kept, row, -1).astype(jnp.int32)
-            parent_of = jnp.where(decays, mine, parent_of).at[target].set(mine, mode="drop")
-            labels = labels.at[target].set(labels, mode="drop")
-        p_new = jnp.where(placed[:, None], lab_a, p)
-        pid_new = jnp.where(placed | relabel, d1, pid)
-        p = p_new.at[target].set(lab_b, mode="drop")
-        pid = pid_new.at[target].set(d2, mode="drop")
-        mask = mask.at[target].set(True, mode="drop")
+    a = jnp.clip(jnp.abs(pid), 0, H.MAX_ABS_PID - 1)
+    unstable = mask & ~H.is_stable(pid)
+    ch = (u[:, 0] >= br[a, 0]).astype(jnp.int32)
+    d1 = jnp.take_along_axis(d1t[a], ch[:, None], 1)[:, 0]
+    d2 = jnp.take_along_axis(d2t[a], ch[:, None], 1)[:, 0]
+    d1 = jnp.where(pid < 0, H.conjugate_pid(d1), d1)
+    d2 = jnp.where(pid < 0, H.conjugate_pid(d2), d2)
+    relabel = unstable & (d2 == 0)
+    two = unstable & (d2 != 0)
+    target, placed = append_to_free_slots(mask, two)
+    overflow = st["overflow"] | jnp.any(two & ~placed)
+    m = H.hadron_mass(pid, dtype)
+    m1 = H.hadron_mass(d1, dtype)
+    m2 = H.hadron_mass(jnp.where(placed, d2, 0), dtype)
+    cos = 2.0 * u[:, 1] - 1.0
+    phi = (2.0 * u[:, 2] - 1.0) * jnp.pi
+    parent = jnp.where(placed[:, None], p, jnp.zeros_like(p).at[:, 0].set(1.0))
+    # The parent's table mass (not E² − p²) sets |p*|: exact on shell, robust in float32.
+    q = kin.two_body_momentum(jnp.where(placed, m, 1.0), jnp.where(placed, m1, 0.0), m2)
+    sin = kin.safe_sqrt(1.0 - cos**2)
+    nv = jnp.stack([sin * jnp.cos(phi), sin * jnp.sin(phi), cos], axis=-1)
+    k_a = jnp.concatenate([kin.safe_sqrt(q**2 + m1**2)[:, None], q[:, None] * nv], axis=-1)
+    k_b = jnp.concatenate([kin.safe_sqrt(q**2 + m2**2)[:, None], -q[:, None] * nv], axis=-1)
+    beta = kin.safe_div(parent[:, 1:], jnp.where(placed, parent[:, 0], 1.0)[:, None])
+    lab_a = kin.boost(k_a, beta)
+    lab_b = kin.boost(k_b, beta)
+    out = dict(st)
     if record:
-        hist = {"label": jnp.where(mask, labels, -1), "parent": jnp.where(mask, parent_of, -1), **rec}
-        hist["record_overflow"] = rec_overflow
-        return p, pid.astype(jnp.int32), mask, overflow, hist
-    return p, pid.astype(jnp.int32), mask, overflow
+        # Each decaying hadron becomes a record row; daughter 1 (in its slot) and
+        # daughter 2 (in ``target``) point to that row.
+        labels, parent_of, n_rec = st["labels"], st["parent_of"], st["n_rec"]
+        decays = placed | relabel
+        row = n_rec + jnp.cumsum(decays.astype(jnp.int32)) - 1
+        kept = decays & (row < cap_u)
+        out["record_overflow"] = st["record_overflow"] | jnp.any(decays & ~kept)
+        at = jnp.where(kept, row, cap_u)
+        out["decayed_p"] = st["decayed_p"].at[at].set(jax.lax.stop_gradient(p), mode="drop")
+        out["decayed_pid"] = st["decayed_pid"].at[at].set(pid, mode="drop")
+        out["decayed_parent"] = st["decayed_parent"].at[at].set(parent_of, mode="drop")
+        out["decayed_label"] = st["decayed_label"].at[at].set(labels, mode="drop")
+        out["decayed_mask"] = st["decayed_mask"].at[at].set(True, mode="drop")
+        out["n_rec"] = n_rec + jnp.sum(kept, dtype=jnp.int32)
+        mine = jnp.where(kept, row, -1).astype(jnp.int32)
+        out["parent_of"] = jnp.where(decays, mine, parent_of).at[target].set(mine, mode="drop")
+        out["labels"] = labels.at[target].set(labels, mode="drop")
+    p_new = jnp.where(placed[:, None], lab_a, p)
+    pid_new = jnp.where(placed | relabel, d1, pid)
+    out["p"] = p_new.at[target].set(lab_b, mode="drop")
+    out["pid"] = pid_new.at[target].set(d2, mode="drop").astype(jnp.int32)
+    out["mask"] = mask.at[target].set(True, mode="drop")
+    out["overflow"] = overflow
+    return out

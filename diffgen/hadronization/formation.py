@@ -43,6 +43,7 @@ __all__ = [
     "form_clusters",
     "popped_flavour_logits",
     "sample_flavour",
+    "uniform_block",
     "validate_partons",
 ]
 
@@ -118,6 +119,89 @@ def popped_flavour_logits(gamma_s: Array) -> Array:
     return jnp.stack([zero, zero, kin.safe_log(gamma_s, fill=-jnp.inf)])
 
 
+def _threefry2x32(k1: Array, k2: Array, x1: Array, x2: Array) -> tuple[Array, Array]:
+    # The Threefry-2x32 hash with 20 rounds (J.K. Salmon et al., "Parallel random numbers: as
+    # easy as 1, 2, 3", SC'11), written out so that XLA fuses it into one elementwise loop; the
+    # same operations as JAX's own lowering, whose CPU form runs five rounds as a loop over
+    # whole arrays.
+    rotations = ((13, 15, 26, 6), (17, 29, 16, 24))
+    ks = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
+    x1, x2 = x1 + ks[0], x2 + ks[1]
+    for i in range(5):
+        for r in rotations[i % 2]:
+            x1 = x1 + x2
+            x2 = jax.lax.shift_left(x2, np.uint32(r)) | jax.lax.shift_right_logical(x2, np.uint32(32 - r))
+            x2 = x1 ^ x2
+        x1 = x1 + ks[(i + 1) % 3]
+        x2 = x2 + ks[(i + 2) % 3] + np.uint32(i + 1)
+    return x1, x2
+
+
+def _threefry_key_data(key: Key) -> Array | None:
+    """The uint32 [2] data of a Threefry key, or None for another generator."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(key) if str(jax.random.key_impl(key)) == "threefry2x32" else None
+    if key.dtype == jnp.uint32 and key.shape == (2,) and jax.config.jax_default_prng_impl == "threefry2x32":
+        return key
+    return None
+
+
+def uniform_block(key: Key, shape: tuple[int, ...], start: tuple, size: tuple[int, ...], dtype) -> Array:
+    """A block of ``jax.random.uniform(key, shape, dtype)`` without drawing the rest.
+
+    Returns exactly ``jax.random.uniform(key, shape, dtype)[s₀:s₀+n₀, s₁:s₁+n₁, …]``: with JAX's
+    partitionable Threefry (the default) element i of the full array is the hash of the
+    counter i (its row-major index), so only the counters of the block are hashed. Other
+    generators, dtypes or settings take the full draw and slice it (same numbers, slower).
+
+    Args:
+      key: PRNG key.
+      shape: static shape of the full draw.
+      start: per-axis offsets of the block (ints or int32 scalars, may be traced).
+      size: static per-axis block sizes.
+      dtype: float32 or float64 (anything else falls back to the full draw).
+
+    Returns:
+      [*size] uniform numbers in [0, 1) of ``dtype``.
+    """
+    if not len(shape) == len(start) == len(size):
+        raise ValueError(f"uniform_block: shape, start and size must have equal lengths, got {shape}, {start}, {size}")
+    dtype = jnp.dtype(dtype)
+    data = _threefry_key_data(key)
+    total = int(np.prod(shape))
+    x64 = jax.config.jax_enable_x64
+    if (
+        data is None
+        or not jax.config.jax_threefry_partitionable
+        or dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
+        or total >= (2**64 if x64 else 2**32)
+    ):
+        full = jax.random.uniform(key, shape, dtype)
+        return jax.lax.dynamic_slice(full, tuple(jnp.asarray(s, jnp.int32) for s in start), size)
+    udt = jnp.uint64 if x64 else jnp.uint32
+    strides = np.cumprod((1, *shape[::-1]))[:-1][::-1]
+    count = jnp.zeros(size, udt)
+    for axis, (s, stride) in enumerate(zip(start, strides, strict=True)):
+        idx = jax.lax.broadcasted_iota(udt, size, axis) + jnp.asarray(s).astype(udt)
+        count = count + idx * udt(int(stride))
+    if x64:
+        hi = jax.lax.shift_right_logical(count, np.uint64(32)).astype(jnp.uint32)
+        lo = (count & np.uint64(0xFFFFFFFF)).astype(jnp.uint32)
+    else:
+        hi, lo = jnp.zeros(size, jnp.uint32), count
+    b1, b2 = _threefry2x32(data[0], data[1], hi, lo)
+    # jax.random.uniform: the leading mantissa bits of the random word with exponent 0 give
+    # a float in [1, 2); minus 1.
+    if dtype == jnp.dtype(jnp.float64):
+        bits = jax.lax.shift_left(b1.astype(jnp.uint64), np.uint64(32)) | b2.astype(jnp.uint64)
+        bits = jax.lax.shift_right_logical(bits, np.uint64(12)) | np.uint64(0x3FF0000000000000)
+        u = jax.lax.bitcast_convert_type(bits, jnp.float64) - 1.0
+    else:
+        bits = jax.lax.shift_right_logical(b1 ^ b2, np.uint32(9)) | np.uint32(0x3F800000)
+        u = jax.lax.bitcast_convert_type(bits, jnp.float32) - 1.0
+    return u
+
+
 def validate_partons(events: Events) -> None:
     """Check the parton-level input of the hadronization (concrete inputs only).
 
@@ -170,7 +254,10 @@ def append_to_free_slots(mask: Array, flags: Array) -> tuple[Array, Array]:
       placed) and [M] bool whether it was placed (False when the capacity is exhausted).
     """
     cap = mask.shape[0]
-    free = jnp.argsort(mask, stable=True)  # free (False) slots first, in order
+    # Free (False) slots first, each group in slot order: the stable argsort of the mask,
+    # as a sort of one int32 key (several times faster than a sort of (mask, index) pairs).
+    slot = jnp.arange(cap, dtype=jnp.int32)
+    free = jnp.sort(jnp.where(mask, cap + slot, slot)) % cap
     n_free = jnp.sum(~mask, dtype=jnp.int32)
     rank = jnp.cumsum(flags.astype(jnp.int32)) - 1
     placed = flags & (rank < n_free)
@@ -229,14 +316,10 @@ def fission_fractions(u1: Array, u2: Array, m: Array, m_q: Array, m_qbar: Array,
     return x, y
 
 
-def _form_one(
-    params: Params, u_form, u_fis, p, pid, colour, mask, max_clusters: int, n_rounds: int, record: bool = False
-):
-    # Random numbers are drawn outside the per-event vmap (one threefry call per stage keeps
-    # the compile time low): u_form [P, 2] (z, flavour), u_fis [rounds, K, 3].
-    dtype = p.dtype
+def _form_one(params: Params, u_form, p, pid, colour, mask, max_clusters: int, record: bool = False):
+    # Clusters of one event before fission; u_form [P, 2] (z, flavour) uniforms.
     n_part = p.shape[0]
-    logits = popped_flavour_logits(jnp.asarray(params["gamma_s"], dtype))
+    logits = popped_flavour_logits(jnp.asarray(params["gamma_s"], p.dtype))
     log_w = jax.nn.log_softmax(logits)
     is_g = mask & (pid == 21)
     is_q = mask & (pid > 0) & (pid <= 5)
@@ -266,9 +349,10 @@ def _form_one(
         raise ValueError(f"form_clusters: max_clusters must be >= the parton capacity {n_part}, got {max_clusters}")
     cp_q = jnp.pad(cp_q, ((0, extra), (0, 0)))
     cp_qb = jnp.pad(cp_qb, ((0, extra), (0, 0)))
-    cf_q = jnp.pad(cf_q, (0, extra))
-    cf_qb = jnp.pad(cf_qb, (0, extra))
+    cf_q = jnp.pad(cf_q, (0, extra)).astype(jnp.int32)
+    cf_qb = jnp.pad(cf_qb, (0, extra)).astype(jnp.int32)
     cmask = jnp.pad(cmask, (0, extra))
+    hist = {}
     if record:
         slots = jnp.arange(max_clusters, dtype=jnp.int32)
         hist = {
@@ -278,46 +362,42 @@ def _form_one(
             "cluster_q": jnp.where(cmask, slots, -1),
             "cluster_qbar": jnp.where(cmask, jnp.pad(partner.astype(jnp.int32), (0, extra)), -1),
         }
-    cmass = jnp.asarray(np.array((0.0, *CONSTITUENT_MASS)), dtype=dtype)
-    cl_max = jnp.asarray(params["cl_max"], dtype)
+    return (cp_q, cp_qb, cf_q, cf_qb, cmask, jnp.zeros((), bool), logp), unmatched, hist
 
-    # One fission round; ``lax.scan`` over the rounds keeps the compiled size independent of
-    # ``n_rounds`` (each round is the same program).
-    def fission_round(carry, u):
-        cp_q, cp_qb, cf_q, cf_qb, cmask, overflow, logp = carry
-        m = kin.mass(cp_q + cp_qb)
-        split = cmask & (m > cl_max + cmass[cf_q] + cmass[cf_qb])
-        f = sample_flavour(u[:, 2], logits)
-        x, y = fission_fractions(u[:, 0], u[:, 1], m, cmass[cf_q], cmass[cf_qb], cmass[f])
-        x, y = x[:, None], y[:, None]
-        target, placed = append_to_free_slots(cmask, split)
-        overflow = overflow | jnp.any(split & ~placed)
-        logp = logp + jnp.sum(jnp.where(placed, log_w[f - 1], 0.0))
-        new_q, new_qb = (1.0 - x) * cp_q, (1.0 - y) * cp_qb
-        new_fq, new_fqb = f, cf_qb
-        pl = placed[:, None]
-        cp_q_a = jnp.where(pl, x * cp_q, cp_q)
-        cp_qb_a = jnp.where(pl, y * cp_qb, cp_qb)
-        cf_qb_a = jnp.where(placed, f, cf_qb)
-        cp_q = cp_q_a.at[target].set(new_q, mode="drop")
-        cp_qb = cp_qb_a.at[target].set(new_qb, mode="drop")
-        cf_q = cf_q.at[target].set(new_fq, mode="drop")
-        cf_qb = cf_qb_a.at[target].set(new_fqb, mode="drop")
-        cmask = cmask.at[target].set(True, mode="drop")
-        out = (cp_q, cp_qb, cf_q.astype(jnp.int32), cf_qb.astype(jnp.int32), cmask, overflow, logp)
-        return out, jnp.where(placed, target, -1).astype(jnp.int32)
 
-    carry = (cp_q, cp_qb, cf_q.astype(jnp.int32), cf_qb.astype(jnp.int32), cmask, jnp.zeros((), bool), logp)
-    carry, fission = jax.lax.scan(fission_round, carry, u_fis[:n_rounds])
-    cp_q, cp_qb, cf_q, cf_qb, cmask, overflow, logp = carry
-    # Clusters still above the fission threshold after the last round decay as they are:
-    # flagged, never silent (the fission of Herwig repeats until none is left).
+def _fission_split(params: Params, cp_q, cp_qb, cf_q, cf_qb, cmask):
+    """Cluster masses [..., K] and which clusters are above the fission threshold."""
+    cmass = jnp.asarray(np.array((0.0, *CONSTITUENT_MASS)), dtype=cp_q.dtype)
     m = kin.mass(cp_q + cp_qb)
-    unfinished = jnp.any(cmask & (m > cl_max + cmass[cf_q] + cmass[cf_qb]))
-    if record:
-        hist["fission_target"] = fission.astype(jnp.int32)
-        return (cp_q, cp_qb, cf_q, cf_qb, cmask), logp, overflow, unmatched, unfinished, hist
-    return (cp_q, cp_qb, cf_q, cf_qb, cmask), logp, overflow, unmatched, unfinished
+    return m, cmask & (m > jnp.asarray(params["cl_max"], cp_q.dtype) + cmass[cf_q] + cmass[cf_qb])
+
+
+def _fission_one(params: Params, u, carry):
+    # One fission round of one event; u [K, 3] uniforms.
+    cp_q, cp_qb, cf_q, cf_qb, cmask, overflow, logp = carry
+    cmass = jnp.asarray(np.array((0.0, *CONSTITUENT_MASS)), dtype=cp_q.dtype)
+    logits = popped_flavour_logits(jnp.asarray(params["gamma_s"], cp_q.dtype))
+    log_w = jax.nn.log_softmax(logits)
+    m, split = _fission_split(params, cp_q, cp_qb, cf_q, cf_qb, cmask)
+    f = sample_flavour(u[:, 2], logits)
+    x, y = fission_fractions(u[:, 0], u[:, 1], m, cmass[cf_q], cmass[cf_qb], cmass[f])
+    x, y = x[:, None], y[:, None]
+    target, placed = append_to_free_slots(cmask, split)
+    overflow = overflow | jnp.any(split & ~placed)
+    logp = logp + jnp.sum(jnp.where(placed, log_w[f - 1], 0.0))
+    new_q, new_qb = (1.0 - x) * cp_q, (1.0 - y) * cp_qb
+    new_fq, new_fqb = f, cf_qb
+    pl = placed[:, None]
+    cp_q_a = jnp.where(pl, x * cp_q, cp_q)
+    cp_qb_a = jnp.where(pl, y * cp_qb, cp_qb)
+    cf_qb_a = jnp.where(placed, f, cf_qb)
+    cp_q = cp_q_a.at[target].set(new_q, mode="drop")
+    cp_qb = cp_qb_a.at[target].set(new_qb, mode="drop")
+    cf_q = cf_q.at[target].set(new_fq, mode="drop")
+    cf_qb = cf_qb_a.at[target].set(new_fqb, mode="drop")
+    cmask = cmask.at[target].set(True, mode="drop")
+    out = (cp_q, cp_qb, cf_q.astype(jnp.int32), cf_qb.astype(jnp.int32), cmask, overflow, logp)
+    return out, jnp.where(placed, target, -1).astype(jnp.int32)
 
 
 def form_clusters(
@@ -358,15 +438,36 @@ def form_clusters(
     k = 2 * events.capacity if max_clusters is None else int(max_clusters)
     k1, k2 = jax.random.split(key)
     n = events.n_events
-    u_form = jax.random.uniform(k1, (n, events.capacity, 2), dtype=events.dtype)
-    u_fis = jax.random.uniform(k2, (n, n_fission_rounds, k, 3), dtype=events.dtype)
-    fn = jax.vmap(
-        lambda a, b, p, pid, col, m: _form_one(params, a, b, p, pid, col, m, k, n_fission_rounds, record_history)
-    )
-    out = fn(u_form, u_fis, events.p, events.pid, events.colour, events.mask)
-    (p_q, p_qb, f_q, f_qb, mask), logp, overflow, unmatched, unfinished = out[:5]
-    clusters = Clusters(p_q=p_q, p_qbar=p_qb, flav_q=f_q, flav_qbar=f_qb, mask=mask)
+    dtype = events.dtype
+    u_form = jax.random.uniform(k1, (n, events.capacity, 2), dtype=dtype)
+    carry, unmatched, hist = jax.vmap(
+        lambda a, p, pid, col, m: _form_one(params, a, p, pid, col, m, k, record_history)
+    )(u_form, events.p, events.pid, events.colour, events.mask)
+    fission_shape = (n, n_fission_rounds, k, 3)
+    split_fn = jax.vmap(lambda c: _fission_split(params, *c[:5])[1])
+    round_fn = jax.vmap(lambda u, c: _fission_one(params, u, c))
+
+    # Fission rounds at the batch level: a round in which no cluster of the batch is above the
+    # threshold changes nothing, so it is skipped (lax.cond). The uniforms are drawn before
+    # the loop (round-major, as scan inputs): drawn inside, XLA would fuse the hash into
+    # every consumer and compute it several times.
+    u_fis = jnp.moveaxis(uniform_block(k2, fission_shape, (0, 0, 0, 0), fission_shape, dtype), 1, 0)
+
+    def fission_round(carry, u):
+        def skip(c, u):
+            del u
+            return c, jnp.full((n, k), -1, jnp.int32)
+
+        return jax.lax.cond(jnp.any(split_fn(carry)), lambda c, u: round_fn(u, c), skip, carry, u)
+
+    carry, fission = jax.lax.scan(fission_round, carry, u_fis)
+    cp_q, cp_qb, f_q, f_qb, mask, overflow, logp = carry
+    # Clusters still above the fission threshold after the last round decay as they are:
+    # flagged, never silent (the fission of Herwig repeats until none is left).
+    unfinished = jnp.any(split_fn(carry), axis=-1)
+    clusters = Clusters(p_q=cp_q, p_qbar=cp_qb, flav_q=f_q, flav_qbar=f_qb, mask=mask)
     info = {"logp": logp, "overflow": overflow, "colour_unmatched": unmatched, "fission_unfinished": unfinished}
     if record_history:
-        info["history"] = out[5]
+        hist["fission_target"] = jnp.moveaxis(fission, 0, 1).reshape(n, n_fission_rounds, k)
+        info["history"] = hist
     return clusters, info

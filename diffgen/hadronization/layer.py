@@ -16,6 +16,10 @@ __all__ = ["DEFAULT_PARAMS", "HISTORY_KEYS", "HISTORY_PREFIX", "hadronize"]
 #: p_vector (probability of a vector meson per hadron; 0.75 = spin counting 3 : 1).
 DEFAULT_PARAMS = {"cl_max": 3.35, "gamma_s": 0.6, "p_vector": 0.75}
 
+#: Slots beyond the 2K primary-hadron slots in which the unstable decays run before the
+#: all-capacity fallback (see ``decay_unstable(working_capacity=...)``).
+WORKING_SLOTS = 32
+
 #: Prefix of the cluster-history keys written with ``hadronize(record_history=True)``.
 HISTORY_PREFIX = "hadronization_history/"
 
@@ -139,6 +143,10 @@ def hadronize(
         cap = 6 * k if capacity is None else capacity
         if cap < 2 * k:
             raise ValueError(f"hadronize: capacity must be >= 2 × max_clusters = {2 * k}, got {cap}")
+        # The unstable decays run on the first W slots and are repeated on all C slots only
+        # for a batch with an event that does not fit (same result either way); W = 2K + 32
+        # holds every event measured at 91.2 GeV (docs/hadronization.md, Performance).
+        width = min(cap, 2 * k + WORKING_SLOTS)
         clusters, finfo = form_clusters(
             params, k_form, events, max_clusters=k, n_fission_rounds=n_fission_rounds, record_history=record_history
         )
@@ -163,7 +171,14 @@ def hadronize(
             )
         if decay_unstable_hadrons and record_history:
             p, pid, mask, overflow, hist = decay_unstable(
-                k_unst, p, pid, mask, n_rounds=n_decay_rounds, history_labels=labels, history_capacity=cap // 2
+                k_unst,
+                p,
+                pid,
+                mask,
+                n_rounds=n_decay_rounds,
+                history_labels=labels,
+                history_capacity=cap // 2,
+                working_capacity=width,
             )
             history.update(
                 hadron_cluster=hist["label"],
@@ -173,7 +188,9 @@ def hadronize(
                 record_overflow=hist["record_overflow"],
             )
         elif decay_unstable_hadrons:
-            p, pid, mask, overflow = decay_unstable(k_unst, p, pid, mask, n_rounds=n_decay_rounds)
+            p, pid, mask, overflow = decay_unstable(
+                k_unst, p, pid, mask, n_rounds=n_decay_rounds, working_capacity=width
+            )
         else:
             overflow = jnp.zeros(mask.shape[:1], bool)
             if record_history:
