@@ -18,11 +18,14 @@ from diffgen.shower.dipole import (
     BOUNDARY_FIELDS,
     EMISSION_FIELDS,
     HISTORY_FIELDS,
+    TRIAL_UNIFORMS,
     _emission,
+    _prefix_sum,
     _step,
     _trial,
     initial_state,
     shower_one_event,
+    trial_uniforms,
 )
 from diffgen.typing import Array, Key, Params
 
@@ -458,18 +461,23 @@ def _refill_loop(init, keys, step, n_slots: int, steps_per_refill: int, split=No
             return select(slots.done, slots, batched_step(slots, slot_keys)), slot_keys
 
     else:
-        trial, emission, fields = split
+        draw, trial, emission, fields = split
         batched_trial = jax.vmap(trial)
+        # a round's random numbers [S, steps, …], drawn at once: as an operand of the trial
+        # loop they are computed once (XLA would otherwise fuse the hash into every consumer)
+        batched_draw = jax.vmap(jax.vmap(draw, in_axes=(None, 0)), in_axes=(0, 0))
+        steps = jnp.arange(steps_per_refill, dtype=jnp.int32)
         batched_emission = jax.vmap(emission)
         k_rows = max(1, min(int(chunk), n_slots))
         slot_ids = jnp.arange(n_slots, dtype=jnp.int32)
         spare = n_slots + jnp.arange(k_rows, dtype=jnp.int32)  # distinct out-of-range rows: dropped
 
-        def advance(_, slots_keys):
-            slots, slot_keys = slots_keys
-            slots, emit, info = batched_trial(slots, slot_keys)
+        def advance(i, slots_u):
+            slots, u = slots_u
+            slots, emit, info = batched_trial(slots, u[:, i])
             n_emit = jnp.sum(emit, dtype=jnp.int32)
-            rank = jnp.cumsum(emit, dtype=jnp.int32) - 1  # position of an emitting slot among them
+            # position of an emitting slot among them (jnp.cumsum is a slow reduce-window on CPU)
+            rank = _prefix_sum(emit.astype(jnp.int32)) - 1
 
             def block(carry):
                 start, sub = carry
@@ -477,29 +485,30 @@ def _refill_loop(init, keys, step, n_slots: int, steps_per_refill: int, split=No
                 rows = jnp.full((k_rows,), n_slots, jnp.int32)
                 rows = rows.at[jnp.where(mine, rank - start, k_rows)].set(slot_ids, mode="drop")
                 src = jnp.minimum(rows, n_slots - 1)
-                updated = batched_emission(
-                    jax.tree.map(lambda x: x[src], sub), jax.tree.map(lambda x: x[src], info)
-                )
+                updated = batched_emission(jax.tree.map(lambda x: x[src], sub), jax.tree.map(lambda x: x[src], info))
                 dest = jnp.where(rows < n_slots, rows, spare)
-                sub = jax.tree.map(
-                    lambda o, x: o.at[dest].set(x, mode="drop", unique_indices=True), sub, updated
-                )
+                sub = jax.tree.map(lambda o, x: o.at[dest].set(x, mode="drop", unique_indices=True), sub, updated)
                 return start + k_rows, sub
 
             sub = {name: getattr(slots, name) for name in fields}
             _, sub = jax.lax.while_loop(lambda c: c[0] < n_emit, block, (jnp.zeros((), jnp.int32), sub))
-            return slots._replace(**sub), slot_keys
+            return slots._replace(**sub), u
 
     def cond(carry):
         return jnp.any(carry[1] < n)
 
     def body(carry):
         slots, slot_event, slot_keys, n_next, out = carry
-        stepped = jax.lax.fori_loop(0, steps_per_refill, advance, (slots, slot_keys))[0]
+        if split is None:
+            stepped = jax.lax.fori_loop(0, steps_per_refill, advance, (slots, slot_keys))[0]
+        else:
+            # trial k of the round is the event's trial number trial + k while it is not done
+            u = batched_draw(slot_keys, slots.trial[:, None] + steps[None, :])
+            stepped = jax.lax.fori_loop(0, steps_per_refill, advance, (slots, u))[0]
         finished = stepped.done & (slot_event < n)
         dest = jnp.where(finished, slot_event, n)
         out = jax.tree.map(lambda o, x: o.at[dest].set(x, mode="drop", unique_indices=True), out, stepped)
-        pos = n_next + jnp.cumsum(finished, dtype=jnp.int32) - 1
+        pos = n_next + _prefix_sum(finished.astype(jnp.int32)) - 1
         load = finished & (pos < n_todo)
         new_event = queue[jnp.minimum(pos, n - 1)]
         fresh = jax.tree.map(lambda x: x[new_event], init)
@@ -573,14 +582,17 @@ def _make_runner(
         if not boundary:
             # the boundary record needs every trial's branching at t0: full steps then
 
-            def trial(st, key):
-                new, emit, info, _ = _trial(st, key, alpha, t0, amax, order, max_trials)
+            def draw(key, trial_number):
+                return trial_uniforms(key, trial_number, TRIAL_UNIFORMS, p.dtype)
+
+            def trial(st, u):
+                new, emit, info, _ = _trial(st, u, alpha, t0, amax, order, max_trials)
                 return new, emit, info
 
             def emission(sub, info):
                 return _emission(sub, info, t0, amax)
 
-            split = (trial, emission, EMISSION_FIELDS)
+            split = (draw, trial, emission, EMISSION_FIELDS)
         n_slots = max(1, min(p.shape[0], slots_cfg))
         final = _refill_loop(
             init, keys, step, n_slots, _REFILL_EVERY, split=split, chunk=max(1, round(n_slots * _EMIT_FRACTION))
