@@ -446,12 +446,23 @@ def decay_unstable(
         # consumer and computes it several times).
         u_all = jnp.moveaxis(uniform_block(key, shape, (0, 0, 0, 0), (n, n_rounds, w, 3), p.dtype), 1, 0)
 
+        # Isotropic decay directions (components x, y, z) of every slot and round, each stored
+        # once: computed inside the decay loop (or fused with the hash), XLA recomputes the
+        # trigonometry for every component of the stacked momenta it writes.
+        def directions(u):
+            cos = 2.0 * u[..., 1] - 1.0
+            phi = (2.0 * u[..., 2] - 1.0) * jnp.pi
+            sin = kin.safe_sqrt(1.0 - cos**2)
+            return sin * jnp.cos(phi), sin * jnp.sin(phi), cos
+
+        xs = (u_all[..., 0], *jax.lax.map(directions, u_all))
+
         # A round in which no particle of the batch is unstable changes nothing: skipped.
         def one_round(st, u):
             unstable = st["mask"] & ~H.is_stable(st["pid"])
             return jax.lax.cond(jnp.any(unstable), step, lambda u, st: st, u, st), None
 
-        state, _ = jax.lax.scan(one_round, state, u_all)
+        state, _ = jax.lax.scan(one_round, state, xs)
         pad = cap - w
         out = (
             jnp.pad(state["p"], ((0, 0), (0, pad), (0, 0))),
@@ -477,8 +488,34 @@ def decay_unstable(
     return jax.lax.cond(redo, lambda: run(cap), lambda: small)
 
 
+def _boosted_pair(p, placed, q, m1, m2, nx, ny, nz):
+    """Daughters of two-body decays at rest (momentum ±q n̂), boosted with their parents.
+
+    The boost of :func:`diffgen.kinematics.boost` (PDG Kinematics eq. 49.14) written on the
+    components: p [W, 4] parents, the rest [W]; returns two [W, 4] (daughter 2 along −n̂).
+    Component arrays keep XLA's loops elementwise instead of recomputing the angles for
+    every component of the stacked vectors. Parents not ``placed`` get β = 0.
+    """
+    e_par = jnp.where(placed, p[:, 0], 1.0)
+    bx, by, bz = (kin.safe_div(jnp.where(placed, p[:, i], 0.0), e_par) for i in (1, 2, 3))
+    b2 = bx * bx + by * by + bz * bz
+    gamma = 1.0 / jnp.sqrt(1.0 - b2)
+    kx, ky, kz = q * nx, q * ny, q * nz
+    bp = bx * kx + by * ky + bz * kz
+    g2 = gamma * gamma / (1.0 + gamma)
+    out = []
+    for e, sign in ((kin.safe_sqrt(q**2 + m1**2), 1.0), (kin.safe_sqrt(q**2 + m2**2), -1.0)):
+        bps = sign * bp
+        coef = g2 * bps + gamma * e
+        out.append(
+            jnp.stack([gamma * (e + bps), sign * kx + coef * bx, sign * ky + coef * by, sign * kz + coef * bz], axis=-1)
+        )
+    return out[0], out[1]
+
+
 def _unstable_round(u, st, cap_u: int):
-    """One decay round of one event; u [W, 3] uniforms, ``st`` the state of :func:`decay_unstable`."""
+    """One decay round of one event; ``u = (u_channel, n_x, n_y, n_z)`` [W] each, ``st`` the state."""
+    u_ch, nx, ny, nz = u
     p, pid, mask = st["p"], st["pid"], st["mask"]
     dtype = p.dtype
     record = "labels" in st
@@ -487,7 +524,7 @@ def _unstable_round(u, st, cap_u: int):
     d2t = jnp.asarray(H.TABLE["d2"])
     a = jnp.clip(jnp.abs(pid), 0, H.MAX_ABS_PID - 1)
     unstable = mask & ~H.is_stable(pid)
-    ch = (u[:, 0] >= br[a, 0]).astype(jnp.int32)
+    ch = (u_ch >= br[a, 0]).astype(jnp.int32)
     d1 = jnp.take_along_axis(d1t[a], ch[:, None], 1)[:, 0]
     d2 = jnp.take_along_axis(d2t[a], ch[:, None], 1)[:, 0]
     d1 = jnp.where(pid < 0, H.conjugate_pid(d1), d1)
@@ -499,18 +536,9 @@ def _unstable_round(u, st, cap_u: int):
     m = H.hadron_mass(pid, dtype)
     m1 = H.hadron_mass(d1, dtype)
     m2 = H.hadron_mass(jnp.where(placed, d2, 0), dtype)
-    cos = 2.0 * u[:, 1] - 1.0
-    phi = (2.0 * u[:, 2] - 1.0) * jnp.pi
-    parent = jnp.where(placed[:, None], p, jnp.zeros_like(p).at[:, 0].set(1.0))
     # The parent's table mass (not E² − p²) sets |p*|: exact on shell, robust in float32.
     q = kin.two_body_momentum(jnp.where(placed, m, 1.0), jnp.where(placed, m1, 0.0), m2)
-    sin = kin.safe_sqrt(1.0 - cos**2)
-    nv = jnp.stack([sin * jnp.cos(phi), sin * jnp.sin(phi), cos], axis=-1)
-    k_a = jnp.concatenate([kin.safe_sqrt(q**2 + m1**2)[:, None], q[:, None] * nv], axis=-1)
-    k_b = jnp.concatenate([kin.safe_sqrt(q**2 + m2**2)[:, None], -q[:, None] * nv], axis=-1)
-    beta = kin.safe_div(parent[:, 1:], jnp.where(placed, parent[:, 0], 1.0)[:, None])
-    lab_a = kin.boost(k_a, beta)
-    lab_b = kin.boost(k_b, beta)
+    lab_a, lab_b = _boosted_pair(p, placed, q, m1, m2, nx, ny, nz)
     out = dict(st)
     if record:
         # Each decaying hadron becomes a record row; daughter 1 (in its slot) and
