@@ -146,7 +146,9 @@ def _threefry_key_data(key: Key) -> Array | None:
     return None
 
 
-def uniform_block(key: Key, shape: tuple[int, ...], start: tuple, size: tuple[int, ...], dtype) -> Array:
+def uniform_block(
+    key: Key, shape: tuple[int, ...], start: tuple, size: tuple[int, ...], dtype, *, axes: tuple[int, ...] | None = None
+) -> Array:
     """A block of ``jax.random.uniform(key, shape, dtype)`` without drawing the rest.
 
     Returns exactly ``jax.random.uniform(key, shape, dtype)[s₀:s₀+n₀, s₁:s₁+n₁, …]``: with JAX's
@@ -160,9 +162,11 @@ def uniform_block(key: Key, shape: tuple[int, ...], start: tuple, size: tuple[in
       start: per-axis offsets of the block (ints or int32 scalars, may be traced).
       size: static per-axis block sizes.
       dtype: float32 or float64 (anything else falls back to the full draw).
+      axes: optional permutation: return ``jnp.transpose(block, axes)``, generated in that
+        layout (no transposing copy).
 
     Returns:
-      [*size] uniform numbers in [0, 1) of ``dtype``.
+      [*size] (permuted by ``axes``) uniform numbers in [0, 1) of ``dtype``.
     """
     if not len(shape) == len(start) == len(size):
         raise ValueError(f"uniform_block: shape, start and size must have equal lengths, got {shape}, {start}, {size}")
@@ -177,18 +181,21 @@ def uniform_block(key: Key, shape: tuple[int, ...], start: tuple, size: tuple[in
         or total >= (2**64 if x64 else 2**32)
     ):
         full = jax.random.uniform(key, shape, dtype)
-        return jax.lax.dynamic_slice(full, tuple(jnp.asarray(s, jnp.int32) for s in start), size)
+        block = jax.lax.dynamic_slice(full, tuple(jnp.asarray(s, jnp.int32) for s in start), size)
+        return block if axes is None else jnp.transpose(block, axes)
+    axes = tuple(range(len(shape))) if axes is None else tuple(axes)
     udt = jnp.uint64 if x64 else jnp.uint32
     strides = np.cumprod((1, *shape[::-1]))[:-1][::-1]
-    count = jnp.zeros(size, udt)
-    for axis, (s, stride) in enumerate(zip(start, strides, strict=True)):
-        idx = jax.lax.broadcasted_iota(udt, size, axis) + jnp.asarray(s).astype(udt)
-        count = count + idx * udt(int(stride))
+    out_size = tuple(size[a] for a in axes)
+    count = jnp.zeros(out_size, udt)
+    for out_axis, axis in enumerate(axes):
+        idx = jax.lax.broadcasted_iota(udt, out_size, out_axis) + jnp.asarray(start[axis]).astype(udt)
+        count = count + idx * udt(int(strides[axis]))
     if x64:
         hi = jax.lax.shift_right_logical(count, np.uint64(32)).astype(jnp.uint32)
         lo = (count & np.uint64(0xFFFFFFFF)).astype(jnp.uint32)
     else:
-        hi, lo = jnp.zeros(size, jnp.uint32), count
+        hi, lo = jnp.zeros(out_size, jnp.uint32), count
     b1, b2 = _threefry2x32(data[0], data[1], hi, lo)
     # jax.random.uniform: the leading mantissa bits of the random word with exponent 0 give
     # a float in [1, 2); minus 1.
@@ -451,7 +458,7 @@ def form_clusters(
     # threshold changes nothing, so it is skipped (lax.cond). The uniforms are drawn before
     # the loop (round-major, as scan inputs): drawn inside, XLA would fuse the hash into
     # every consumer and compute it several times.
-    u_fis = jnp.moveaxis(uniform_block(k2, fission_shape, (0, 0, 0, 0), fission_shape, dtype), 1, 0)
+    u_fis = uniform_block(k2, fission_shape, (0, 0, 0, 0), fission_shape, dtype, axes=(1, 0, 2, 3))
 
     def fission_round(carry, u):
         def skip(c, u):
