@@ -1,10 +1,13 @@
 """The slot-refilling forward shower reproduces the per-event ``vmap``/``while_loop`` shower.
 
-Both run the same ``_step`` with random numbers from ``fold_in(event_key, trial)``, so every
-event must make the same trials and decisions whichever slot runs it. XLA fuses the two
-programs differently and contracts a·b ± c into FMAs in different places, so the floating
-values may differ in the last bits; discrete outputs must be identical and floats equal to
-a few ulps, amplified by at most the number of trials (tolerances below).
+Both run the same trial (``_trial``) and branching (``_emission``) with random numbers from
+``fold_in(event_key, trial)``; the refilling loop applies the branching only to the accepted
+slots, compacted into blocks. Every event must make the same trials and decisions whichever
+slot runs it. XLA fuses the two programs differently and contracts a·b ± c into FMAs in
+different places, so the floating values may differ in the last bits; discrete outputs must
+be identical and floats equal to a few ulps, amplified by at most the number of trials
+(tolerances below). The fused replacements of ``jnp.cumsum`` and of the threefry draw that
+the trial uses must give the same bits as the JAX functions they replace.
 """
 
 import jax
@@ -14,15 +17,16 @@ import pytest
 
 from diffgen.core import Events
 from diffgen.processes import ee_to_qqbar
-from diffgen.shower import layer
+from diffgen.shower import dipole, layer
 from diffgen.testing import assert_momentum_conserved
 
 N = 120  # events; with 16 slots every slot is refilled ≈ 7 times
 SLOTS = 16
 
 
-def shower(monkeypatch, slots, **kw):
+def shower(monkeypatch, slots, emit_fraction=0.25, **kw):
     monkeypatch.setattr(layer, "_REFILL_SLOTS", slots)
+    monkeypatch.setattr(layer, "_EMIT_FRACTION", emit_fraction)
     return jax.jit(layer.final_state_shower(**kw).apply)
 
 
@@ -89,13 +93,15 @@ def compare(ref: Events, new: Events, dtype):
     )
 
 
-@pytest.mark.parametrize(("dtype", "history"), [(jnp.float64, False), (jnp.float32, True)])
-def test_refill_matches_vmapped_while_loop(monkeypatch, dtype, history):
+# float32 with emission blocks of one row: a trial with several accepted slots (most trials
+# of 16 slots at ≈ 15 % acceptance) needs several blocks
+@pytest.mark.parametrize(("dtype", "history", "emit_fraction"), [(jnp.float64, False, 0.25), (jnp.float32, True, 0.05)])
+def test_refill_matches_vmapped_while_loop(monkeypatch, dtype, history, emit_fraction):
     ev = mixed_batch(dtype)
     params = {"alpha_s_mz": jnp.asarray(0.118, dtype), "t0": jnp.asarray(1.0, dtype)}
     key = jax.random.key(3)
     ref = shower(monkeypatch, 0, capacity=16, record_history=history)(params, key, ev)
-    new = shower(monkeypatch, SLOTS, capacity=16, record_history=history)(params, key, ev)
+    new = shower(monkeypatch, SLOTS, emit_fraction, capacity=16, record_history=history)(params, key, ev)
     compare(ref, new, dtype)
     x = new.extra
     trials = np.asarray(x["shower_n_trials"])
@@ -109,3 +115,36 @@ def test_refill_matches_vmapped_while_loop(monkeypatch, dtype, history):
         other = shower(monkeypatch, 3 * SLOTS, capacity=16, record_history=history)(params, key, ev)
         for u, v in zip(jax.tree.leaves(new), jax.tree.leaves(other), strict=True):
             np.testing.assert_array_equal(np.asarray(v), np.asarray(u))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_prefix_sum_is_cumsum_bit_for_bit(dtype):
+    """The channel choice sums the dipole-end overestimates with ``_prefix_sum``: same bits as
+    ``jnp.cumsum`` (XLA's blocked order), for lengths 2·capacity of the shower and longer."""
+    rng = np.random.default_rng(11)
+    xs = tuple(
+        jnp.asarray(
+            rng.exponential(size=(400, n)) * (rng.uniform(size=(400, n)) < 0.4) * rng.uniform(0.01, 10, (400, 1)), dtype
+        )
+        for n in (6, 17, 48, 300)
+    )
+    expected, got = jax.jit(
+        lambda xs: ([jax.vmap(jnp.cumsum)(x) for x in xs], [jax.vmap(dipole._prefix_sum)(x) for x in xs])
+    )(xs)
+    for x, e, g in zip(xs, expected, got, strict=True):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(e), err_msg=f"n = {x.shape[1]}")
+    # XLA's order is not the sequential one, so the test can tell the two apart
+    assert not np.array_equal(np.cumsum(np.asarray(xs[-1]), axis=-1), np.asarray(expected[-1]))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_trial_uniforms_are_jax_random_bits(dtype):
+    keys = jax.random.split(jax.random.key(5), 500)
+    trials = jnp.asarray(np.random.default_rng(2).integers(0, 5000, 500), jnp.int32)
+    n = dipole.TRIAL_UNIFORMS
+    expected = jax.jit(jax.vmap(lambda k, t: jax.random.uniform(jax.random.fold_in(k, t), (n,), dtype=dtype)))(
+        keys, trials
+    )
+    got = jax.jit(jax.vmap(lambda k, t: dipole.trial_uniforms(k, t, n, dtype)))(keys, trials)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+    assert got.dtype == dtype and float(jnp.min(got)) >= 0.0 and float(jnp.max(got)) < 1.0

@@ -561,7 +561,10 @@ def emission_fields(state: ShowerState) -> dict:
 
 def _step(state: ShowerState, key, alpha, t0, amax, order: int, max_trials: int) -> ShowerState:
     """One trial of one event and, if accepted, its branching: :func:`_trial` + :func:`_emission`."""
-    u = trial_uniforms(key, state.trial, TRIAL_UNIFORMS, state.p.dtype)
+    # jax.random itself here (the per-event loop, the reference and the derivative path): the
+    # fused hash of trial_uniforms gives the same bits but is duplicated by XLA into its consumers
+    # unless it is an operand of the loop, as in the refilling loop (layer.py)
+    u = jax.random.uniform(jax.random.fold_in(key, state.trial), (TRIAL_UNIFORMS,), dtype=state.p.dtype)
     new, emit, tr, aux = _trial(state, u, alpha, t0, amax, order, max_trials)
     em = _emission(emission_fields(new), tr, t0, amax)
     picked = jax.tree.map(lambda x, old: jnp.where(emit, x, old), em, emission_fields(new))

@@ -400,6 +400,12 @@ _REFILL_SLOTS = 128
 #: replaced together; a slot whose event finished early idles for the rest of the round).
 _REFILL_EVERY = 4
 
+#: Whether the refilling loop applies the branching only to the accepted slots (compacted);
+#: False runs the full step on every slot (the previous loop, kept as a benchmark reference).
+#: With ``boundary_trials`` the full step is always used (the record needs every trial's
+#: branching at t0).
+_COMPACT_EMISSIONS = True
+
 #: Rows K of an emission block of the refilling loop, as a fraction of the slots S: about
 #: 15 % of trials are accepted, so one block of S/4 rows almost always holds all of them.
 _EMIT_FRACTION = 0.25
@@ -579,7 +585,7 @@ def _make_runner(
             return _step(st, key, alpha, t0, amax, order, max_trials)
 
         split = None
-        if not boundary:
+        if not boundary and _COMPACT_EMISSIONS:
             # the boundary record needs every trial's branching at t0: full steps then
 
             def draw(key, trial_number):
