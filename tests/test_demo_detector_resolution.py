@@ -13,7 +13,9 @@ import scipy.stats
 from diffgen.inference.resolution import FREE_PARAMETERS, PSEUDO_DATA_TRUTH, fit_resolution, resolution_problem
 
 TRUTH = PSEUDO_DATA_TRUTH
-SEEDS = (11, 12)
+# One pseudo-experiment at small size; the coverage over 20 seeds is the example's --study
+# (docs/demonstrations.md), the 20-seed test of the issue is the lineshape's (tests/test_demo.py).
+SEEDS = (11,)
 
 
 @pytest.fixture(scope="module")

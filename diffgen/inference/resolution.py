@@ -31,6 +31,7 @@ Commun. 77 (1993) 219 (its Gaussian limit).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -125,11 +126,19 @@ def _gun(key: Key, n: int, energy: float, pid: int, dtype: Any) -> Events:
     )
 
 
-def _mumu(key: Key, n: int, sqrt_s: float, dtype: Any) -> Events:
+@functools.cache
+def _mumu_source(sqrt_s: float, dtype_name: str):
+    # one compiled sampler per energy and dtype: every pseudo-experiment draws from the same
+    # program (a fresh jit per call recompiled it for each sample, seconds each time)
     from diffgen.processes import ee_to_ffbar
 
-    src = ee_to_ffbar(flavour="mu", sqrt_s=sqrt_s, dtype=dtype)
-    ev = jax.jit(src.sample, static_argnums=2)(src.init(key), key, n)
+    src = ee_to_ffbar(flavour="mu", sqrt_s=sqrt_s, dtype=jnp.dtype(dtype_name))
+    return src, jax.jit(src.sample, static_argnums=2)
+
+
+def _mumu(key: Key, n: int, sqrt_s: float, dtype: Any) -> Events:
+    src, sample = _mumu_source(float(sqrt_s), jnp.dtype(dtype).name)
+    ev = sample(src.init(key), key, n)
     # weighted events (pb): normalise to mean 1 per block so that r = N_data/N_MC
     w = ev.weight / jnp.mean(ev.weight)
     return Events(p=ev.p, weight=w, mask=ev.mask, pid=ev.pid)
