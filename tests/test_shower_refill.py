@@ -113,8 +113,9 @@ def test_refill_matches_vmapped_while_loop(monkeypatch, dtype, history, emit_fra
         assert_momentum_conserved(new, ev, rtol=1e-9)
         # the result depends on the event, not on how many slots run the batch
         other = shower(monkeypatch, 3 * SLOTS, capacity=16, record_history=history)(params, key, ev)
-        for u, v in zip(jax.tree.leaves(new), jax.tree.leaves(other), strict=True):
-            np.testing.assert_array_equal(np.asarray(v), np.asarray(u))
+        # (same decisions exactly; floats to rounding, as XLA may contract multiply-adds
+        # differently in programs of other shapes)
+        compare(new, other, dtype)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
