@@ -8,12 +8,13 @@ cost of each αs gradient estimator relative to the forward shower — event der
 the free per-event score) — and the mean parton multiplicity and number of veto trials.
 Baseline: the forward float64 shower of the same run (ratios are shown against it).
 
-Run: ``.venv/bin/python -m benchmarks.shower [--quick]``.
+Run: ``.venv/bin/python -m benchmarks.shower [--quick] [--n N] [--slots 128,256,512]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import jax
@@ -27,14 +28,38 @@ from diffgen.shower import final_state_shower, reweight
 from diffgen.shower import layer as shower_layer
 
 
+def shower_with(slots: int, every: int | None = None, emit_fraction: float | None = None):
+    """``apply`` of the default shower layer with S = ``slots`` slots of the refilling loop (0: the
+    plain ``vmap`` of the per-event ``while_loop``), ``every`` trials per round and emission blocks
+    of ``emit_fraction`` · S rows (None: the defaults)."""
+    names = ("_REFILL_SLOTS", "_REFILL_EVERY", "_EMIT_FRACTION")
+    settings = {k: v for k, v in zip(names, (slots, every, emit_fraction), strict=True) if v is not None}
+
+    @contextlib.contextmanager
+    def patched():
+        saved = {k: getattr(shower_layer, k) for k in settings}
+        for k, v in settings.items():
+            setattr(shower_layer, k, v)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                setattr(shower_layer, k, v)
+
+    # S is read when the layer is built, the others when it is traced (at the first call)
+    with patched():
+        apply = jax.jit(final_state_shower().apply)
+
+    def call(*args):
+        with patched():
+            return apply(*args)
+
+    return call
+
+
 def vmapped_shower():
     """The default shower layer, run as the plain ``vmap`` of the per-event ``while_loop``."""
-    saved = shower_layer._REFILL_SLOTS
-    shower_layer._REFILL_SLOTS = 0
-    try:
-        return final_state_shower()
-    finally:
-        shower_layer._REFILL_SLOTS = saved
+    return shower_with(0)
 
 
 def best_cpu_time(fns, *args, repeat: int = 3) -> list[float]:
@@ -50,14 +75,81 @@ def best_cpu_time(fns, *args, repeat: int = 3) -> list[float]:
     return best
 
 
+def parse_slots(text: str) -> list[tuple[int, int | None, float | None]]:
+    """``"128,512:8,512:4:0.125"`` -> [(128, None, None), (512, 8, None), (512, 4, 0.125)]."""
+    out = []
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        try:
+            if not 1 <= len(parts) <= 3:
+                raise ValueError
+            slots = int(parts[0])
+            every = int(parts[1]) if len(parts) > 1 else None
+            fraction = float(parts[2]) if len(parts) > 2 else None
+        except ValueError:
+            raise SystemExit(f"--slots: expected S[:E[:F]] (integers S, E and a fraction F), got {item!r}") from None
+        if slots < 1 or (every is not None and every < 1) or (fraction is not None and not 0 < fraction <= 1):
+            raise SystemExit(f"--slots: need S >= 1, E >= 1 and 0 < F <= 1, got {item!r}")
+        out.append((slots, every, fraction))
+    return out
+
+
+def slot_sweep(n: int, settings, *, repeat: int) -> int:
+    """Forward float32 shower for each (S, E, F) of the refilling loop, best wall and CPU time of
+    ``repeat`` interleaved runs (so that all settings see the same machine load)."""
+    src = ee_to_qqbar(91.2, dtype=jnp.float32)
+    events = jax.jit(src.sample, static_argnums=2)(src.init(jax.random.key(0)), jax.random.key(1), n)
+    params = {"alpha_s_mz": jnp.asarray(0.118, jnp.float32), "t0": jnp.asarray(1.0, jnp.float32)}
+    fns, compile_s = [], []
+    for setting in settings:
+        fn = shower_with(*setting)
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(params, jax.random.key(2), events))
+        compile_s.append(time.perf_counter() - t0)
+        fns.append(fn)
+    wall = [float("inf")] * len(fns)
+    cpu = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            t0, c0 = time.perf_counter(), time.process_time()
+            jax.block_until_ready(fn(params, jax.random.key(2), events))
+            wall[i] = min(wall[i], time.perf_counter() - t0)
+            cpu[i] = min(cpu[i], time.process_time() - c0)
+    base = wall[0]
+    rows = [
+        {
+            "S": s,
+            "trials/round": e or shower_layer._REFILL_EVERY,
+            "block rows K/S": f or shower_layer._EMIT_FRACTION,
+            "events/s": n / w,
+            "events/CPU-s": n / c,
+            "ratio to first": base / w,
+            "compile s": cs,
+        }
+        for (s, e, f), w, c, cs in zip(settings, wall, cpu, compile_s, strict=True)
+    ]
+    print(machine_info())
+    print_table(f"forward float32 shower by refilling-loop setting, N={n}, best of {repeat}", rows)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small batches, one repetition")
     parser.add_argument("--n", type=int, default=None, help="events per batch")
+    parser.add_argument(
+        "--slots",
+        default=None,
+        metavar="S[:E[:F]],...",
+        help="instead of the table: forward float32 for each setting of the refilling loop, S slots, "
+        "E trials per round, emission blocks of F*S rows (e.g. 128,512,512:8,512:4:0.125)",
+    )
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     n = args.n or (2000 if args.quick else 20000)
     repeat = 1 if args.quick else 3
+    if args.slots:
+        return slot_sweep(n, parse_slots(args.slots), repeat=max(repeat, 3))
     shower = final_state_shower()
     rows = []
     results = {}
@@ -67,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         params = {"alpha_s_mz": jnp.asarray(0.118, dtype), "t0": jnp.asarray(1.0, dtype)}
         fwd = jax.jit(shower.apply)
         compile_s, run_s = time_compile_and_run(fwd, params, jax.random.key(2), events, repeat=repeat)
-        ref = jax.jit(vmapped_shower().apply)
+        ref = vmapped_shower()
         compile_ref, run_ref = time_compile_and_run(ref, params, jax.random.key(2), events, repeat=repeat)
         cpu_s, cpu_ref = best_cpu_time((fwd, ref), params, jax.random.key(2), events, repeat=max(repeat, 3))
         out = fwd(params, jax.random.key(2), events)

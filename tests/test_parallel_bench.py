@@ -95,3 +95,12 @@ def test_cli_rejects_unknown_sections(capsys):
 
     assert main(["bench", "--sections", "hard_process,warp"]) == 2
     assert "unknown section(s) ['warp']" in capsys.readouterr().err
+
+
+def test_shower_slot_settings_parse_and_reject_bad_input():
+    from benchmarks.shower import parse_slots
+
+    assert parse_slots("128, 512:8,512:4:0.125") == [(128, None, None), (512, 8, None), (512, 4, 0.125)]
+    for bad in ("", "x", "0", "512:0", "512:4:1.5", "1:2:3:4"):
+        with pytest.raises(SystemExit, match="--slots"):
+            parse_slots(bad)

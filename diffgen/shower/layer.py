@@ -394,7 +394,7 @@ def _pad_input(p, pid, col, mask, capacity: int):
 #: Slots S of the refilling forward shower (:func:`_refill_loop`), at most N. 0 selects the
 #: plain ``vmap`` of the per-event ``while_loop`` (the reference; same trials, decisions and
 #: values up to floating-point contraction, see docs/shower.md "Benchmark").
-_REFILL_SLOTS = 128
+_REFILL_SLOTS = 512
 
 #: Trials per slot between two refills (the finished events of a round are written out and
 #: replaced together; a slot whose event finished early idles for the rest of the round).
