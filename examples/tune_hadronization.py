@@ -34,7 +34,7 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 from diffgen.demo import _save_fig, _write_json  # noqa: E402
-from diffgen.inference.tune import Distribution, generate_sample, pseudo_data, tune  # noqa: E402
+from diffgen.inference.tune import TUNED_PARAMETERS, Distribution, generate_sample, pseudo_data, tune  # noqa: E402
 
 DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 NCH_FILE = "aleph1996_nch_distribution_91GeV.csv"
@@ -124,9 +124,14 @@ def result_json(r, data, args, extra: dict) -> dict:
             "mc_events": args.events if args.mc_events is None else args.mc_events,
             "seed": args.seed,
             "iterations": args.iterations,
+            "free": list(args.free),
             "sqrt_s_GeV": SQRT_S,
             "start": r.start,
-            "fixed": {"cl_max": START["cl_max"], "shower": "final_state_shower() defaults"},
+            "fixed": {
+                "cl_max": START["cl_max"],
+                **{k: r.start[k] for k in TUNED_PARAMETERS if k not in args.free},
+                "shower": "final_state_shower() defaults",
+            },
             "data": extra.get("data", [NCH_FILE, XP_FILE]),
             "errors": "total errors of the tables, bins treated as uncorrelated; plus the MC statistical error",
         },
@@ -149,13 +154,15 @@ def result_json(r, data, args, extra: dict) -> dict:
 def closure(args, n_mc: int, out: Path, t0: float) -> int:
     """Fit pseudo-data of the model at CLOSURE_TRUTH for each seed; pulls and the spread over seeds."""
     runs = []
+    # parameters not fitted are held at their true values (a closure of the fitted ones)
+    start = {k: (v if k in args.free or k not in CLOSURE_TRUTH else CLOSURE_TRUTH[k]) for k, v in START.items()}
     for seed in range(args.seed, args.seed + args.seeds):
         ev = partons(n_mc, seed)
         ev_data = partons(args.events, seed + 100)
         truth_sample = generate_sample(CLOSURE_TRUTH, jax.random.key(seed + 200), ev_data)
         # coarse bins: the covariances are estimated from the samples themselves
         data = pseudo_data(truth_sample, NCH_COARSE, XP_COARSE)
-        r = tune(ev, data, START, key=jax.random.key(seed + 7), iterations=args.iterations)
+        r = tune(ev, data, start, key=jax.random.key(seed + 7), iterations=args.iterations, free=args.free)
         pulls = {k: (r.values[k] - CLOSURE_TRUTH[k]) / r.errors[k] for k in r.errors}
         hpulls = {k: (r.values[k] - CLOSURE_TRUTH[k]) / r.hessian_errors[k] for k in r.errors}
         runs.append(
@@ -272,9 +279,19 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--sensitivity", action="store_true", help="check the sigma reweighting and its information (no fit)"
     )
+    ap.add_argument(
+        "--free",
+        default=",".join(TUNED_PARAMETERS),
+        help=f"comma-separated parameters to fit, the others fixed at their start values (default: "
+        f"{','.join(TUNED_PARAMETERS)})",
+    )
     ap.add_argument("--out", default="out")
     ap.add_argument("--image", default=None, help="also save the plot here (e.g. docs/images/...png)")
     args = ap.parse_args(argv)
+    args.free = tuple(f.strip() for f in args.free.split(",") if f.strip())
+    bad = [f for f in args.free if f not in TUNED_PARAMETERS]
+    if bad or not args.free:
+        ap.error(f"--free must name some of {','.join(TUNED_PARAMETERS)}, got {bad or 'none'}")
     out = Path(args.out)
     t0 = time.perf_counter()
     aleph = aleph_data()
@@ -285,7 +302,7 @@ def main(argv=None) -> int:
         return sensitivity(args, out)
     ev = partons(n_mc, args.seed)
     key = jax.random.key(args.seed + 7)
-    r = tune(ev, aleph, START, key=key, iterations=args.iterations)
+    r = tune(ev, aleph, START, key=key, iterations=args.iterations, free=args.free)
     s = result_json(r, aleph, args, {"seconds": time.perf_counter() - t0})
     _write_json(s, out / "hadronization_tune.json")
     title = (

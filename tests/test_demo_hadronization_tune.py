@@ -216,3 +216,16 @@ def test_bad_input(partons, aleph):
         tune(mc, {"thrust": aleph["nch"]}, START, key=jax.random.key(0))
     with pytest.raises(ValueError, match="free must be"):
         tune(mc, aleph, START, key=jax.random.key(0), free=("cl_max",))
+
+
+def test_example_rejects_unknown_free_parameters(capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "tune_hadronization.py"
+    spec = importlib.util.spec_from_file_location("tune_hadronization", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    for bad in ("cl_max", "p_vector,sigma", ","):
+        with pytest.raises(SystemExit):
+            example.main(["--free", bad])
+        assert "--free must name some of gamma_s,p_vector,smearing" in capsys.readouterr().err
