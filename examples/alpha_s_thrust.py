@@ -460,6 +460,11 @@ def direct_chi2(events, values, errors, edges, fit_range=FIT_RANGE) -> dict:
     The same χ² as the fit's (data ⊕ model MC error, model normalised to the data within the
     fit range), evaluated at the sample's generation αs with all shower weights 1.
 
+    Args:
+      events: output of :func:`generate` (its own αs is the reference of its record).
+      values, errors: [K] data density 1/N dN/d(1 − T) and its errors.
+      edges: [K+1] bin edges in 1 − T; fit_range: (low, high) in 1 − T.
+
     Returns:
       dict with ``alpha_s``, ``chi2``, ``ndf`` (fitted bins − 1: only the normalisation is
       adjusted here) and ``model`` [K].
