@@ -29,11 +29,12 @@ from diffgen.shower import layer as shower_layer
 
 
 def shower_with(slots: int, every: int | None = None, emit_fraction: float | None = None):
-    """``apply`` of the default shower layer with S = ``slots`` slots of the refilling loop (0: the
+    """``apply`` of the default shower layer with S = min(N, ``slots``) slots of the refilling loop (0: the
     plain ``vmap`` of the per-event ``while_loop``), ``every`` trials per round and emission blocks
     of ``emit_fraction`` · S rows (None: the defaults)."""
     names = ("_REFILL_SLOTS", "_REFILL_EVERY", "_EMIT_FRACTION")
     settings = {k: v for k, v in zip(names, (slots, every, emit_fraction), strict=True) if v is not None}
+    settings["_REFILL_EVENTS_PER_SLOT"] = 1  # exactly min(N, slots) slots
 
     @contextlib.contextmanager
     def patched():
@@ -62,17 +63,20 @@ def vmapped_shower():
     return shower_with(0)
 
 
-def best_cpu_time(fns, *args, repeat: int = 3) -> list[float]:
-    """Best process CPU time (s) of each of ``fns`` over ``repeat`` interleaved calls.
+def best_times(fns, *args, repeat: int = 3) -> tuple[list[float], list[float]]:
+    """Best wall and best process CPU time (s) of each of ``fns`` over ``repeat`` interleaved calls.
 
-    On a shared, loaded machine the CPU time is a steadier measure than wall time."""
-    best = [float("inf")] * len(fns)
+    Interleaving lets all functions see the same machine load; on a shared, loaded machine the
+    CPU time is the steadier measure."""
+    wall = [float("inf")] * len(fns)
+    cpu = [float("inf")] * len(fns)
     for _ in range(repeat):
         for i, fn in enumerate(fns):
-            t0 = time.process_time()
+            t0, c0 = time.perf_counter(), time.process_time()
             jax.block_until_ready(fn(*args))
-            best[i] = min(best[i], time.process_time() - t0)
-    return best
+            wall[i] = min(wall[i], time.perf_counter() - t0)
+            cpu[i] = min(cpu[i], time.process_time() - c0)
+    return wall, cpu
 
 
 def parse_slots(text: str) -> list[tuple[int, int | None, float | None]]:
@@ -107,14 +111,7 @@ def slot_sweep(n: int, settings, *, repeat: int) -> int:
         jax.block_until_ready(fn(params, jax.random.key(2), events))
         compile_s.append(time.perf_counter() - t0)
         fns.append(fn)
-    wall = [float("inf")] * len(fns)
-    cpu = [float("inf")] * len(fns)
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            t0, c0 = time.perf_counter(), time.process_time()
-            jax.block_until_ready(fn(params, jax.random.key(2), events))
-            wall[i] = min(wall[i], time.perf_counter() - t0)
-            cpu[i] = min(cpu[i], time.process_time() - c0)
+    wall, cpu = best_times(fns, params, jax.random.key(2), events, repeat=repeat)
     base = wall[0]
     rows = [
         {
@@ -161,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         compile_s, run_s = time_compile_and_run(fwd, params, jax.random.key(2), events, repeat=repeat)
         ref = vmapped_shower()
         compile_ref, run_ref = time_compile_and_run(ref, params, jax.random.key(2), events, repeat=repeat)
-        cpu_s, cpu_ref = best_cpu_time((fwd, ref), params, jax.random.key(2), events, repeat=max(repeat, 3))
+        _, (cpu_s, cpu_ref) = best_times((fwd, ref), params, jax.random.key(2), events, repeat=max(repeat, 3))
         out = fwd(params, jax.random.key(2), events)
         mult = float(jnp.mean(out.multiplicity()))
         trials = np.asarray(out.extra["shower_n_trials"])

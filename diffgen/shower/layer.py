@@ -391,10 +391,16 @@ def _pad_input(p, pid, col, mask, capacity: int):
     )
 
 
-#: Slots S of the refilling forward shower (:func:`_refill_loop`), at most N. 0 selects the
-#: plain ``vmap`` of the per-event ``while_loop`` (the reference; same trials, decisions and
+#: Largest number of slots S of the refilling forward shower (:func:`_refill_loop`). 0 selects
+#: the plain ``vmap`` of the per-event ``while_loop`` (the reference; same trials, decisions and
 #: values up to floating-point contraction, see docs/shower.md "Benchmark").
 _REFILL_SLOTS = 512
+
+#: S = min(N, _REFILL_SLOTS, max(_REFILL_MIN_SLOTS, N // _REFILL_EVENTS_PER_SLOT)): enough events
+#: per slot that the drain of the last S events stays short (measured best at N = 600 … 10⁴,
+#: docs/shower.md). Setting _REFILL_EVENTS_PER_SLOT = 1 makes S = min(N, _REFILL_SLOTS).
+_REFILL_MIN_SLOTS = 128
+_REFILL_EVENTS_PER_SLOT = 4
 
 #: Trials per slot between two refills (the finished events of a round are written out and
 #: replaced together; a slot whose event finished early idles for the rest of the round).
@@ -538,9 +544,9 @@ def _make_runner(
 ):
     """Vectorised shower with a custom JVP, so that forward *and* reverse mode work.
 
-    The primal (forward) shower runs the slot-refilling loop :func:`_refill_loop` with
-    ``refill_slots`` slots (default :data:`_REFILL_SLOTS`, at most N; 0 = the ``vmap`` of the
-    per-event ``while_loop``, the reference: same trials and decisions, slower).
+    The primal (forward) shower runs the slot-refilling loop :func:`_refill_loop` with at most
+    ``refill_slots`` slots (default :data:`_REFILL_SLOTS`; S as in :data:`_REFILL_MIN_SLOTS`; 0 = the
+    ``vmap`` of the per-event ``while_loop``, the reference: same trials and decisions, slower).
 
     ``lax.while_loop`` supports only forward-mode differentiation. The custom JVP rule
     computes each event's Jacobian of (momenta, log-probability and, with ``boundary``, the
@@ -599,7 +605,8 @@ def _make_runner(
                 return _emission(sub, info, t0, amax)
 
             split = (draw, trial, emission, EMISSION_FIELDS)
-        n_slots = max(1, min(p.shape[0], slots_cfg))
+        n = p.shape[0]
+        n_slots = max(1, min(n, slots_cfg, max(_REFILL_MIN_SLOTS, n // _REFILL_EVENTS_PER_SLOT)))
         final = _refill_loop(
             init, keys, step, n_slots, _REFILL_EVERY, split=split, chunk=max(1, round(n_slots * _EMIT_FRACTION))
         )
