@@ -7,7 +7,7 @@ import pytest
 
 from diffgen.hadronization import decay as D
 from diffgen.hadronization import hadronize
-from diffgen.hadronization.formation import uniform_block
+from diffgen.hadronization.formation import uniform, uniform_block
 from diffgen.hadronization.samples import parton_chains
 
 pytestmark = pytest.mark.filterwarnings("ignore:jax.core.pytype_aval_mappings is deprecated:DeprecationWarning")
@@ -22,6 +22,7 @@ def test_uniform_block_is_a_slice_of_jax_random_uniform(dtype):
         block = jax.jit(lambda k, s: uniform_block(k, shape, s, (6, 2, 7, 2), dtype))(key, (4, jnp.int32(3), 2, 1))
         assert block.dtype == jnp.dtype(dtype)
         np.testing.assert_array_equal(np.asarray(block), full[4:10, 3:5, 2:9, 1:3])
+        np.testing.assert_array_equal(np.asarray(jax.jit(lambda k: uniform(k, shape, dtype))(key)), full)
         moved = uniform_block(key, shape, (0, 0, 0, 0), shape, dtype, axes=(1, 0, 2, 3))
         np.testing.assert_array_equal(np.asarray(moved), np.transpose(full, (1, 0, 2, 3)))
     # Another generator takes the full draw and slices it: the same numbers.

@@ -41,9 +41,11 @@ from diffgen.core import is_traced
 from diffgen.hadronization import hadrons as H
 from diffgen.hadronization.formation import (
     Clusters,
+    append_to_free_slots,
     constituent_axis,
     popped_flavour_logits,
     sample_flavour,
+    uniform,
     uniform_block,
 )
 from diffgen.typing import Array, Key, Params
@@ -129,7 +131,7 @@ def reference_angles(*, isotropic: bool = False) -> AngleModel:
     def sample(params: Params, key: Key, p_cluster: Array, axis: Array) -> tuple[Array, Array]:
         del axis
         dtype = p_cluster.dtype
-        u = jax.random.uniform(key, (*p_cluster.shape[:-1], 2), dtype=dtype)
+        u = uniform(key, (*p_cluster.shape[:-1], 2), dtype)
         if isotropic:
             cos = 2.0 * u[..., 0] - 1.0
         else:
@@ -198,11 +200,11 @@ def _reshuffle(p: Array, light: Array, mass_single: Array, mask: Array, n_newton
     """Put light clusters on their single-hadron mass shell by a common momentum rescaling.
 
     In the rest frame of the event's clusters (total mass W) every three-momentum is scaled
-    by one factor ξ solving ``Σ_i sqrt(m_i² + ξ² |k_i|²) = W`` (Newton's method from ξ = 1;
-    the function is convex and increasing), with m_i the single-hadron mass of a light
-    cluster and the unchanged cluster mass otherwise (the constituent-mass reshuffling of
-    Herwig, arXiv:0803.0883 §6.4). Applied only to events with a light cluster; fails
-    (flagged, momenta kept) only if W < Σ m_i.
+    by one factor ξ solving ``Σ_i sqrt(m_i² + ξ² |k_i|²) = W`` (Newton's method from ξ = 1 until
+    the step is below a few ulps, at most ``n_newton`` steps; the function is convex and
+    increasing), with m_i the single-hadron mass of a light cluster and the unchanged cluster
+    mass otherwise (the constituent-mass reshuffling of Herwig, arXiv:0803.0883 §6.4). Applied
+    only to events with a light cluster; fails (flagged, momenta kept) only if W < Σ m_i.
     """
     m_target = jnp.where(light, mass_single, kin.mass(p))
     m_target = jnp.where(mask, m_target, 0.0)
@@ -211,13 +213,29 @@ def _reshuffle(p: Array, light: Array, mass_single: Array, mask: Array, n_newton
     k = jnp.where(mask[:, None], kin.boost_to_rest_frame(p, total[None, :]), 0.0)
     k2 = jnp.sum(k[:, 1:] ** 2, axis=-1)
 
-    def newton(_, xi):
+    def newton(xi, m_target, k2, w):
         e = kin.safe_sqrt(m_target**2 + xi**2 * k2)
         f = jnp.sum(jnp.where(mask, e, 0.0)) - w
         fp = jnp.sum(jnp.where(mask, xi * kin.safe_div(k2, e), 0.0))
         return jnp.maximum(xi - kin.safe_div(f, fp), 0.0)
 
-    xi = jax.lax.fori_loop(0, n_newton, newton, jnp.ones((), p.dtype))
+    # Iterate to convergence without derivatives, then take one Newton step with them: at the
+    # root the step's derivative is the implicit one, dξ = −(∂f/∂θ)/(∂f/∂ξ), so reverse mode
+    # need not go through the loop (a while_loop, which it could not).
+    consts = jax.lax.stop_gradient((m_target, k2, w))
+    tol = 4 * jnp.finfo(p.dtype).eps
+
+    def not_done(c):
+        i, xi, prev = c
+        return (i < n_newton) & (jnp.abs(xi - prev) > tol * jnp.maximum(xi, 1.0))
+
+    def step(c):
+        i, xi, _ = c
+        return i + 1, newton(xi, *consts), xi
+
+    one = jnp.ones((), p.dtype)
+    _, xi, _ = jax.lax.while_loop(not_done, step, (jnp.int32(0), newton(one, *consts), one))
+    xi = newton(xi, m_target, k2, w)
     ok = w > jnp.sum(m_target)
     e = kin.safe_sqrt(m_target**2 + xi**2 * k2)
     new = jnp.concatenate([e[:, None], xi * k[:, 1:]], axis=-1)
@@ -337,7 +355,7 @@ def decay_clusters(
     check(clusters, params)
     k_types, k_angles = jax.random.split(key)
     dtype = clusters.p_q.dtype
-    u = jax.random.uniform(k_types, (*clusters.mask.shape, 3), dtype=dtype)
+    u = uniform(k_types, (*clusters.mask.shape, 3), dtype)
     fn = jax.vmap(lambda *a: _prepare_one(params, *a))
     p_c, axis, pid1, pid2, light, single, logp, failed = fn(
         u, clusters.p_q, clusters.p_qbar, clusters.flav_q, clusters.flav_qbar, clusters.mask
@@ -429,11 +447,12 @@ def decay_unstable(
             raise ValueError(f"decay_unstable: history_capacity must be an int >= 1, got {history_capacity!r}")
         history_labels = jnp.asarray(history_labels, jnp.int32)
     pid = jnp.asarray(pid, jnp.int32)
-    # The uniforms of slot s in round r are element (event, r, s) of one draw of shape
-    # [N, rounds, C, 3] (uniform_block draws only the slots and rounds that are used).
+    # The uniforms of the k-th unstable particle (in slot order) of an event in round r are
+    # element (event, r, k) of one draw of shape [N, rounds, C, 3]; a round draws only the
+    # entries of its list (uniform_block), so the decays do not depend on the list size or W.
     shape = (n, n_rounds, cap, 3)
 
-    def run(w: int):
+    def run(w: int, list_sizes: tuple[int, ...]):
         state = {"p": p[:, :w], "pid": pid[:, :w], "mask": mask[:, :w], "overflow": jnp.zeros((n,), bool)}
         if record:
             state.update(
@@ -447,21 +466,34 @@ def decay_unstable(
                 n_rec=jnp.zeros((n,), jnp.int32),
                 record_overflow=jnp.zeros((n,), bool),
             )
-        # Drawn before the loop, round-major (drawn inside, XLA fuses the hash into every
-        # consumer and computes it several times).
-        u_all = uniform_block(key, shape, (0, 0, 0, 0), (n, n_rounds, w, 3), p.dtype, axes=(1, 0, 2, 3))
         # A round handles the unstable particles of an event as a list of M entries (in slot
-        # order), M the smallest of DECAY_LIST_SIZES (or W) that holds every event of the
-        # batch; a round without unstable particles changes nothing and is skipped.
-        sizes = sorted({min(m, w) for m in DECAY_LIST_SIZES} | {w})
-        branches = [lambda u, st: st] + [jax.vmap(lambda u, st, m=m: _unstable_round(u, st, cap_u, m)) for m in sizes]
+        # order), M the smallest of ``list_sizes`` (or W) that holds every event of the batch;
+        # a round without unstable particles changes nothing and is skipped.
+        sizes = sorted({min(m, w) for m in list_sizes} | {w})
+        # The uniforms of the first L list entries of every round are drawn before the loop
+        # (drawn inside, XLA fuses the hash into each consumer and computes it several
+        # times); the whole-W list of a crowded round draws its remaining entries itself.
+        n_pre = sizes[-2] if len(sizes) > 1 else w
+        u_pre = uniform_block(key, shape, (0, 0, 0, 0), (n, n_rounds, n_pre, 3), p.dtype, axes=(1, 0, 2, 3))
 
-        def one_round(st, u):
+        def branch(m: int):
+            def fn(r, u, st):
+                if m > n_pre:
+                    rest = uniform_block(key, shape, (0, r, n_pre, 0), (n, 1, m - n_pre, 3), p.dtype)[:, 0]
+                    u = jnp.concatenate([u, rest], axis=1)
+                return jax.vmap(lambda u, st: _unstable_round(u, st, cap_u, m))(u[:, :m], st)
+
+            return fn
+
+        branches = [lambda r, u, st: st] + [branch(m) for m in sizes]
+
+        def one_round(st, xs):
+            r, u = xs
             count = jnp.max(jnp.sum(st["mask"] & ~H.is_stable(st["pid"]), axis=-1))
             index = sum((count > m).astype(jnp.int32) for m in [0, *sizes[:-1]])
-            return jax.lax.switch(index, branches, u, st), None
+            return jax.lax.switch(index, branches, r, u, st), None
 
-        state, _ = jax.lax.scan(one_round, state, u_all)
+        state, _ = jax.lax.scan(one_round, state, (jnp.arange(n_rounds, dtype=jnp.int32), u_pre))
         pad = cap - w
         out = (
             jnp.pad(state["p"], ((0, 0), (0, pad), (0, 0))),
@@ -480,11 +512,12 @@ def decay_unstable(
         return (*out, hist)
 
     if width == cap:
-        return run(cap)
-    small = run(width)
-    # small[3] is the overflow at W: some daughter found no free slot among the first W.
+        return run(cap, DECAY_LIST_SIZES)
+    small = run(width, DECAY_LIST_SIZES)
+    # small[3] is the overflow at W: some daughter found no free slot among the first W. The
+    # rare repetition on all C slots uses whole-capacity rounds only (a third of the compile).
     redo = jnp.any(small[3]) | jnp.any(mask[:, width:])
-    return jax.lax.cond(redo, lambda: run(cap), lambda: small)
+    return jax.lax.cond(redo, lambda: run(cap, ()), lambda: small)
 
 
 def _boosted_pair(p, placed, q, m1, m2, nx, ny, nz):
@@ -513,11 +546,11 @@ def _boosted_pair(p, placed, q, m1, m2, nx, ny, nz):
 
 
 def _unstable_round(u, st, cap_u: int, size: int):
-    """One decay round of one event: u [W, 3] uniforms of its slots, ``st`` the state.
+    """One decay round of one event: u [size, 3] uniforms of its list entries, ``st`` the state.
 
     The unstable particles are gathered into a list of ``size`` entries in slot order (the
-    caller makes sure it holds them all), decayed, and written back: the same decays,
-    free-slot placement and record rows as a round over every slot.
+    caller makes sure it holds them all), decayed, and written back: the k-th two-body decay
+    puts its second daughter into the k-th free slot; the record rows follow the list order.
     """
     p, pid, mask = st["p"], st["pid"], st["mask"]
     w = mask.shape[0]
@@ -526,8 +559,8 @@ def _unstable_round(u, st, cap_u: int, size: int):
     slot = jnp.arange(w, dtype=jnp.int32)
     order = jnp.sort(jnp.where(mask & ~H.is_stable(pid), slot, w + slot))[:size]
     valid = order < w
-    idx = order % w
-    p_par, pid_par, u = p[idx], pid[idx], u[idx]
+    idx = jnp.minimum(order, w - 1)
+    p_par, pid_par = p[idx], pid[idx]
     br = jnp.asarray(H.TABLE["br"], dtype)
     a = jnp.clip(jnp.abs(pid_par), 0, H.MAX_ABS_PID - 1)
     ch = (u[:, 0] >= br[a, 0]).astype(jnp.int32)
@@ -537,11 +570,8 @@ def _unstable_round(u, st, cap_u: int, size: int):
     d2 = jnp.where(pid_par < 0, H.conjugate_pid(d2), d2)
     relabel = valid & (d2 == 0)
     two = valid & (d2 != 0)
-    # append_to_free_slots(mask, two) with the flags listed in slot order.
-    free = jnp.sort(jnp.where(mask, w + slot, slot)) % w
-    rank = jnp.cumsum(two.astype(jnp.int32)) - 1
-    placed = two & (rank < jnp.sum(~mask, dtype=jnp.int32))
-    target = jnp.where(placed, free[jnp.clip(rank, 0, w - 1)], w).astype(jnp.int32)
+    # The k-th two-body decay (in slot order) takes the k-th free slot, if there is one.
+    target, placed = append_to_free_slots(mask, two)
     overflow = st["overflow"] | jnp.any(two & ~placed)
     m = H.hadron_mass(pid_par, dtype)
     m1 = H.hadron_mass(d1, dtype)

@@ -43,6 +43,7 @@ __all__ = [
     "form_clusters",
     "popped_flavour_logits",
     "sample_flavour",
+    "uniform",
     "uniform_block",
     "validate_partons",
 ]
@@ -209,6 +210,15 @@ def uniform_block(
     return u
 
 
+def uniform(key: Key, shape: tuple[int, ...], dtype) -> Array:
+    """``jax.random.uniform(key, shape, dtype)``, the same numbers, with the hash written out.
+
+    :func:`uniform_block` of the whole shape: JAX's CPU lowering of Threefry runs its rounds
+    as a loop over whole arrays, several times slower than one fused elementwise loop.
+    """
+    return uniform_block(key, shape, (0,) * len(shape), shape, dtype)
+
+
 def validate_partons(events: Events) -> None:
     """Check the parton-level input of the hadronization (concrete inputs only).
 
@@ -262,14 +272,14 @@ def append_to_free_slots(mask: Array, flags: Array) -> tuple[Array, Array]:
     """
     cap = mask.shape[0]
     # Free (False) slots first, each group in slot order: the stable argsort of the mask,
-    # as a sort of one int32 key (several times faster than a sort of (mask, index) pairs).
+    # as a sort of one int32 key (several times faster than a sort of (mask, index) pairs);
+    # entries ≥ C are occupied slots, so an item whose entry is one finds no free slot.
     slot = jnp.arange(cap, dtype=jnp.int32)
-    free = jnp.sort(jnp.where(mask, cap + slot, slot)) % cap
-    n_free = jnp.sum(~mask, dtype=jnp.int32)
+    free = jnp.sort(jnp.where(mask, cap + slot, slot))
     rank = jnp.cumsum(flags.astype(jnp.int32)) - 1
-    placed = flags & (rank < n_free)
-    target = jnp.where(placed, free[jnp.clip(rank, 0, cap - 1)], cap)
-    return target.astype(jnp.int32), placed
+    target = free[jnp.clip(rank, 0, cap - 1)]
+    placed = flags & (rank < cap) & (target < cap)
+    return jnp.where(placed, target, cap).astype(jnp.int32), placed
 
 
 def sample_flavour(u: Array, logits: Array) -> Array:
@@ -446,7 +456,7 @@ def form_clusters(
     k1, k2 = jax.random.split(key)
     n = events.n_events
     dtype = events.dtype
-    u_form = jax.random.uniform(k1, (n, events.capacity, 2), dtype=dtype)
+    u_form = uniform(k1, (n, events.capacity, 2), dtype)
     carry, unmatched, hist = jax.vmap(
         lambda a, p, pid, col, m: _form_one(params, a, p, pid, col, m, k, record_history)
     )(u_form, events.p, events.pid, events.colour, events.mask)
