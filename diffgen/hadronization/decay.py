@@ -41,7 +41,6 @@ from diffgen.core import is_traced
 from diffgen.hadronization import hadrons as H
 from diffgen.hadronization.formation import (
     Clusters,
-    append_to_free_slots,
     constituent_axis,
     popped_flavour_logits,
     sample_flavour,
@@ -403,8 +402,10 @@ def decay_unstable(
 ):
     """Decay unstable hadrons through the table's two-body channels, isotropically.
 
-    Each round decays every unstable particle at once: daughter 1 replaces the parent and
-    daughter 2 goes to the first free slot (overflow is flagged, the parent then stays).
+    The particles are first moved to the front of the slots (in slot order, so the free slots
+    are the last ones). Each round then decays every unstable particle at once: daughter 1
+    replaces the parent and the second daughters are appended after the last particle, in
+    slot order of their parents (overflow is flagged, the parent then stays).
 
     Args:
       key: PRNG key.
@@ -412,14 +413,18 @@ def decay_unstable(
       pid: [N, C] int32.
       mask: [N, C] bool.
       n_rounds: static number of rounds (8 suffices for B* → B → D → K → K_S → π⁰ → γ).
-      history_labels: optional int32 [N, C] label of every particle (e.g. its cluster index);
-        when given, the decays are recorded and returned as a fifth output (below); the
-        momenta are the same either way.
+      history_labels: optional int32 [N, C] label of every particle (e.g. its cluster index),
+        moved with it; when given, the decays are recorded and returned as a fifth output
+        (below); the momenta are the same either way.
       history_capacity: U, the size of the record of decayed hadrons (default C).
       working_capacity: static W ≤ C (default C): the decays run on the first W slots and
         are repeated on all C slots only when some event of the batch does not fit into W
         (then both are computed). The result is the same for every W; a W that holds the
         particles of nearly every event saves the work on the empty slots.
+
+    The uniforms of the k-th unstable particle (in slot order) of an event in round r are
+    element (event, r, k) of one draw ``jax.random.uniform(key, (N, n_rounds, C, 3))``
+    (channel, cos θ, φ in the parent's rest frame); only the entries used are hashed.
 
     Returns:
       ``(p, pid, mask, overflow)`` with the same shapes and overflow [N] bool; with
@@ -447,9 +452,14 @@ def decay_unstable(
             raise ValueError(f"decay_unstable: history_capacity must be an int >= 1, got {history_capacity!r}")
         history_labels = jnp.asarray(history_labels, jnp.int32)
     pid = jnp.asarray(pid, jnp.int32)
-    # The uniforms of the k-th unstable particle (in slot order) of an event in round r are
-    # element (event, r, k) of one draw of shape [N, rounds, C, 3]; a round draws only the
-    # entries of its list (uniform_block), so the decays do not depend on the list size or W.
+    # Particles to the front (a stable partition by one int32 sort): the free slots of an
+    # event are then the ones after its n particles, and no round has to search for them.
+    slot = jnp.arange(cap, dtype=jnp.int32)
+    front = jnp.sort(jnp.where(mask, slot, cap + slot), axis=-1) % cap
+    p = jnp.take_along_axis(p, front[..., None], axis=1)
+    pid, mask = (jnp.take_along_axis(x, front, axis=1) for x in (pid, mask))
+    if record:
+        history_labels = jnp.take_along_axis(history_labels, front, 1)
     shape = (n, n_rounds, cap, 3)
 
     def run(w: int, list_sizes: tuple[int, ...]):
@@ -476,22 +486,31 @@ def decay_unstable(
         n_pre = sizes[-2] if len(sizes) > 1 else w
         u_pre = uniform_block(key, shape, (0, 0, 0, 0), (n, n_rounds, n_pre, 3), p.dtype, axes=(1, 0, 2, 3))
 
+        # The decay directions of the shortest list enter the branches as an operand, computed
+        # once per round: fused into the round, the trigonometry would be evaluated again for
+        # every momentum component written (as would the hash, were the uniforms drawn in the
+        # loop). Longer lists compute the directions of their further entries themselves.
+        n_dir = sizes[0]
+
         def branch(m: int):
-            def fn(r, u, st):
+            def fn(r, u, d, st):
                 if m > n_pre:
                     rest = uniform_block(key, shape, (0, r, n_pre, 0), (n, 1, m - n_pre, 3), p.dtype)[:, 0]
                     u = jnp.concatenate([u, rest], axis=1)
-                return jax.vmap(lambda u, st: _unstable_round(u, st, cap_u, m))(u[:, :m], st)
+                if m > n_dir:
+                    d = jnp.concatenate([d, _channel_and_direction(u[:, n_dir:m])], axis=1)
+                return jax.vmap(lambda d, st: _unstable_round(d, st, cap_u, m))(d[:, :m], st)
 
             return fn
 
-        branches = [lambda r, u, st: st] + [branch(m) for m in sizes]
+        branches = [lambda r, u, d, st: st] + [branch(m) for m in sizes]
 
         def one_round(st, xs):
             r, u = xs
             count = jnp.max(jnp.sum(st["mask"] & ~H.is_stable(st["pid"]), axis=-1))
             index = sum((count > m).astype(jnp.int32) for m in [0, *sizes[:-1]])
-            return jax.lax.switch(index, branches, r, u, st), None
+            d = _channel_and_direction(u[:, :n_dir])
+            return jax.lax.switch(index, branches, r, u, d, st), None
 
         state, _ = jax.lax.scan(one_round, state, (jnp.arange(n_rounds, dtype=jnp.int32), u_pre))
         pad = cap - w
@@ -520,6 +539,15 @@ def decay_unstable(
     return jax.lax.cond(redo, lambda: run(cap, ()), lambda: small)
 
 
+def _channel_and_direction(u: Array) -> Array:
+    """[..., 3] uniforms → [..., 4]: the channel uniform and the unit vector (n_x, n_y, n_z) of
+    cos θ = 2u₁ − 1, φ = π(2u₂ − 1) (isotropic)."""
+    cos = 2.0 * u[..., 1] - 1.0
+    phi = (2.0 * u[..., 2] - 1.0) * jnp.pi
+    sin = kin.safe_sqrt(1.0 - cos**2)
+    return jnp.stack([u[..., 0], sin * jnp.cos(phi), sin * jnp.sin(phi), cos], axis=-1)
+
+
 def _boosted_pair(p, placed, q, m1, m2, nx, ny, nz):
     """Daughters of two-body decays at rest (momentum ±q n̂), boosted with their parents.
 
@@ -546,18 +574,21 @@ def _boosted_pair(p, placed, q, m1, m2, nx, ny, nz):
 
 
 def _unstable_round(u, st, cap_u: int, size: int):
-    """One decay round of one event: u [size, 3] uniforms of its list entries, ``st`` the state.
+    """One decay round of one event: u [size, 4] channel uniform and decay direction of its list
+    entries (:func:`_channel_and_direction`), ``st`` the state (particles at the front).
 
     The unstable particles are gathered into a list of ``size`` entries in slot order (the
     caller makes sure it holds them all), decayed, and written back: the k-th two-body decay
-    puts its second daughter into the k-th free slot; the record rows follow the list order.
+    appends its second daughter as particle n + k; the record rows follow the list order.
     """
     p, pid, mask = st["p"], st["pid"], st["mask"]
     w = mask.shape[0]
     dtype = p.dtype
     record = "labels" in st
     slot = jnp.arange(w, dtype=jnp.int32)
-    order = jnp.sort(jnp.where(mask & ~H.is_stable(pid), slot, w + slot))[:size]
+    unstable = mask & ~H.is_stable(pid)
+    rank_u = jnp.cumsum(unstable.astype(jnp.int32)) - 1
+    order = jnp.full((size,), w, jnp.int32).at[jnp.where(unstable, rank_u, size)].set(slot, mode="drop")
     valid = order < w
     idx = jnp.minimum(order, w - 1)
     p_par, pid_par = p[idx], pid[idx]
@@ -570,18 +601,18 @@ def _unstable_round(u, st, cap_u: int, size: int):
     d2 = jnp.where(pid_par < 0, H.conjugate_pid(d2), d2)
     relabel = valid & (d2 == 0)
     two = valid & (d2 != 0)
-    # The k-th two-body decay (in slot order) takes the k-th free slot, if there is one.
-    target, placed = append_to_free_slots(mask, two)
+    # The k-th two-body decay (in slot order) appends its second daughter, if there is room.
+    rank = jnp.cumsum(two.astype(jnp.int32)) - 1
+    target = jnp.sum(mask, dtype=jnp.int32) + rank
+    placed = two & (target < w)
+    target = jnp.where(placed, target, w).astype(jnp.int32)
     overflow = st["overflow"] | jnp.any(two & ~placed)
     m = H.hadron_mass(pid_par, dtype)
     m1 = H.hadron_mass(d1, dtype)
     m2 = H.hadron_mass(jnp.where(placed, d2, 0), dtype)
-    cos = 2.0 * u[:, 1] - 1.0
-    phi = (2.0 * u[:, 2] - 1.0) * jnp.pi
-    sin = kin.safe_sqrt(1.0 - cos**2)
     # The parent's table mass (not E² − p²) sets |p*|: exact on shell, robust in float32.
     q = kin.two_body_momentum(jnp.where(placed, m, 1.0), jnp.where(placed, m1, 0.0), m2)
-    lab_a, lab_b = _boosted_pair(p_par, placed, q, m1, m2, sin * jnp.cos(phi), sin * jnp.sin(phi), cos)
+    lab_a, lab_b = _boosted_pair(p_par, placed, q, m1, m2, u[:, 1], u[:, 2], u[:, 3])
     out = dict(st)
     if record:
         # Each decaying hadron becomes a record row; daughter 1 (in its slot) and
