@@ -452,21 +452,23 @@ def decay_unstable(
             raise ValueError(f"decay_unstable: history_capacity must be an int >= 1, got {history_capacity!r}")
         history_labels = jnp.asarray(history_labels, jnp.int32)
     pid = jnp.asarray(pid, jnp.int32)
-    # Particles to the front (a stable partition by one int32 sort): the free slots of an
-    # event are then the ones after its n particles, and no round has to search for them.
-    slot = jnp.arange(cap, dtype=jnp.int32)
-    front = jnp.sort(jnp.where(mask, slot, cap + slot), axis=-1) % cap
-    p = jnp.take_along_axis(p, front[..., None], axis=1)
-    pid, mask = (jnp.take_along_axis(x, front, axis=1) for x in (pid, mask))
-    if record:
-        history_labels = jnp.take_along_axis(history_labels, front, 1)
     shape = (n, n_rounds, cap, 3)
 
     def run(w: int, list_sizes: tuple[int, ...]):
-        state = {"p": p[:, :w], "pid": pid[:, :w], "mask": mask[:, :w], "overflow": jnp.zeros((n,), bool)}
+        # Particles to the front (a stable partition by one int32 sort; the caller checks that
+        # none is beyond W): the free slots of an event are then the ones after its n
+        # particles, and no round has to search for them.
+        slot = jnp.arange(w, dtype=jnp.int32)
+        front = jnp.sort(jnp.where(mask[:, :w], slot, w + slot), axis=-1) % w
+        state = {
+            "p": jnp.take_along_axis(p[:, :w], front[..., None], axis=1),
+            "pid": jnp.take_along_axis(pid[:, :w], front, axis=1),
+            "mask": jnp.take_along_axis(mask[:, :w], front, axis=1),
+            "overflow": jnp.zeros((n,), bool),
+        }
         if record:
             state.update(
-                labels=history_labels[:, :w],
+                labels=jnp.take_along_axis(history_labels[:, :w], front, axis=1),
                 parent_of=jnp.full((n, w), -1, jnp.int32),
                 decayed_p=jnp.zeros((n, cap_u, 4), p.dtype),
                 decayed_pid=jnp.zeros((n, cap_u), jnp.int32),

@@ -37,7 +37,6 @@ from diffgen.typing import Array, Key, Params
 
 __all__ = [
     "Clusters",
-    "append_to_free_slots",
     "constituent_axis",
     "fission_fractions",
     "form_clusters",
@@ -259,29 +258,6 @@ def validate_partons(events: Events) -> None:
             raise ValueError(f"hadronize: events.colour: event {e} has colour tags without partner anticolour")
 
 
-def append_to_free_slots(mask: Array, flags: Array) -> tuple[Array, Array]:
-    """Free slots for new items of one event.
-
-    Args:
-      mask: [C] bool occupied slots.
-      flags: [M] bool, items to place (in order).
-
-    Returns:
-      ``(target, placed)``: [M] int32 slot index of each item (C, out of range, if not
-      placed) and [M] bool whether it was placed (False when the capacity is exhausted).
-    """
-    cap = mask.shape[0]
-    # Free (False) slots first, each group in slot order: the stable argsort of the mask,
-    # as a sort of one int32 key (several times faster than a sort of (mask, index) pairs);
-    # entries ≥ C are occupied slots, so an item whose entry is one finds no free slot.
-    slot = jnp.arange(cap, dtype=jnp.int32)
-    free = jnp.sort(jnp.where(mask, cap + slot, slot))
-    rank = jnp.cumsum(flags.astype(jnp.int32)) - 1
-    target = free[jnp.clip(rank, 0, cap - 1)]
-    placed = flags & (rank < cap) & (target < cap)
-    return jnp.where(placed, target, cap).astype(jnp.int32), placed
-
-
 def sample_flavour(u: Array, logits: Array) -> Array:
     """Inverse-CDF draw of a popped flavour 1..3 (d, u, s).
 
@@ -399,7 +375,12 @@ def _fission_one(params: Params, u, carry):
     f = sample_flavour(u[:, 2], logits)
     x, y = fission_fractions(u[:, 0], u[:, 1], m, cmass[cf_q], cmass[cf_qb], cmass[f])
     x, y = x[:, None], y[:, None]
-    target, placed = append_to_free_slots(cmask, split)
+    # The clusters are at the front of the slots (form_clusters): the k-th split appends its
+    # second child as cluster n + k, if there is room.
+    rank = jnp.cumsum(split.astype(jnp.int32)) - 1
+    target = jnp.sum(cmask, dtype=jnp.int32) + rank
+    placed = split & (target < cmask.shape[0])
+    target = jnp.where(placed, target, cmask.shape[0]).astype(jnp.int32)
     overflow = overflow | jnp.any(split & ~placed)
     logp = logp + jnp.sum(jnp.where(placed, log_w[f - 1], 0.0))
     new_q, new_qb = (1.0 - x) * cp_q, (1.0 - y) * cp_qb
@@ -460,6 +441,15 @@ def form_clusters(
     carry, unmatched, hist = jax.vmap(
         lambda a, p, pid, col, m: _form_one(params, a, p, pid, col, m, k, record_history)
     )(u_form, events.p, events.pid, events.colour, events.mask)
+    # Clusters to the front of the slots (a stable partition by one int32 sort), so that the
+    # fission rounds append without searching for free slots.
+    slot = jnp.arange(k, dtype=jnp.int32)
+    front = jnp.sort(jnp.where(carry[4], slot, k + slot), axis=-1) % k
+    carry = tuple(
+        jnp.take_along_axis(x, front[..., None] if x.ndim == 3 else front, axis=1) if x.ndim > 1 else x for x in carry
+    )
+    if record_history:
+        hist.update({name: jnp.take_along_axis(hist[name], front, axis=1) for name in ("cluster_q", "cluster_qbar")})
     fission_shape = (n, n_fission_rounds, k, 3)
     split_fn = jax.vmap(lambda c: _fission_split(params, *c[:5])[1])
     round_fn = jax.vmap(lambda u, c: _fission_one(params, u, c))
