@@ -41,9 +41,11 @@ from diffgen.core import is_traced
 from diffgen.hadronization import hadrons as H
 from diffgen.hadronization.formation import (
     Clusters,
+    append_after_last,
     constituent_axis,
     popped_flavour_logits,
     sample_flavour,
+    to_front,
     uniform,
     uniform_block,
 )
@@ -455,11 +457,9 @@ def decay_unstable(
     shape = (n, n_rounds, cap, 3)
 
     def run(w: int, list_sizes: tuple[int, ...]):
-        # Particles to the front (a stable partition by one int32 sort; the caller checks that
-        # none is beyond W): the free slots of an event are then the ones after its n
-        # particles, and no round has to search for them.
-        slot = jnp.arange(w, dtype=jnp.int32)
-        front = jnp.sort(jnp.where(mask[:, :w], slot, w + slot), axis=-1) % w
+        # Particles to the front (the caller checks that none is beyond W): the free slots of
+        # an event are then the ones after its n particles, and no round has to search for them.
+        front = to_front(mask[:, :w])
         state = {
             "p": jnp.take_along_axis(p[:, :w], front[..., None], axis=1),
             "pid": jnp.take_along_axis(pid[:, :w], front, axis=1),
@@ -604,10 +604,7 @@ def _unstable_round(u, st, cap_u: int, size: int):
     relabel = valid & (d2 == 0)
     two = valid & (d2 != 0)
     # The k-th two-body decay (in slot order) appends its second daughter, if there is room.
-    rank = jnp.cumsum(two.astype(jnp.int32)) - 1
-    target = jnp.sum(mask, dtype=jnp.int32) + rank
-    placed = two & (target < w)
-    target = jnp.where(placed, target, w).astype(jnp.int32)
+    target, placed = append_after_last(mask, two)
     overflow = st["overflow"] | jnp.any(two & ~placed)
     m = H.hadron_mass(pid_par, dtype)
     m1 = H.hadron_mass(d1, dtype)

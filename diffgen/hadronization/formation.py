@@ -37,11 +37,13 @@ from diffgen.typing import Array, Key, Params
 
 __all__ = [
     "Clusters",
+    "append_after_last",
     "constituent_axis",
     "fission_fractions",
     "form_clusters",
     "popped_flavour_logits",
     "sample_flavour",
+    "to_front",
     "uniform",
     "uniform_block",
     "validate_partons",
@@ -258,6 +260,37 @@ def validate_partons(events: Events) -> None:
             raise ValueError(f"hadronize: events.colour: event {e} has colour tags without partner anticolour")
 
 
+def to_front(mask: Array) -> Array:
+    """The slot order that moves the occupied slots of each row to the front, in slot order.
+
+    A stable partition by one int32 sort (several times faster than a sort of (mask, index)
+    pairs). Args: mask [..., C] bool. Returns: int32 [..., C] source slot of every slot (for
+    ``jnp.take_along_axis(x, order, axis=-1)``).
+    """
+    cap = mask.shape[-1]
+    slot = jnp.arange(cap, dtype=jnp.int32)
+    return jnp.sort(jnp.where(mask, slot, cap + slot), axis=-1) % cap
+
+
+def append_after_last(mask: Array, flags: Array) -> tuple[Array, Array]:
+    """Slots for new items of one event whose occupied slots are at the front (:func:`to_front`).
+
+    The k-th flagged item goes to slot n + k, n the number of occupied slots.
+
+    Args:
+      mask: [C] bool occupied slots (the first n).
+      flags: [M] bool, items to place (in order).
+
+    Returns:
+      ``(target, placed)``: [M] int32 slot of each item (C, out of range, if not placed) and
+      [M] bool whether it was placed (False when the capacity is exhausted).
+    """
+    cap = mask.shape[0]
+    target = jnp.sum(mask, dtype=jnp.int32) + jnp.cumsum(flags.astype(jnp.int32)) - 1
+    placed = flags & (target < cap)
+    return jnp.where(placed, target, cap).astype(jnp.int32), placed
+
+
 def sample_flavour(u: Array, logits: Array) -> Array:
     """Inverse-CDF draw of a popped flavour 1..3 (d, u, s).
 
@@ -376,11 +409,8 @@ def _fission_one(params: Params, u, carry):
     x, y = fission_fractions(u[:, 0], u[:, 1], m, cmass[cf_q], cmass[cf_qb], cmass[f])
     x, y = x[:, None], y[:, None]
     # The clusters are at the front of the slots (form_clusters): the k-th split appends its
-    # second child as cluster n + k, if there is room.
-    rank = jnp.cumsum(split.astype(jnp.int32)) - 1
-    target = jnp.sum(cmask, dtype=jnp.int32) + rank
-    placed = split & (target < cmask.shape[0])
-    target = jnp.where(placed, target, cmask.shape[0]).astype(jnp.int32)
+    # second child after the last cluster, if there is room.
+    target, placed = append_after_last(cmask, split)
     overflow = overflow | jnp.any(split & ~placed)
     logp = logp + jnp.sum(jnp.where(placed, log_w[f - 1], 0.0))
     new_q, new_qb = (1.0 - x) * cp_q, (1.0 - y) * cp_qb
@@ -441,10 +471,9 @@ def form_clusters(
     carry, unmatched, hist = jax.vmap(
         lambda a, p, pid, col, m: _form_one(params, a, p, pid, col, m, k, record_history)
     )(u_form, events.p, events.pid, events.colour, events.mask)
-    # Clusters to the front of the slots (a stable partition by one int32 sort), so that the
-    # fission rounds append without searching for free slots.
-    slot = jnp.arange(k, dtype=jnp.int32)
-    front = jnp.sort(jnp.where(carry[4], slot, k + slot), axis=-1) % k
+    # Clusters to the front of the slots, so that the fission rounds append without searching
+    # for free slots.
+    front = to_front(carry[4])
     carry = tuple(
         jnp.take_along_axis(x, front[..., None] if x.ndim == 3 else front, axis=1) if x.ndim > 1 else x for x in carry
     )
