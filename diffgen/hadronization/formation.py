@@ -216,6 +216,14 @@ def uniform(key: Key, shape: tuple[int, ...], dtype) -> Array:
 
     :func:`uniform_block` of the whole shape: JAX's CPU lowering of Threefry runs its rounds
     as a loop over whole arrays, several times slower than one fused elementwise loop.
+
+    Args:
+      key: PRNG key.
+      shape: static shape of the draw.
+      dtype: float32 or float64 (others take ``jax.random.uniform`` itself).
+
+    Returns:
+      [*shape] uniform numbers in [0, 1) of ``dtype``.
     """
     return uniform_block(key, shape, (0,) * len(shape), shape, dtype)
 
@@ -264,8 +272,14 @@ def to_front(mask: Array) -> Array:
     """The slot order that moves the occupied slots of each row to the front, in slot order.
 
     A stable partition by one int32 sort (several times faster than a sort of (mask, index)
-    pairs). Args: mask [..., C] bool. Returns: int32 [..., C] source slot of every slot (for
-    ``jnp.take_along_axis(x, order, axis=-1)``).
+    pairs).
+
+    Args:
+      mask: [..., C] bool occupied slots.
+
+    Returns:
+      int32 [..., C]: the source slot of every slot, occupied ones first (apply with
+      ``jnp.take_along_axis(x, order, axis=-1)``).
     """
     cap = mask.shape[-1]
     slot = jnp.arange(cap, dtype=jnp.int32)
