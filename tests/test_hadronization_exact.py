@@ -1,4 +1,5 @@
-"""Hadronization shortcuts that must not change the result: block draws, decay lists, working capacity."""
+"""Hadronization shortcuts that must not change the result: block draws, decay lists, working capacity,
+rounds on the active events only."""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from diffgen.hadronization import decay as D
+from diffgen.hadronization import formation as F
 from diffgen.hadronization import hadronize
 from diffgen.hadronization.formation import uniform, uniform_block
 from diffgen.hadronization.samples import parton_chains
@@ -33,6 +35,42 @@ def test_uniform_block_is_a_slice_of_jax_random_uniform(dtype):
     )
     with pytest.raises(ValueError, match="equal lengths"):
         uniform_block(keys[0], shape, (0, 0), (1, 1), dtype)
+    # Given rows of the first axis (repeated, unordered), with and without a permutation.
+    rows = jnp.array([9, 0, 12, 9], jnp.int32)
+    for key in (keys[0], rbg):
+        full = np.asarray(jax.random.uniform(key, shape, dtype))[np.asarray(rows)]
+        block = jax.jit(lambda k, r: uniform_block(k, shape, (5, r, 2, 0), (4, 1, 7, 3), dtype, rows=rows))(
+            key, jnp.int32(2)
+        )
+        np.testing.assert_array_equal(np.asarray(block), full[:, 2:3, 2:9])
+        moved = uniform_block(key, shape, (0, 1, 0, 0), (4, 2, 11, 3), dtype, rows=rows, axes=(1, 0, 2, 3))
+        np.testing.assert_array_equal(np.asarray(moved), np.transpose(full[:, 1:3], (1, 0, 2, 3)))
+    with pytest.raises(ValueError, match="rows must have shape"):
+        uniform_block(keys[0], shape, (0, 0, 0, 0), (3, 1, 1, 1), dtype, rows=rows)
+
+
+@pytest.mark.parametrize("n", [40, 1024])
+def test_on_active_rows_is_the_row_function_on_the_active_rows(n):
+    rng = np.random.default_rng(n)
+    base = {"a": jnp.asarray(rng.normal(size=(n, 3))), "b": jnp.asarray(rng.integers(0, 9, size=n), jnp.int32)}
+    inputs = jnp.asarray(rng.normal(size=(n, 2)))
+    active = jnp.asarray(rng.permutation(n) % 5 == 0)  # a fifth of the rows, scattered
+
+    def fn(rows, x):
+        return {"a": rows["a"] * x[:, :1] + x[:, 1:], "b": rows["b"] + 1}
+
+    size = F.active_row_capacity(n)
+    assert 0 < size < n
+    assert bool(F.active_rows_fit(active, size))
+    got = jax.jit(lambda b, x, a: F.on_active_rows(fn, b, x, a, size))(base, inputs, active)
+    want = jax.tree.map(
+        lambda new, old: jnp.where(active.reshape(-1, *[1] * (old.ndim - 1)), new, old), fn(base, inputs), base
+    )
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    # Too many active rows in a block is detected (the caller then uses all rows).
+    assert not bool(F.active_rows_fit(jnp.ones(n, bool), size))
+    assert F.active_row_capacity(n, 0.0) == 0 and F.active_row_capacity(3, 0.25) == 1
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +110,36 @@ def test_decay_lists_and_working_capacity_give_the_same_decays(primaries, monkey
         # Momenta agree to rounding (XLA may contract multiply-adds differently).
         np.testing.assert_allclose(other[0], default[0], rtol=0, atol=1e-9)
         np.testing.assert_allclose(other[4]["decayed_p"], default[4]["decayed_p"], rtol=0, atol=1e-9)
+
+
+def test_rounds_on_the_active_events_give_the_same_hadrons(monkeypatch):
+    """Fission and decay rounds on the few events with work (and the mixed lists) change nothing.
+
+    The reference turns the shortcut off (``ACTIVE_ROW_FRACTION = 0``: every round on every
+    event). A callback counts the rounds that took the shortcut, so the test cannot pass by
+    never using it.
+    """
+    partons = parton_chains(jax.random.key(5), 600, n_gluons=4, sqrt_s=91.2, capacity=8)
+    layer = hadronize(record_history=True)
+    params = layer.init(jax.random.key(0))
+    taken = []
+    original = F.on_active_rows
+
+    def counted(*args):
+        jax.debug.callback(lambda: taken.append(1))
+        return original(*args)
+
+    monkeypatch.setattr(F, "on_active_rows", counted)
+    monkeypatch.setattr(D, "on_active_rows", counted)
+    fast = jax.tree.map(np.asarray, jax.jit(lambda *a: layer.apply(*a))(params, jax.random.key(3), partons))
+    assert len(taken) >= 4  # late fission rounds, late decay rounds, the mixed first decay round
+    monkeypatch.setattr(F, "ACTIVE_ROW_FRACTION", 0.0)
+    taken.clear()
+    # A new function: a new trace, which reads the fraction again.
+    every = jax.tree.map(np.asarray, jax.jit(lambda *a: layer.apply(*a))(params, jax.random.key(3), partons))
+    assert not taken
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(fast), jax.tree.leaves(every), strict=True):
+        if a.dtype.kind == "f":
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-9, err_msg=str(path))
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=str(path))

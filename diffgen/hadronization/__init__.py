@@ -22,12 +22,13 @@ from diffgen.hadronization.decay import (
 )
 from diffgen.hadronization.formation import Clusters, constituent_axis, form_clusters
 from diffgen.hadronization.hadrons import charge3, hadron_mass, is_stable, meson_pid
-from diffgen.hadronization.layer import DEFAULT_PARAMS, hadronize
+from diffgen.hadronization.layer import DEFAULT_PARAMS, capacities, hadronize
 
 __all__ = [
     "AngleModel",
     "Clusters",
     "DEFAULT_PARAMS",
+    "capacities",
     "charge3",
     "constituent_axis",
     "decay_clusters",

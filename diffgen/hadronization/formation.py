@@ -41,6 +41,7 @@ __all__ = [
     "constituent_axis",
     "fission_fractions",
     "form_clusters",
+    "on_active_rows",
     "popped_flavour_logits",
     "sample_flavour",
     "to_front",
@@ -48,6 +49,15 @@ __all__ = [
     "uniform_block",
     "validate_partons",
 ]
+
+#: Default cluster capacity K = max(P, this) (see :func:`diffgen.hadronization.layer.capacities`).
+DEFAULT_MAX_CLUSTERS = 24
+
+#: A fission or decay round in which at most this fraction of the events of every block has
+#: something to do runs on those events only (:func:`on_active_rows`): at 91.2 GeV fewer than
+#: a quarter of the events still split a cluster from the fourth fission round on and still
+#: decay a hadron from the fifth decay round on (docs/hadronization.md, Performance).
+ACTIVE_ROW_FRACTION = 0.25
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -149,7 +159,14 @@ def _threefry_key_data(key: Key) -> Array | None:
 
 
 def uniform_block(
-    key: Key, shape: tuple[int, ...], start: tuple, size: tuple[int, ...], dtype, *, axes: tuple[int, ...] | None = None
+    key: Key,
+    shape: tuple[int, ...],
+    start: tuple,
+    size: tuple[int, ...],
+    dtype,
+    *,
+    axes: tuple[int, ...] | None = None,
+    rows: Array | None = None,
 ) -> Array:
     """A block of ``jax.random.uniform(key, shape, dtype)`` without drawing the rest.
 
@@ -166,12 +183,16 @@ def uniform_block(
       dtype: float32 or float64 (anything else falls back to the full draw).
       axes: optional permutation: return ``jnp.transpose(block, axes)``, generated in that
         layout (no transposing copy).
+      rows: optional int [n₀] indices along the first axis, in place of the range
+        s₀ … s₀ + n₀ − 1 (``start[0]`` is then ignored): the block of the given rows.
 
     Returns:
       [*size] (permuted by ``axes``) uniform numbers in [0, 1) of ``dtype``.
     """
     if not len(shape) == len(start) == len(size):
         raise ValueError(f"uniform_block: shape, start and size must have equal lengths, got {shape}, {start}, {size}")
+    if rows is not None and jnp.shape(rows) != (size[0],):
+        raise ValueError(f"uniform_block: rows must have shape ({size[0]},) = size[0], got {jnp.shape(rows)}")
     dtype = jnp.dtype(dtype)
     data = _threefry_key_data(key)
     total = int(np.prod(shape))
@@ -183,6 +204,8 @@ def uniform_block(
         or total >= (2**64 if x64 else 2**32)
     ):
         full = jax.random.uniform(key, shape, dtype)
+        if rows is not None:
+            full, start = full[jnp.asarray(rows)], (0, *start[1:])
         block = jax.lax.dynamic_slice(full, tuple(jnp.asarray(s, jnp.int32) for s in start), size)
         return block if axes is None else jnp.transpose(block, axes)
     axes = tuple(range(len(shape))) if axes is None else tuple(axes)
@@ -191,7 +214,10 @@ def uniform_block(
     out_size = tuple(size[a] for a in axes)
     count = jnp.zeros(out_size, udt)
     for out_axis, axis in enumerate(axes):
-        idx = jax.lax.broadcasted_iota(udt, out_size, out_axis) + jnp.asarray(start[axis]).astype(udt)
+        if axis == 0 and rows is not None:
+            idx = jnp.expand_dims(jnp.asarray(rows).astype(udt), [a for a in range(len(axes)) if a != out_axis])
+        else:
+            idx = jax.lax.broadcasted_iota(udt, out_size, out_axis) + jnp.asarray(start[axis]).astype(udt)
         count = count + idx * udt(int(strides[axis]))
     if x64:
         hi = jax.lax.shift_right_logical(count, np.uint64(32)).astype(jnp.uint32)
@@ -303,6 +329,87 @@ def append_after_last(mask: Array, flags: Array) -> tuple[Array, Array]:
     target = jnp.sum(mask, dtype=jnp.int32) + jnp.cumsum(flags.astype(jnp.int32)) - 1
     placed = flags & (target < cap)
     return jnp.where(placed, target, cap).astype(jnp.int32), placed
+
+
+def _row_blocks(n: int) -> int:
+    # Blocks of whole rows, so that with the batch sharded over devices (diffgen.parallel)
+    # the gather of a block's rows stays on its device; at least 256 rows per block keep
+    # the count of active rows per block close to its mean.
+    for b in (16, 8, 4, 2):
+        if n % b == 0 and n // b >= 256:
+            return b
+    return 1
+
+
+def active_row_capacity(n: int, fraction: float | None = None) -> int:
+    """Rows per block of :func:`on_active_rows` for a batch of ``n`` rows (0: no gain, use all).
+
+    Args:
+      n: rows of the batch.
+      fraction: the share of each block's rows to provide for (default
+        :data:`ACTIVE_ROW_FRACTION`, read at the call; 0 turns the shortcut off).
+
+    Returns:
+      The static number of active rows a block may hold, or 0 when that is not fewer than
+      the block's rows.
+    """
+    fraction = ACTIVE_ROW_FRACTION if fraction is None else fraction
+    m = n // _row_blocks(n)
+    size = int(np.ceil(m * fraction))
+    return size if 0 < size < m else 0
+
+
+def active_rows_fit(active: Array, size: int) -> Array:
+    """Whether no block of the batch has more than ``size`` active rows (scalar bool).
+
+    Args:
+      active: [N] bool rows with work to do.
+      size: rows per block (:func:`active_row_capacity`).
+
+    Returns:
+      0-d bool.
+    """
+    n = active.shape[0]
+    b = _row_blocks(n)
+    return jnp.max(jnp.sum(active.reshape(b, n // b), axis=1, dtype=jnp.int32)) <= size
+
+
+def on_active_rows(fn, base, inputs, active: Array, size: int):
+    """Apply a row-wise ``fn`` to the active rows of a batch only; the other rows keep ``base``.
+
+    The rows are taken in blocks (16, 8, 4, 2 or 1 blocks of at least 256 rows), from each
+    block its first ``size`` active rows: ``fn`` then works on ``blocks × size`` rows instead
+    of N. Every row is computed by the same row function from the same inputs, so the result
+    is the one of ``fn`` on every row, selected by ``active`` (up to XLA's contraction of
+    multiply-adds); the caller makes sure that no block has more than ``size`` active rows
+    (:func:`active_rows_fit`).
+
+    Args:
+      fn: ``fn(base_rows, input_rows) -> new base rows``, pytrees with the structure of
+        ``base`` and ``inputs`` and a leading row axis.
+      base: pytree of [N, ...] arrays (the rows' values before and, where not active, after).
+      inputs: pytree of [N, ...] arrays passed to ``fn`` with their rows.
+      active: [N] bool.
+      size: static rows per block (:func:`active_row_capacity`).
+
+    Returns:
+      A pytree like ``base``.
+    """
+    n = active.shape[0]
+    b = _row_blocks(n)
+    m = n // b
+
+    def blocked(x):
+        return x.reshape(b, m, *x.shape[1:])
+
+    def block(base_b, inputs_b, active_b):
+        rows = jnp.nonzero(active_b, size=size, fill_value=m)[0].astype(jnp.int32)
+        take = jnp.minimum(rows, m - 1)
+        new = fn(jax.tree.map(lambda x: x[take], base_b), jax.tree.map(lambda x: x[take], inputs_b))
+        return jax.tree.map(lambda x, y: x.at[rows].set(y, mode="drop"), base_b, new)
+
+    out = jax.vmap(block)(jax.tree.map(blocked, base), jax.tree.map(blocked, inputs), blocked(active))
+    return jax.tree.map(lambda x: x.reshape(n, *x.shape[2:]), out)
 
 
 def sample_flavour(u: Array, logits: Array) -> Array:
@@ -457,7 +564,7 @@ def form_clusters(
       params: ``{"cl_max": GeV, "gamma_s": strange-pair weight}`` (0-d arrays).
       key: PRNG key (gluon-splitting fractions and flavours, fission).
       events: partons with ``colour`` set: pid ±1..±5 or 21, massless, LHE colour tags.
-      max_clusters: static cluster capacity K (default 2 × parton capacity).
+      max_clusters: static cluster capacity K (default as :func:`diffgen.hadronization.hadronize`).
       n_fission_rounds: static number of fission rounds.
       record_history: also return ``info["history"]`` (static): ``parton_p_q``,
         ``parton_p_qbar`` [N, P, 4] the quark and antiquark ends of every parton (a gluon's
@@ -477,7 +584,7 @@ def form_clusters(
     validate_partons(events)
     if not isinstance(n_fission_rounds, int) or n_fission_rounds < 0:
         raise ValueError(f"form_clusters: n_fission_rounds must be an int >= 0, got {n_fission_rounds!r}")
-    k = 2 * events.capacity if max_clusters is None else int(max_clusters)
+    k = max(events.capacity, DEFAULT_MAX_CLUSTERS) if max_clusters is None else int(max_clusters)
     k1, k2 = jax.random.split(key)
     n = events.n_events
     dtype = events.dtype
@@ -498,17 +605,31 @@ def form_clusters(
     round_fn = jax.vmap(lambda u, c: _fission_one(params, u, c))
 
     # Fission rounds at the batch level: a round in which no cluster of the batch is above the
-    # threshold changes nothing, so it is skipped (lax.cond). The uniforms are drawn before
+    # threshold changes nothing, so it is skipped (lax.switch). The uniforms are drawn before
     # the loop (round-major, as scan inputs): drawn inside, XLA would fuse the hash into
     # every consumer and compute it several times.
     u_fis = uniform_block(k2, fission_shape, (0, 0, 0, 0), fission_shape, dtype, axes=(1, 0, 2, 3))
 
+    size = active_row_capacity(n)
+
     def fission_round(carry, u):
+        none = jnp.full((n, k), -1, jnp.int32)
+        active = jnp.any(split_fn(carry), axis=-1)
+
         def skip(c, u):
             del u
-            return c, jnp.full((n, k), -1, jnp.int32)
+            return c, none
 
-        return jax.lax.cond(jnp.any(split_fn(carry)), lambda c, u: round_fn(u, c), skip, carry, u)
+        def few(c, u):
+            return on_active_rows(lambda base, u: round_fn(u, base[0]), (c, none), u, active, size)
+
+        branches = [skip, lambda c, u: round_fn(u, c)]
+        index = jnp.any(active).astype(jnp.int32)
+        if size:
+            # A round in which few events still split runs on those events only.
+            branches.append(few)
+            index = jnp.where((index == 1) & active_rows_fit(active, size), 2, index)
+        return jax.lax.switch(index, branches, carry, u)
 
     carry, fission = jax.lax.scan(fission_round, carry, u_fis)
     cp_q, cp_qb, f_q, f_qb, mask, overflow, logp = carry

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 
 from diffgen.core import Events, Layer
 from diffgen.hadronization.decay import AngleModel, decay_clusters, decay_unstable, reference_angles
-from diffgen.hadronization.formation import form_clusters
+from diffgen.hadronization.formation import DEFAULT_MAX_CLUSTERS, form_clusters
 from diffgen.typing import Key, Params
 
-__all__ = ["DEFAULT_PARAMS", "HISTORY_KEYS", "HISTORY_PREFIX", "hadronize"]
+__all__ = ["DEFAULT_PARAMS", "HISTORY_KEYS", "HISTORY_PREFIX", "capacities", "hadronize"]
 
 #: Default physics parameters: cl_max (GeV, Herwig 7 ClMaxLight), γ_s (strange-pair weight),
 #: p_vector (probability of a vector meson per hadron; 0.75 = spin counting 3 : 1).
@@ -18,7 +18,7 @@ DEFAULT_PARAMS = {"cl_max": 3.35, "gamma_s": 0.6, "p_vector": 0.75}
 
 #: Slots beyond the 2K primary-hadron slots in which the unstable decays run before the
 #: all-capacity fallback (see ``decay_unstable(working_capacity=...)``).
-WORKING_SLOTS = 32
+WORKING_SLOTS = 64
 
 #: Prefix of the cluster-history keys written with ``hadronize(record_history=True)``.
 HISTORY_PREFIX = "hadronization_history/"
@@ -48,6 +48,40 @@ HISTORY_KEYS = tuple(
 )
 
 
+def capacities(parton_capacity: int, max_clusters: int | None = None, capacity: int | None = None):
+    """The static capacities of :func:`hadronize` for events of ``parton_capacity`` slots.
+
+    The number of clusters after fission grows with the energy, not with the parton slots:
+    at 91.2 GeV with the default shower (P = 24) no event of 10⁶ needed more than 24
+    clusters (``formation.DEFAULT_MAX_CLUSTERS``; none overflowed) or had more than 105 hadrons
+    after the decays (docs/hadronization.md, Performance), so the defaults K = max(P, 24) and
+    C = 6K leave room at LEP energies; an event that does not fit is flagged
+    (``cluster_overflow``, ``hadron_overflow``), never silently truncated. At higher energies
+    pass a larger K.
+
+    Args:
+      parton_capacity: P, the slots of the input partons.
+      max_clusters: K (at least P: a cluster per parton is the least that colour-singlet
+        formation can need), or None for the default max(P, 24).
+      capacity: C, or None for the default 6K.
+
+    Returns:
+      ``(K, C, W)``: W = min(C, 2K + :data:`WORKING_SLOTS`), the working slots of the unstable
+      decays (they are repeated on all C slots only for a batch with an event that does not
+      fit into W; the result is the same either way).
+
+    Raises:
+      ValueError: K < P or C < 2K.
+    """
+    k = max(parton_capacity, DEFAULT_MAX_CLUSTERS) if max_clusters is None else max_clusters
+    if k < parton_capacity:
+        raise ValueError(f"hadronize: max_clusters must be >= the parton capacity {parton_capacity}, got {k}")
+    cap = 6 * k if capacity is None else capacity
+    if cap < 2 * k:
+        raise ValueError(f"hadronize: capacity must be >= 2 × max_clusters = {2 * k}, got {cap}")
+    return k, cap, min(cap, 2 * k + WORKING_SLOTS)
+
+
 def hadronize(
     decay: str | AngleModel = "reference",
     *,
@@ -65,7 +99,7 @@ def hadronize(
     Args:
       decay: ``"reference"`` (smeared angles), ``"isotropic"``, or an :class:`AngleModel`
         (e.g. :func:`diffgen.hadronization.learned.angle_model` of a trained checkpoint).
-      max_clusters: static cluster capacity K (default 2 × parton capacity P).
+      max_clusters: static cluster capacity K ≥ P (default max(P, 24), see :func:`capacities`).
       capacity: static hadron capacity per event (default 6 K).
       n_fission_rounds: static number of cluster-fission rounds.
       decay_unstable_hadrons: decay ρ, η, K*, K⁰, D, B … (and π⁰ → γγ).
@@ -73,7 +107,7 @@ def hadronize(
       record_history: also write the cluster history (static, default off; the hadrons are
         the same either way), e.g. for HepMC3 output (:mod:`diffgen.io.hepmc`). With P the
         parton capacity, K the cluster capacity, R = ``n_fission_rounds``, C the hadron
-        capacity and U = C/2 the size of the record of decayed hadrons (far more than the
+        capacity and U = C the size of the record of decayed hadrons (far more than the
         decays of an event at LEP energies; an overflow is flagged), the ``extra`` keys
         ``hadronization_history/…`` are (indices −1 and zeros in padding; momenta
         (E, px, py, pz) GeV; held out of gradients):
@@ -137,16 +171,7 @@ def hadronize(
 
     def apply(params: Params, key: Key, events: Events) -> Events:
         k_form, k_dec, k_unst = jax.random.split(key, 3)
-        k = 2 * events.capacity if max_clusters is None else max_clusters
-        if k < events.capacity:
-            raise ValueError(f"hadronize: max_clusters must be >= the parton capacity {events.capacity}, got {k}")
-        cap = 6 * k if capacity is None else capacity
-        if cap < 2 * k:
-            raise ValueError(f"hadronize: capacity must be >= 2 × max_clusters = {2 * k}, got {cap}")
-        # The unstable decays run on the first W slots and are repeated on all C slots only
-        # for a batch with an event that does not fit (same result either way); W = 2K + 32
-        # holds every event measured at 91.2 GeV (docs/hadronization.md, Performance).
-        width = min(cap, 2 * k + WORKING_SLOTS)
+        k, cap, width = capacities(events.capacity, max_clusters, capacity)
         clusters, finfo = form_clusters(
             params, k_form, events, max_clusters=k, n_fission_rounds=n_fission_rounds, record_history=record_history
         )
@@ -177,7 +202,7 @@ def hadronize(
                 mask,
                 n_rounds=n_decay_rounds,
                 history_labels=labels,
-                history_capacity=cap // 2,
+                history_capacity=cap,
                 working_capacity=width,
             )
             history.update(

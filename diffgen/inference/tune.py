@@ -45,6 +45,7 @@ import optax
 from diffgen import kinematics as kin
 from diffgen.core import Events
 from diffgen.hadronization import (
+    capacities,
     charge3,
     decay_clusters,
     decay_unstable,
@@ -229,7 +230,7 @@ def generate_sample(
       key: PRNG key.
       partons: showered partons with colour (e.g. ``chain(ee_to_qqbar(), ("shower", final_state_shower()))``).
       p_beam: beam momentum (GeV) for x_p; default half the first event's invariant mass.
-      capacity: hadron capacity (default 6 × 2 × parton capacity, as the layer).
+      capacity: hadron capacity (default as the layer, :func:`diffgen.hadronization.layer.capacities`).
 
     Returns:
       :class:`TuneSample`.
@@ -242,8 +243,7 @@ def generate_sample(
             raise ValueError(f"generate_sample: theta[{name!r}] must be finite and > 0, got {v}")
     if not 0 < float(theta["p_vector"]) < 1:
         raise ValueError(f"generate_sample: theta['p_vector'] must lie in (0, 1), got {theta['p_vector']}")
-    k = 2 * partons.capacity
-    cap = 6 * k if capacity is None else int(capacity)
+    k, cap, _ = capacities(partons.capacity, None, None if capacity is None else int(capacity))
     if p_beam is None:
         p_beam = 0.5 * float(kin.mass(partons.momentum_sum()[0]))
     fn = _GEN_CACHE.get((k, cap, float(p_beam)))
