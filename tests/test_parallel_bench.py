@@ -104,3 +104,12 @@ def test_shower_slot_settings_parse_and_reject_bad_input():
     for bad in ("", "x", "0", "512:0", "512:4:1.5", "1:2:3:4"):
         with pytest.raises(SystemExit, match="--slots"):
             parse_slots(bad)
+
+
+def test_hadronization_capacity_script_rejects_bad_sizes(capsys):
+    from benchmarks.hadronization_capacity import main
+
+    for bad in (["--n", "0"], ["--events", "-5"], ["--repeat", "0"]):
+        with pytest.raises(SystemExit):
+            main(bad)
+        assert "must be >= 1" in capsys.readouterr().err
