@@ -59,7 +59,7 @@ def test_on_active_rows_is_the_row_function_on_the_active_rows(n):
     def fn(rows, x):
         return {"a": rows["a"] * x[:, :1] + x[:, 1:], "b": rows["b"] + 1}
 
-    size = F.active_row_capacity(n)
+    size = F.active_row_capacity(n, min_rows=1)
     assert 0 < size < n
     assert bool(F.active_rows_fit(active, size))
     got = jax.jit(lambda b, x, a: F.on_active_rows(fn, b, x, a, size))(base, inputs, active)
@@ -70,7 +70,8 @@ def test_on_active_rows_is_the_row_function_on_the_active_rows(n):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
     # Too many active rows in a block is detected (the caller then uses all rows).
     assert not bool(F.active_rows_fit(jnp.ones(n, bool), size))
-    assert F.active_row_capacity(n, 0.0) == 0 and F.active_row_capacity(3, 0.25) == 1
+    assert F.active_row_capacity(n, 0.0, min_rows=1) == 0 and F.active_row_capacity(3, 0.25, min_rows=1) == 1
+    assert F.active_row_capacity(n, min_rows=n + 1) == 0
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +120,8 @@ def test_rounds_on_the_active_events_give_the_same_hadrons(monkeypatch):
     event). A callback counts the rounds that took the shortcut, so the test cannot pass by
     never using it.
     """
+    # The shortcut is compiled for large batches only; 600 events exercise it as well.
+    monkeypatch.setattr(F, "ACTIVE_ROW_MIN_EVENTS", 512)
     partons = parton_chains(jax.random.key(5), 600, n_gluons=4, sqrt_s=91.2, capacity=8)
     layer = hadronize(record_history=True)
     params = layer.init(jax.random.key(0))

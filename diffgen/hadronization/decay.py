@@ -484,10 +484,11 @@ def decay_unstable(
                 record_overflow=jnp.zeros((n,), bool),
             )
         # A round handles the unstable particles of an event as a list of M entries (in slot
-        # order): the shorter of ``list_sizes`` for every event when it holds them all, the
-        # longer for the few events that need it (mixed), else all W slots; a round without
-        # unstable particles changes nothing and is skipped. Rounds in which few events still
-        # decay something run on those events only: from the fifth round on at 91.2 GeV.
+        # order): in a large batch, the shorter of ``list_sizes`` for every event when it holds
+        # them all, the longer for the few events that need it (mixed), else all W slots, and
+        # rounds in which few events still decay something run on those events only (from the
+        # fifth round on at 91.2 GeV); in a small batch, the smallest list that holds every
+        # event. A round without unstable particles changes nothing and is skipped.
         sizes = sorted({min(m, w) for m in list_sizes[:2]} | {w})
         size = active_row_capacity(n) if len(sizes) > 2 else 0
         events = jnp.arange(n, dtype=jnp.int32)
@@ -532,17 +533,20 @@ def decay_unstable(
         def one_round(st, r):
             counts = jnp.sum(st["mask"] & ~H.is_stable(st["pid"]), axis=-1, dtype=jnp.int32)
             count = jnp.max(counts)
+            if not size:
+                # Every event with the smallest list that holds them all (or all W slots).
+                index = sum((count > m).astype(jnp.int32) for m in [0, *sizes[:-1]])
+                branches = [lambda r, st, counts: st] + [branch(m) for m in sizes]
+                return jax.lax.switch(index, branches, r, st, counts), None
             # 0: nothing to decay; 1: every event with the shortest list; 2: all W slots.
             index = (count > 0).astype(jnp.int32) + (count > sizes[0]).astype(jnp.int32)
+            # Few events with something to decay: those alone (shortest list). Few events with
+            # more than the shortest list holds, none more than the next (the first rounds): mixed.
             branches = [lambda r, st, counts: st, branch(sizes[0]), branch(w)]
-            if size:
-                # Few events with something to decay: those alone (shortest list). Few events
-                # with more than the shortest list holds, none more than the next (the first
-                # rounds): mixed.
-                branches += [lambda r, st, counts: few(sizes[0])(r, st, counts > 0), mixed]
-                few_fit = (index == 1) & active_rows_fit(counts > 0, size)
-                mixed_fit = (index == 2) & (count <= sizes[1]) & active_rows_fit(counts > sizes[0], size)
-                index = jnp.where(few_fit, 3, jnp.where(mixed_fit, 4, index))
+            branches += [lambda r, st, counts: few(sizes[0])(r, st, counts > 0), mixed]
+            few_fit = (index == 1) & active_rows_fit(counts > 0, size)
+            mixed_fit = (index == 2) & (count <= sizes[1]) & active_rows_fit(counts > sizes[0], size)
+            index = jnp.where(few_fit, 3, jnp.where(mixed_fit, 4, index))
             return jax.lax.switch(index, branches, r, st, counts), None
 
         state, _ = jax.lax.scan(one_round, state, jnp.arange(n_rounds, dtype=jnp.int32))
