@@ -32,7 +32,7 @@ def _showered(n: int, dtype, seed: int):
 
     src, shower = ee_to_qqbar(dtype=dtype), final_state_shower()
     sp, shp = src.init(jax.random.key(0)), shower.init(jax.random.key(0))
-    return jax.jit(lambda k: shower.apply(shp, k, src.sample(sp, k, n)))(jax.random.key(seed))
+    return jax.jit(lambda a, b, k: shower.apply(b, k, src.sample(a, k, n)))(sp, shp, jax.random.key(seed))
 
 
 def _params(dtype):
@@ -103,7 +103,10 @@ def activity(n: int) -> list[dict[str, object]]:
             params, jax.random.key(2), partons
         )
         split = jax.vmap(lambda *a: _fission_split(params, *a)[1])(cl.p_q, cl.p_qbar, cl.flav_q, cl.flav_qbar, cl.mask)
-        rows.append({"loop": "fission", "before round": r + 1, "active share": float(jnp.mean(jnp.any(split, -1)))})
+        share = float(jnp.mean(jnp.any(split, -1)))
+        rows.append(
+            {"loop": "fission", "before round": r + 1, "active share": share, "share > 16": "", "most in an event": ""}
+        )
     (p, pid, mask), _ = _primaries(params, cl, cap)
     for r in range(8):
         out = jax.jit(lambda key, a, b, c, r=r: decay_unstable(key, a, b, c, n_rounds=r, working_capacity=width))(

@@ -52,9 +52,9 @@ def capacities(parton_capacity: int, max_clusters: int | None = None, capacity: 
     """The static capacities of :func:`hadronize` for events of ``parton_capacity`` slots.
 
     The number of clusters after fission grows with the energy, not with the parton slots:
-    at 91.2 GeV with the default shower (P = 24) no event of 10⁶ needed more than 24
-    clusters (``formation.DEFAULT_MAX_CLUSTERS``; none overflowed) or had more than 105 hadrons
-    after the decays (docs/hadronization.md, Performance), so the defaults K = max(P, 24) and
+    at 91.2 GeV with the default shower (P = 24) one event of 10⁶ needed more than 24
+    clusters (``formation.DEFAULT_MAX_CLUSTERS``) and none had more than 109 hadrons after the
+    decays (docs/hadronization.md, Performance), so the defaults K = max(P, 24) and
     C = 6K leave room at LEP energies; an event that does not fit is flagged
     (``cluster_overflow``, ``hadron_overflow``), never silently truncated. At higher energies
     pass a larger K.
