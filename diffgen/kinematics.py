@@ -102,6 +102,17 @@ def _safe_arctan2(y: Array, x: Array) -> Array:
 # --------------------------------------------------------------------------- invariants
 
 
+def _dot3(a: Array, b: Array) -> Array:
+    """Euclidean product of the last axes (size 3) of a and b, written out.
+
+    Component sums are written as explicit adds throughout this module rather than
+    ``jnp.sum(..., axis=-1)``: XLA's CPU backend hands such small reductions to a library
+    kernel that cannot fuse with their producers and consumers: the boosts and rotations of
+    a batch then write and read their intermediate arrays instead of running in one loop.
+    """
+    return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2]
+
+
 def minkowski_dot(a: ArrayLike, b: ArrayLike) -> Array:
     """Minkowski product ``a·b = a⁰b⁰ − a⃗·b⃗`` (metric +,−,−,−).
 
@@ -344,9 +355,9 @@ def boost(p: ArrayLike, beta: ArrayLike) -> Array:
     """
     p = jnp.asarray(p)
     beta = jnp.asarray(beta)
-    b2 = jnp.sum(beta * beta, axis=-1)
+    b2 = _dot3(beta, beta)
     gamma = 1.0 / jnp.sqrt(1.0 - b2)
-    bp = jnp.sum(beta * p[..., 1:], axis=-1)
+    bp = _dot3(beta, p[..., 1:])
     e = p[..., 0]
     e_new = gamma * (e + bp)
     coef = gamma * gamma / (1.0 + gamma) * bp + gamma * e
@@ -395,27 +406,25 @@ def rotation_to_z(axis: ArrayLike) -> Array:
       [..., 3, 3] rotation matrices.
     """
     axis = jnp.asarray(axis)
-    norm = safe_sqrt(jnp.sum(axis * axis, axis=-1))
+    norm = safe_sqrt(_dot3(axis, axis))
     n = safe_div(axis, norm[..., None])
     n = jnp.where((norm > 0)[..., None], n, jnp.array([0.0, 0.0, 1.0], dtype=axis.dtype))
     lower = n[..., 2] < 0
     flip_diag = jnp.array([1.0, -1.0, -1.0], dtype=axis.dtype)
     n = jnp.where(lower[..., None], n * jnp.broadcast_to(flip_diag, n.shape), n)
     nx, ny, nz = n[..., 0], n[..., 1], n[..., 2]
-    # v = n × z = (ny, -nx, 0);  [v]× is the cross-product matrix of v.
-    zero = jnp.zeros_like(nx)
-    vx = jnp.stack(
-        [
-            jnp.stack([zero, zero, -nx], -1),
-            jnp.stack([zero, zero, -ny], -1),
-            jnp.stack([nx, ny, zero], -1),
-        ],
-        -2,
+    # v = n × z = (ny, −nx, 0); with k = 1/(1 + c), 1 + [v]× + k[v]×² written out
+    # ([v]×² = v vᵀ − |v|² 1), so that no small matrix product is left to XLA.
+    k = 1.0 / (1.0 + nz)
+    one = jnp.ones_like(nx)
+    rows = (
+        (one - k * nx * nx, -k * nx * ny, -nx),
+        (-k * nx * ny, one - k * ny * ny, -ny),
+        (nx, ny, one - k * (nx * nx + ny * ny)),
     )
-    eye = jnp.broadcast_to(jnp.eye(3, dtype=axis.dtype), vx.shape)
-    rot = eye + vx + (1.0 / (1.0 + nz))[..., None, None] * (vx @ vx)
-    # R(F n)·F multiplies the columns 2 and 3 by -1.
-    return jnp.where(lower[..., None, None], rot * jnp.broadcast_to(flip_diag, rot.shape), rot)
+    # R(F n)·F multiplies the columns 2 and 3 by −1.
+    sign = jnp.where(lower, -one, one)
+    return jnp.stack([jnp.stack([r[0], sign * r[1], sign * r[2]], -1) for r in rows], -2)
 
 
 def rotate(p: ArrayLike, matrix: ArrayLike) -> Array:
@@ -429,8 +438,11 @@ def rotate(p: ArrayLike, matrix: ArrayLike) -> Array:
       [..., 4] rotated momenta (E unchanged).
     """
     p = jnp.asarray(p)
-    p3 = jnp.einsum("...ij,...j->...i", matrix, p[..., 1:])
-    return jnp.concatenate([p[..., :1], p3], axis=-1)
+    matrix = jnp.asarray(matrix)
+    p3 = p[..., 1:]
+    rows = [_dot3(matrix[..., i, :], p3) for i in range(3)]
+    shape = jnp.broadcast_shapes(p[..., 0].shape, rows[0].shape)
+    return jnp.stack([jnp.broadcast_to(x, shape) for x in (p[..., 0], *rows)], axis=-1)
 
 
 def rotate_to_z(p: ArrayLike, axis: ArrayLike) -> Array:
@@ -491,7 +503,7 @@ def from_p3_m(p3: ArrayLike, m: ArrayLike) -> Array:
     """
     p3 = jnp.asarray(p3)
     m = jnp.asarray(m)
-    e = safe_sqrt(jnp.sum(p3 * p3, axis=-1) + m**2)
+    e = safe_sqrt(_dot3(p3, p3) + m**2)
     shape = jnp.broadcast_shapes(e.shape, p3.shape[:-1])
     return jnp.concatenate([jnp.broadcast_to(e, shape)[..., None], jnp.broadcast_to(p3, shape + (3,))], axis=-1)
 
