@@ -53,6 +53,7 @@ from diffgen.hadronization.formation import (
     uniform_block,
 )
 from diffgen.typing import Array, Key, Params
+from diffgen.xla_ops import prefix_sum
 
 __all__ = [
     "DECAY_LIST_SIZES",
@@ -217,7 +218,7 @@ def _reshuffle(p: Array, light: Array, mass_single: Array, mask: Array, n_newton
     total = jnp.sum(jnp.where(mask[:, None], p, 0.0), axis=0)
     w = kin.mass(total)
     k = jnp.where(mask[:, None], kin.boost_to_rest_frame(p, total[None, :]), 0.0)
-    k2 = jnp.sum(k[:, 1:] ** 2, axis=-1)
+    k2 = kin.p2(k)
 
     def newton(xi, m_target, k2, w):
         e = kin.safe_sqrt(m_target**2 + xi**2 * k2)
@@ -625,7 +626,7 @@ def _unstable_round(u, st, cap_u: int, size: int, hold=False):
     record = "labels" in st
     slot = jnp.arange(w, dtype=jnp.int32)
     unstable = mask & ~H.is_stable(pid) & ~jnp.asarray(hold, bool)
-    rank_u = jnp.cumsum(unstable.astype(jnp.int32)) - 1
+    rank_u = prefix_sum(unstable.astype(jnp.int32)) - 1
     order = jnp.full((size,), w, jnp.int32).at[jnp.where(unstable, rank_u, size)].set(slot, mode="drop")
     valid = order < w
     idx = jnp.minimum(order, w - 1)
@@ -654,7 +655,7 @@ def _unstable_round(u, st, cap_u: int, size: int, hold=False):
         # daughter 2 (in ``target``) point to that row.
         labels, parent_of, n_rec = st["labels"], st["parent_of"], st["n_rec"]
         decays = placed | relabel
-        row = n_rec + jnp.cumsum(decays.astype(jnp.int32)) - 1
+        row = n_rec + prefix_sum(decays.astype(jnp.int32)) - 1
         kept = decays & (row < cap_u)
         out["record_overflow"] = st["record_overflow"] | jnp.any(decays & ~kept)
         at = jnp.where(kept, row, cap_u)

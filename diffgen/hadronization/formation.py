@@ -34,6 +34,7 @@ from diffgen import kinematics as kin
 from diffgen.core import Events, is_traced
 from diffgen.hadronization.hadrons import CONSTITUENT_MASS
 from diffgen.typing import Array, Key, Params
+from diffgen.xla_ops import prefix_sum, threefry2x32
 
 __all__ = [
     "Clusters",
@@ -115,9 +116,9 @@ def constituent_axis(p_q: Array, p_cluster: Array) -> Array:
     Returns:
       [..., 3] unit vector (ẑ where undefined, e.g. padding).
     """
-    rest = kin.boost_to_rest_frame(p_q, p_cluster)[..., 1:]
-    norm = kin.safe_sqrt(jnp.sum(rest * rest, axis=-1))
-    unit = kin.safe_div(rest, norm[..., None])
+    p_rest = kin.boost_to_rest_frame(p_q, p_cluster)
+    norm = kin.p_abs(p_rest)
+    unit = kin.safe_div(p_rest[..., 1:], norm[..., None])
     z = jnp.zeros_like(unit).at[..., 2].set(1.0)
     return jnp.where((norm > 0)[..., None], unit, z)
 
@@ -134,24 +135,6 @@ def popped_flavour_logits(gamma_s: Array) -> Array:
     gamma_s = jnp.asarray(gamma_s)
     zero = jnp.zeros_like(gamma_s)
     return jnp.stack([zero, zero, kin.safe_log(gamma_s, fill=-jnp.inf)])
-
-
-def _threefry2x32(k1: Array, k2: Array, x1: Array, x2: Array) -> tuple[Array, Array]:
-    # The Threefry-2x32 hash with 20 rounds (J.K. Salmon et al., "Parallel random numbers: as
-    # easy as 1, 2, 3", SC'11), written out so that XLA fuses it into one elementwise loop; the
-    # same operations as JAX's own lowering, whose CPU form runs five rounds as a loop over
-    # whole arrays.
-    rotations = ((13, 15, 26, 6), (17, 29, 16, 24))
-    ks = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
-    x1, x2 = x1 + ks[0], x2 + ks[1]
-    for i in range(5):
-        for r in rotations[i % 2]:
-            x1 = x1 + x2
-            x2 = jax.lax.shift_left(x2, np.uint32(r)) | jax.lax.shift_right_logical(x2, np.uint32(32 - r))
-            x2 = x1 ^ x2
-        x1 = x1 + ks[(i + 1) % 3]
-        x2 = x2 + ks[(i + 2) % 3] + np.uint32(i + 1)
-    return x1, x2
 
 
 def _threefry_key_data(key: Key) -> Array | None:
@@ -214,32 +197,40 @@ def uniform_block(
         block = jax.lax.dynamic_slice(full, tuple(jnp.asarray(s, jnp.int32) for s in start), size)
         return block if axes is None else jnp.transpose(block, axes)
     axes = tuple(range(len(shape))) if axes is None else tuple(axes)
-    udt = jnp.uint64 if x64 else jnp.uint32
-    strides = np.cumprod((1, *shape[::-1]))[:-1][::-1]
-    out_size = tuple(size[a] for a in axes)
-    count = jnp.zeros(out_size, udt)
-    for out_axis, axis in enumerate(axes):
-        if axis == 0 and rows is not None:
-            idx = jnp.expand_dims(jnp.asarray(rows).astype(udt), [a for a in range(len(axes)) if a != out_axis])
+
+    def draw(data, starts, rows):
+        udt = jnp.uint64 if x64 else jnp.uint32
+        strides = np.cumprod((1, *shape[::-1]))[:-1][::-1]
+        out_size = tuple(size[a] for a in axes)
+        count = jnp.zeros(out_size, udt)
+        for out_axis, axis in enumerate(axes):
+            if axis == 0 and rows is not None:
+                idx = jnp.expand_dims(jnp.asarray(rows).astype(udt), [a for a in range(len(axes)) if a != out_axis])
+            else:
+                idx = jax.lax.broadcasted_iota(udt, out_size, out_axis) + starts[axis].astype(udt)
+            count = count + idx * udt(int(strides[axis]))
+        if x64:
+            hi = jax.lax.shift_right_logical(count, np.uint64(32)).astype(jnp.uint32)
+            lo = (count & np.uint64(0xFFFFFFFF)).astype(jnp.uint32)
         else:
-            idx = jax.lax.broadcasted_iota(udt, out_size, out_axis) + jnp.asarray(start[axis]).astype(udt)
-        count = count + idx * udt(int(strides[axis]))
-    if x64:
-        hi = jax.lax.shift_right_logical(count, np.uint64(32)).astype(jnp.uint32)
-        lo = (count & np.uint64(0xFFFFFFFF)).astype(jnp.uint32)
-    else:
-        hi, lo = jnp.zeros(out_size, jnp.uint32), count
-    b1, b2 = _threefry2x32(data[0], data[1], hi, lo)
-    # jax.random.uniform: the leading mantissa bits of the random word with exponent 0 give
-    # a float in [1, 2); minus 1.
-    if dtype == jnp.dtype(jnp.float64):
-        bits = jax.lax.shift_left(b1.astype(jnp.uint64), np.uint64(32)) | b2.astype(jnp.uint64)
-        bits = jax.lax.shift_right_logical(bits, np.uint64(12)) | np.uint64(0x3FF0000000000000)
-        u = jax.lax.bitcast_convert_type(bits, jnp.float64) - 1.0
-    else:
-        bits = jax.lax.shift_right_logical(b1 ^ b2, np.uint32(9)) | np.uint32(0x3F800000)
-        u = jax.lax.bitcast_convert_type(bits, jnp.float32) - 1.0
-    return u
+            hi, lo = jnp.zeros(out_size, jnp.uint32), count
+        b1, b2 = threefry2x32(data[0], data[1], hi, lo)
+        # jax.random.uniform: the leading mantissa bits of the random word with exponent 0 give
+        # a float in [1, 2); minus 1.
+        if dtype == jnp.dtype(jnp.float64):
+            bits = jax.lax.shift_left(b1.astype(jnp.uint64), np.uint64(32)) | b2.astype(jnp.uint64)
+            bits = jax.lax.shift_right_logical(bits, np.uint64(12)) | np.uint64(0x3FF0000000000000)
+            u = jax.lax.bitcast_convert_type(bits, jnp.float64) - 1.0
+        else:
+            bits = jax.lax.shift_right_logical(b1 ^ b2, np.uint32(9)) | np.uint32(0x3F800000)
+            u = jax.lax.bitcast_convert_type(bits, jnp.float32) - 1.0
+        return u
+
+    # Through a lax.cond (both branches the same): XLA keeps the numbers in memory. Fused
+    # into their consumers it would hash every element again for each use (several per
+    # element where the components of one draw are read apart).
+    starts = tuple(jnp.asarray(s_) for s_ in start)
+    return jax.lax.cond((data[0] & 1) == 1, draw, draw, data, starts, rows)
 
 
 def uniform(key: Key, shape: tuple[int, ...], dtype) -> Array:
@@ -331,7 +322,7 @@ def append_after_last(mask: Array, flags: Array) -> tuple[Array, Array]:
       [M] bool whether it was placed (False when the capacity is exhausted).
     """
     cap = mask.shape[0]
-    target = jnp.sum(mask, dtype=jnp.int32) + jnp.cumsum(flags.astype(jnp.int32)) - 1
+    target = jnp.sum(mask, dtype=jnp.int32) + prefix_sum(flags.astype(jnp.int32)) - 1
     placed = flags & (target < cap)
     return jnp.where(placed, target, cap).astype(jnp.int32), placed
 
@@ -491,8 +482,12 @@ def _form_one(params: Params, u_form, p, pid, colour, mask, max_clusters: int, r
     has_col = mask & (col > 0)
     has_anti = mask & (anti > 0)
     match = (col[:, None] == anti[None, :]) & has_col[:, None] & has_anti[None, :]
-    partner = jnp.argmax(match, axis=1)
-    matched = jnp.any(match, axis=1)
+    # the first matching slot (as argmax), by an int32 min: XLA's CPU argmax, a reduction over
+    # (value, index) pairs, cost more than the whole colour matching otherwise
+    slots_p = jnp.arange(n_part, dtype=jnp.int32)
+    first = jnp.min(jnp.where(match, slots_p[None, :], n_part), axis=1)
+    matched = first < n_part
+    partner = jnp.where(matched, first, 0)
     unmatched = jnp.any(has_col & ~matched) | jnp.any(has_anti & ~jnp.any(match, axis=0))
     cmask = has_col & matched
     cp_q = jnp.where(cmask[:, None], p_qend, 0.0)
@@ -613,33 +608,34 @@ def form_clusters(
     round_fn = jax.vmap(lambda u, c: _fission_one(params, u, c))
 
     # Fission rounds at the batch level: a round in which no cluster of the batch is above the
-    # threshold changes nothing, so it is skipped (lax.switch). The uniforms are drawn before
-    # the loop (round-major, as scan inputs): drawn inside, XLA would fuse the hash into
-    # every consumer and compute it several times.
-    u_fis = uniform_block(k2, fission_shape, (0, 0, 0, 0), fission_shape, dtype, axes=(1, 0, 2, 3))
-
+    # threshold changes nothing, so it is skipped (lax.switch). A round hashes the uniforms of
+    # the events it runs on, element (event, round, slot, ·) of one draw of fission_shape.
     size = active_row_capacity(n)
+    events_idx = jnp.arange(n, dtype=jnp.int32)
 
-    def fission_round(carry, u):
+    def draw(r, rows):
+        return uniform_block(k2, fission_shape, (0, r, 0, 0), (rows.shape[0], 1, k, 3), dtype, rows=rows)[:, 0]
+
+    def fission_round(carry, r):
         none = jnp.full((n, k), -1, jnp.int32)
         active = jnp.any(split_fn(carry), axis=-1)
 
-        def skip(c, u):
-            del u
+        def skip(c, r):
+            del r
             return c, none
 
-        def few(c, u):
-            return on_active_rows(lambda base, u: round_fn(u, base[0]), (c, none), u, active, size)
+        def few(c, r):
+            return on_active_rows(lambda base, e: round_fn(draw(r, e), base[0]), (c, none), events_idx, active, size)
 
-        branches = [skip, lambda c, u: round_fn(u, c)]
+        branches = [skip, lambda c, r: round_fn(draw(r, events_idx), c)]
         index = jnp.any(active).astype(jnp.int32)
         if size:
             # A round in which few events still split runs on those events only.
             branches.append(few)
             index = jnp.where((index == 1) & active_rows_fit(active, size), 2, index)
-        return jax.lax.switch(index, branches, carry, u)
+        return jax.lax.switch(index, branches, carry, r)
 
-    carry, fission = jax.lax.scan(fission_round, carry, u_fis)
+    carry, fission = jax.lax.scan(fission_round, carry, jnp.arange(n_fission_rounds, dtype=jnp.int32))
     cp_q, cp_qb, f_q, f_qb, mask, overflow, logp = carry
     # Clusters still above the fission threshold after the last round decay as they are:
     # flagged, never silent (the fission of Herwig repeats until none is left).

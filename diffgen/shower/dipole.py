@@ -47,6 +47,7 @@ import numpy as np
 from diffgen.kinematics import minkowski_dot, safe_div, safe_log, safe_sqrt
 from diffgen.shower.alphas import CA, CF, NF, TR, alpha_s, beta0, dlog_alpha_s
 from diffgen.typing import Array
+from diffgen.xla_ops import prefix_sum, threefry2x32
 
 __all__ = ["BOUNDARY_FIELDS", "EMISSION_FIELDS", "HISTORY_FIELDS", "ShowerState", "Trial", "shower_one_event"]
 
@@ -135,65 +136,8 @@ def _empty_boundary(n_rows: int, cap: int, dtype) -> dict[str, Array]:
     }
 
 
-#: Block length of XLA's rewrite of a cumulative sum on CPU (see :func:`_prefix_sum`).
-_PREFIX_BLOCK = 16
-
-
-def _prefix_sum(x: Array) -> Array:
-    """Inclusive cumulative sum along the last axis, bit for bit equal to ``jnp.cumsum`` on CPU.
-
-    XLA lowers ``cumsum`` to a reduce-window, which its CPU backend runs as an O(n·16) loop
-    per row, the most expensive operation of a shower trial. XLA rewrites it into blocks of 16
-    (sequential sums within each block, plus the exclusive prefix of the block totals, the
-    same recursively); this does the same additions in the same order with plain element-wise
-    operations, which XLA fuses, so the channel choices of the veto algorithm are unchanged
-    (tests/test_shower_refill.py checks the equality).
-
-    Args:
-      x: [..., n] values.
-
-    Returns:
-      [..., n] prefix sums.
-    """
-    n = x.shape[-1]
-    if n <= _PREFIX_BLOCK:
-        parts = [x[..., 0]]
-        for k in range(1, n):
-            parts.append(parts[-1] + x[..., k])
-        return jnp.stack(parts, axis=-1)
-    n_blocks = -(-n // _PREFIX_BLOCK)
-    padded = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n_blocks * _PREFIX_BLOCK - n)])
-    within = _prefix_sum(padded.reshape(x.shape[:-1] + (n_blocks, _PREFIX_BLOCK)))
-    totals = _prefix_sum(within[..., -1])
-    offset = jnp.concatenate([jnp.zeros_like(totals[..., :1]), totals[..., :-1]], axis=-1)
-    return (within + offset[..., None]).reshape(x.shape[:-1] + (n_blocks * _PREFIX_BLOCK,))[..., :n]
-
-
 #: Uniform numbers per veto trial (scale, channel, kernel, z, φ, acceptance, flavour).
 TRIAL_UNIFORMS = 7
-
-_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-
-
-def _threefry2x32(k1, k2, x1, x2):
-    """The Threefry-2x32 hash (20 rounds) of the counters (x1, x2) under the key (k1, k2), uint32.
-
-    J.K. Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC11 (2011); the same
-    function as JAX's ``threefry2x32`` primitive, written out so that XLA fuses it (on CPU
-    JAX lowers the primitive to a rolled loop of many small kernels).
-    """
-    u32 = np.uint32
-    ks = (k1, k2, k1 ^ k2 ^ u32(0x1BD11BDA))
-    x1 = x1 + ks[0]
-    x2 = x2 + ks[1]
-    for i in range(5):
-        for r in _THREEFRY_ROTATIONS[i % 2]:
-            x1 = x1 + x2
-            x2 = jax.lax.shift_left(x2, u32(r)) | jax.lax.shift_right_logical(x2, u32(32 - r))
-            x2 = x1 ^ x2
-        x1 = x1 + ks[(i + 1) % 3]
-        x2 = x2 + ks[(i + 2) % 3] + u32(i + 1)
-    return x1, x2
 
 
 def _is_threefry_key(key) -> bool:
@@ -206,7 +150,7 @@ def trial_uniforms(key, trial, n: int, dtype) -> Array:
     """The n uniform numbers of one veto trial: ``jax.random.uniform(fold_in(key, trial), (n,), dtype)``.
 
     For threefry keys (JAX's default, with ``jax_threefry_partitionable``) the same bits are
-    computed by the fused :func:`_threefry2x32`: the fold-in hashes the counter (0, trial),
+    computed by the fused :func:`diffgen.xla_ops.threefry2x32`: the fold-in hashes the counter (0, trial),
     the draw the counters (0, i), i < n, and the bits become floats in [0, 1) by JAX's
     mantissa construction. Other keys and dtypes use ``jax.random`` itself.
 
@@ -221,8 +165,8 @@ def trial_uniforms(key, trial, n: int, dtype) -> Array:
     if not _is_threefry_key(key) or dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
         return jax.random.uniform(jax.random.fold_in(key, trial), (n,), dtype=dtype)
     data = jax.random.key_data(key)
-    f1, f2 = _threefry2x32(data[0], data[1], jnp.zeros((), jnp.uint32), jnp.asarray(trial).astype(jnp.uint32))
-    b1, b2 = _threefry2x32(f1, f2, jnp.zeros((n,), jnp.uint32), jnp.arange(n, dtype=jnp.uint32))
+    f1, f2 = threefry2x32(data[0], data[1], jnp.zeros((), jnp.uint32), jnp.asarray(trial).astype(jnp.uint32))
+    b1, b2 = threefry2x32(f1, f2, jnp.zeros((n,), jnp.uint32), jnp.arange(n, dtype=jnp.uint32))
     if dtype == jnp.float32:
         bits = jax.lax.shift_right_logical(b1 ^ b2, np.uint32(9)) | np.uint32(0x3F800000)
         return jax.lax.bitcast_convert_type(bits, jnp.float32) - jnp.float32(1.0)
@@ -400,7 +344,7 @@ def _trial(state: ShowerState, u, alpha, t0, amax, order: int, max_trials: int):
     physical = t_new > t0
 
     # channel (dipole end) with probability g_c/Σg
-    cum = _prefix_sum(jax.lax.stop_gradient(gflat))
+    cum = prefix_sum(jax.lax.stop_gradient(gflat))
     idx = jnp.minimum(jnp.sum(cum <= u[1] * cum[-1]), 2 * cap - 1).astype(jnp.int32)
     a = idx // 2
     s = idx % 2

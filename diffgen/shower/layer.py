@@ -20,7 +20,6 @@ from diffgen.shower.dipole import (
     HISTORY_FIELDS,
     TRIAL_UNIFORMS,
     _emission,
-    _prefix_sum,
     _step,
     _trial,
     initial_state,
@@ -28,6 +27,7 @@ from diffgen.shower.dipole import (
     trial_uniforms,
 )
 from diffgen.typing import Array, Key, Params
+from diffgen.xla_ops import prefix_sum
 
 __all__ = [
     "BOUNDARY_KEYS",
@@ -489,7 +489,7 @@ def _refill_loop(init, keys, step, n_slots: int, steps_per_refill: int, split=No
             slots, emit, info = batched_trial(slots, u[:, i])
             n_emit = jnp.sum(emit, dtype=jnp.int32)
             # position of an emitting slot among them (jnp.cumsum is a slow reduce-window on CPU)
-            rank = _prefix_sum(emit.astype(jnp.int32)) - 1
+            rank = prefix_sum(emit.astype(jnp.int32)) - 1
 
             def block(carry):
                 start, sub = carry
@@ -520,7 +520,7 @@ def _refill_loop(init, keys, step, n_slots: int, steps_per_refill: int, split=No
         finished = stepped.done & (slot_event < n)
         dest = jnp.where(finished, slot_event, n)
         out = jax.tree.map(lambda o, x: o.at[dest].set(x, mode="drop", unique_indices=True), out, stepped)
-        pos = n_next + _prefix_sum(finished.astype(jnp.int32)) - 1
+        pos = n_next + prefix_sum(finished.astype(jnp.int32)) - 1
         load = finished & (pos < n_todo)
         new_event = queue[jnp.minimum(pos, n - 1)]
         fresh = jax.tree.map(lambda x: x[new_event], init)

@@ -1,0 +1,51 @@
+"""diffgen.xla_ops: the element-wise forms give the values of the operations they replace."""
+
+import jax
+import jax.extend.random
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffgen import xla_ops
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.int32])
+def test_prefix_sum_is_cumsum_bit_for_bit(dtype):
+    """Same bits as ``jnp.cumsum`` (XLA's blocked order), for lengths below, at and above a block
+    (the shower's 2·capacity dipole ends, the hadronization's 112 working slots)."""
+    rng = np.random.default_rng(11)
+    xs = tuple(
+        jnp.asarray(
+            rng.exponential(size=(400, n)) * (rng.uniform(size=(400, n)) < 0.4) * rng.uniform(0.01, 10, (400, 1)), dtype
+        )
+        for n in (1, 6, 16, 17, 48, 112, 300)
+    )
+    expected, got = jax.jit(
+        lambda xs: ([jax.vmap(jnp.cumsum)(x) for x in xs], [jax.vmap(xla_ops.prefix_sum)(x) for x in xs])
+    )(xs)
+    for x, e, g in zip(xs, expected, got, strict=True):
+        assert g.dtype == x.dtype
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(e), err_msg=f"n = {x.shape[1]}")
+    if dtype != jnp.int32:
+        # XLA's order is not the sequential one, so the test can tell the two apart
+        assert not np.array_equal(np.cumsum(np.asarray(xs[-1]), axis=-1), np.asarray(expected[-1]))
+
+
+def test_threefry2x32_known_answers_and_jax():
+    """The Random123 known-answer vectors of Threefry-2x32-20 (Salmon et al., SC'11), and JAX's
+    own ``threefry_2x32`` on random keys and counters."""
+    u32 = np.uint32
+    vectors = [
+        ((0, 0), (0, 0), (0x6B200159, 0x99BA4EFE)),
+        ((0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF), (0x1CB996FC, 0xBB002BE7)),
+        ((0x13198A2E, 0x03707344), (0x243F6A88, 0x85A308D3), (0xC4923A9C, 0x483DF7A0)),
+    ]
+    for key, counter, expected in vectors:
+        y = xla_ops.threefry2x32(u32(key[0]), u32(key[1]), np.array([counter[0]], u32), np.array([counter[1]], u32))
+        assert (int(y[0][0]), int(y[1][0])) == expected
+    rng = np.random.default_rng(3)
+    key = rng.integers(0, 2**32, 2, dtype=np.uint64).astype(u32)
+    x = rng.integers(0, 2**32, (2, 1000), dtype=np.uint64).astype(u32)
+    got = jax.jit(lambda k, a, b: xla_ops.threefry2x32(k[0], k[1], a, b))(key, x[0], x[1])
+    ref = jax.extend.random.threefry_2x32(key, x.reshape(-1))
+    np.testing.assert_array_equal(np.concatenate([np.asarray(got[0]), np.asarray(got[1])]), np.asarray(ref))
