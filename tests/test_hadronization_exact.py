@@ -113,6 +113,55 @@ def test_decay_lists_and_working_capacity_give_the_same_decays(primaries, monkey
         np.testing.assert_allclose(other[4]["decayed_p"], default[4]["decayed_p"], rtol=0, atol=1e-9)
 
 
+def test_output_capacity_is_that_of_padded_inputs(primaries):
+    """``capacity=C`` on the occupied input slots gives the decays of the inputs padded to C."""
+    ev, labels = primaries
+    s = 80  # the 2K primary-hadron slots (max_clusters = 40); the rest is padding
+    assert not np.asarray(ev.mask)[:, s:].any()
+    most = int(np.max(np.sum(np.asarray(ev.mask), axis=1)))
+    cut = ev.replace(p=ev.p[:, :s], pid=ev.pid[:, :s], mask=ev.mask[:, :s])
+    for width in (None, 120, most // 2):  # all C slots, W between S and C, W below S (repetition)
+        want = _decay(ev, labels, working_capacity=width)
+        got = _decay(cut, labels[:, :s], working_capacity=width, capacity=ev.capacity)
+        assert got[0].shape == want[0].shape == ev.p.shape
+        for name in ("label", "parent", "decayed_pid", "decayed_parent", "decayed_label", "decayed_mask"):
+            np.testing.assert_array_equal(got[4][name], want[4][name])
+        for g, w in zip(got[1:4], want[1:4], strict=True):
+            np.testing.assert_array_equal(g, w)
+        np.testing.assert_allclose(got[0], want[0], rtol=0, atol=1e-9)
+    assert want[2].sum() > ev.mask.sum()  # something decayed
+    with pytest.raises(ValueError, match="capacity must be an int >= the 80 input slots"):
+        D.decay_unstable(jax.random.key(0), cut.p, cut.pid, cut.mask, capacity=40)
+
+
+def test_decay_rounds_keep_count_of_the_unstable_particles(primaries):
+    """The count a round returns is that of the unstable particles it leaves, round after round."""
+    ev, _ = primaries
+    front = F.to_front(ev.mask)
+    st = {
+        "p": jnp.take_along_axis(ev.p, front[..., None], axis=1),
+        "pid": jnp.take_along_axis(ev.pid, front, axis=1),
+        "mask": jnp.take_along_axis(ev.mask, front, axis=1),
+        "overflow": jnp.zeros(ev.n_events, bool),
+    }
+
+    def recount(st):
+        return jnp.sum(st["mask"] & ~D.H.is_stable(st["pid"]), axis=-1, dtype=jnp.int32)
+
+    st["n_unstable"] = recount(st)
+    size = 48
+    hold = jnp.arange(ev.n_events) % 5 == 0  # some events sit out the second round
+    one_round = jax.jit(jax.vmap(lambda u, s, h: D._unstable_round(D._channel_and_direction(u), s, 0, size, hold=h)))
+    seen = []
+    for r in range(8):
+        assert int(jnp.max(st["n_unstable"])) <= size
+        u = jax.random.uniform(jax.random.fold_in(jax.random.key(2), r), (ev.n_events, size, 3))
+        st = one_round(u, st, hold & (r == 1))
+        np.testing.assert_array_equal(np.asarray(st["n_unstable"]), np.asarray(recount(st)))
+        seen.append(np.asarray(st["n_unstable"]))
+    assert seen[0].sum() > 0 and seen[-1].sum() == 0  # counts that change and reach zero
+
+
 def test_rounds_on_the_active_events_give_the_same_hadrons(monkeypatch):
     """Fission and decay rounds on the few events with work (and the mixed lists) change nothing.
 
@@ -146,3 +195,8 @@ def test_rounds_on_the_active_events_give_the_same_hadrons(monkeypatch):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-9, err_msg=str(path))
         else:
             np.testing.assert_array_equal(a, b, err_msg=str(path))
+    # The rounds keep count of the unstable particles instead of recounting the slots: a
+    # wrong count would skip decays, and unstable hadrons would be left.
+    final = np.abs(fast.pid[fast.mask])
+    assert final.size > 0 and set(final.tolist()) <= {22, 211, 321, 130}
+    assert not fast.extra["hadron_overflow"].any()

@@ -407,6 +407,7 @@ def decay_unstable(
     history_labels: Array | None = None,
     history_capacity: int | None = None,
     working_capacity: int | None = None,
+    capacity: int | None = None,
 ):
     """Decay unstable hadrons through the table's two-body channels, isotropically.
 
@@ -417,11 +418,11 @@ def decay_unstable(
 
     Args:
       key: PRNG key.
-      p: [N, C, 4] hadron momenta (on shell), GeV.
-      pid: [N, C] int32.
-      mask: [N, C] bool.
+      p: [N, S, 4] hadron momenta (on shell), GeV.
+      pid: [N, S] int32.
+      mask: [N, S] bool.
       n_rounds: static number of rounds (8 suffices for B* → B → D → K → K_S → π⁰ → γ).
-      history_labels: optional int32 [N, C] label of every particle (e.g. its cluster index),
+      history_labels: optional int32 [N, S] label of every particle (e.g. its cluster index),
         moved with it; when given, the decays are recorded and returned as a fifth output
         (below); the momenta are the same either way.
       history_capacity: U, the size of the record of decayed hadrons (default C).
@@ -429,14 +430,16 @@ def decay_unstable(
         are repeated on all C slots only when some event of the batch does not fit into W
         (then both are computed). The result is the same for every W; a W that holds the
         particles of nearly every event saves the work on the empty slots.
+      capacity: static C ≥ S, the slots of the output (default S). The result is that of
+        inputs padded with empty slots to C, without writing and sorting those slots first.
 
     The uniforms of the k-th unstable particle (in slot order) of an event in round r are
     element (event, r, k) of one draw ``jax.random.uniform(key, (N, n_rounds, C, 3))``
     (channel, cos θ, φ in the parent's rest frame); only the entries used are hashed.
 
     Returns:
-      ``(p, pid, mask, overflow)`` with the same shapes and overflow [N] bool; with
-      ``history_labels`` also a dict: ``label`` [N, C] (the labels, inherited by decay
+      ``(p, pid, mask, overflow)`` with C slots ([N, C, 4], [N, C], [N, C]) and overflow
+      [N] bool; with ``history_labels`` also a dict: ``label`` [N, C] (the labels, inherited by decay
       products), ``parent`` [N, C] int32 (row in the record of the hadron whose decay made
       the particle, −1 for none), the record of decayed hadrons ``decayed_p`` [N, U, 4]
       (momentum before the decay, GeV), ``decayed_pid``, ``decayed_parent``,
@@ -445,9 +448,12 @@ def decay_unstable(
       A decay with one daughter (a relabelling such as K⁰ → K_S) is recorded like a
       two-body decay.
     """
-    n, cap = mask.shape
+    n, n_in = mask.shape
     if not isinstance(n_rounds, int) or n_rounds < 0:
         raise ValueError(f"decay_unstable: n_rounds must be an int >= 0, got {n_rounds!r}")
+    cap = n_in if capacity is None else capacity
+    if not isinstance(cap, int) or cap < n_in:
+        raise ValueError(f"decay_unstable: capacity must be an int >= the {n_in} input slots or None, got {capacity!r}")
     width = cap if working_capacity is None else working_capacity
     if not isinstance(width, int) or width < 1:
         raise ValueError(f"decay_unstable: working_capacity must be an int >= 1 or None, got {working_capacity!r}")
@@ -465,16 +471,26 @@ def decay_unstable(
     def run(w: int, list_sizes: tuple[int, ...]):
         # Particles to the front (the caller checks that none is beyond W): the free slots of
         # an event are then the ones after its n particles, and no round has to search for them.
-        front = to_front(mask[:, :w])
+        # Only the input slots are sorted; the empty slots up to W follow them.
+        s = min(w, n_in)
+        front = to_front(mask[:, :s])
+
+        def moved(x, fill=0):
+            x = jnp.take_along_axis(x[:, :s], front.reshape(front.shape + (1,) * (x.ndim - 2)), axis=1)
+            return jnp.pad(x, ((0, 0), (0, w - s)) + ((0, 0),) * (x.ndim - 2), constant_values=fill)
+
         state = {
-            "p": jnp.take_along_axis(p[:, :w], front[..., None], axis=1),
-            "pid": jnp.take_along_axis(pid[:, :w], front, axis=1),
-            "mask": jnp.take_along_axis(mask[:, :w], front, axis=1),
+            "p": moved(p),
+            "pid": moved(pid),
+            "mask": moved(mask),
             "overflow": jnp.zeros((n,), bool),
+            # Unstable particles per event, kept up to date by the rounds from their short lists
+            # (counting them over all W slots in every round cost more than a round's decays).
+            "n_unstable": jnp.sum(mask[:, :s] & ~H.is_stable(pid[:, :s]), axis=-1, dtype=jnp.int32),
         }
         if record:
             state.update(
-                labels=jnp.take_along_axis(history_labels[:, :w], front, axis=1),
+                labels=moved(history_labels, -1),
                 parent_of=jnp.full((n, w), -1, jnp.int32),
                 decayed_p=jnp.zeros((n, cap_u, 4), p.dtype),
                 decayed_pid=jnp.zeros((n, cap_u), jnp.int32),
@@ -532,7 +548,7 @@ def decay_unstable(
             return few(sizes[1])(r, st, big)
 
         def one_round(st, r):
-            counts = jnp.sum(st["mask"] & ~H.is_stable(st["pid"]), axis=-1, dtype=jnp.int32)
+            counts = st["n_unstable"]
             count = jnp.max(counts)
             if not size:
                 # Every event with the smallest list that holds them all (or all W slots).
@@ -573,7 +589,9 @@ def decay_unstable(
     small = run(width, DECAY_LIST_SIZES)
     # small[3] is the overflow at W: some daughter found no free slot among the first W. The
     # rare repetition on all C slots uses whole-capacity rounds only (a third of the compile).
-    redo = jnp.any(small[3]) | jnp.any(mask[:, width:])
+    redo = jnp.any(small[3])
+    if n_in > width:
+        redo = redo | jnp.any(mask[:, width:])
     return jax.lax.cond(redo, lambda: run(cap, ()), lambda: small)
 
 
@@ -613,8 +631,9 @@ def _boosted_pair(p, placed, q, m1, m2, nx, ny, nz):
 
 def _unstable_round(u, st, cap_u: int, size: int, hold=False):
     """One decay round of one event: u [size, 4] channel uniform and decay direction of its list
-    entries (:func:`_channel_and_direction`), ``st`` the state (particles at the front); with
-    ``hold`` (bool) the event is left as it is.
+    entries (:func:`_channel_and_direction`), ``st`` the state (particles at the front, and
+    ``n_unstable``, their number of unstable ones, updated for the next round); with ``hold``
+    (bool) the event is left as it is.
 
     The unstable particles are gathered into a list of ``size`` entries in slot order (the
     caller makes sure it holds them all), decayed, and written back: the k-th two-body decay
@@ -643,6 +662,10 @@ def _unstable_round(u, st, cap_u: int, size: int, hold=False):
     # The k-th two-body decay (in slot order) appends its second daughter, if there is room.
     target, placed = append_after_last(mask, two)
     overflow = st["overflow"] | jnp.any(two & ~placed)
+    # Unstable after the round: daughter 1 in the parent's slot, daughter 2 if placed, the
+    # parent if its daughter found no slot; a held event keeps its count.
+    left = [(placed | relabel) & ~H.is_stable(d1), placed & ~H.is_stable(d2), two & ~placed]
+    n_unstable = jnp.where(hold, st["n_unstable"], sum(jnp.sum(x, dtype=jnp.int32) for x in left))
     m = H.hadron_mass(pid_par, dtype)
     m1 = H.hadron_mass(d1, dtype)
     m2 = H.hadron_mass(jnp.where(placed, d2, 0), dtype)
@@ -675,4 +698,5 @@ def _unstable_round(u, st, cap_u: int, size: int, hold=False):
     out["pid"] = pid.at[target].set(d2, mode="drop").astype(jnp.int32)
     out["mask"] = mask.at[target].set(True, mode="drop")
     out["overflow"] = overflow
+    out["n_unstable"] = n_unstable
     return out

@@ -178,14 +178,10 @@ def hadronize(
         p, pid, mask, dinfo = decay_clusters(
             params, k_dec, clusters, model, on_threshold="reshuffle", record_history=record_history
         )
-        pad = cap - p.shape[1]
-        p = jnp.pad(p, ((0, 0), (0, pad), (0, 0)))
-        pid = jnp.pad(pid, ((0, 0), (0, pad)))
-        mask = jnp.pad(mask, ((0, 0), (0, pad)))
         history = {}
         if record_history:
             # Primary hadron slots 2k, 2k + 1 belong to cluster k (decay_clusters).
-            primary = jnp.arange(cap, dtype=jnp.int32) // 2
+            primary = jnp.arange(p.shape[1], dtype=jnp.int32) // 2
             labels = jnp.where(mask, primary[None, :], -1)
             history = {name: finfo["history"][name] for name in ("parton_p_q", "parton_p_qbar", "parton_flavour")}
             history.update({name: finfo["history"][name] for name in ("cluster_q", "cluster_qbar", "fission_target")})
@@ -204,6 +200,7 @@ def hadronize(
                 history_labels=labels,
                 history_capacity=cap,
                 working_capacity=width,
+                capacity=cap,
             )
             history.update(
                 hadron_cluster=hist["label"],
@@ -214,14 +211,18 @@ def hadronize(
             )
         elif decay_unstable_hadrons:
             p, pid, mask, overflow = decay_unstable(
-                k_unst, p, pid, mask, n_rounds=n_decay_rounds, working_capacity=width
+                k_unst, p, pid, mask, n_rounds=n_decay_rounds, working_capacity=width, capacity=cap
             )
         else:
             overflow = jnp.zeros(mask.shape[:1], bool)
+            pad = cap - p.shape[1]
+            p = jnp.pad(p, ((0, 0), (0, pad), (0, 0)))
+            pid = jnp.pad(pid, ((0, 0), (0, pad)))
+            mask = jnp.pad(mask, ((0, 0), (0, pad)))
             if record_history:
                 n = mask.shape[0]
                 history.update(
-                    hadron_cluster=labels,
+                    hadron_cluster=jnp.pad(labels, ((0, 0), (0, pad)), constant_values=-1),
                     hadron_parent=jnp.full(mask.shape, -1, jnp.int32),
                     decayed_p=jnp.zeros((n, 1, 4), p.dtype),
                     decayed_pid=jnp.zeros((n, 1), jnp.int32),
