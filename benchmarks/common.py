@@ -15,7 +15,15 @@ from typing import Any
 
 import jax
 
-__all__ = ["block", "time_compile_and_run", "best_time", "machine_info", "print_table", "write_json"]
+__all__ = [
+    "block",
+    "time_compile_and_run",
+    "best_time",
+    "best_time_and_cores",
+    "machine_info",
+    "print_table",
+    "write_json",
+]
 
 
 def block(x: Any) -> Any:
@@ -33,12 +41,23 @@ def time_compile_and_run(fn: Callable[..., Any], *args: Any, repeat: int = 5) ->
 
 def best_time(fn: Callable[..., Any], *args: Any, repeat: int = 5) -> float:
     """Best wall time (seconds) of ``repeat`` calls; the minimum is the least noisy estimate."""
-    best = float("inf")
+    return best_time_and_cores(fn, *args, repeat=repeat)[0]
+
+
+def best_time_and_cores(fn: Callable[..., Any], *args: Any, repeat: int = 5) -> tuple[float, float]:
+    """Best wall time (seconds) of ``repeat`` calls and the cores that call kept busy.
+
+    Cores = CPU time of the process (all its threads, user + system) / wall time of the best
+    call: 1 for single-threaded code, up to the machine's core count for XLA's thread pool.
+    """
+    best, cores = float("inf"), float("nan")
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         block(fn(*args))
-        best = min(best, time.perf_counter() - t0)
-    return best
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if wall < best:
+            best, cores = wall, cpu / wall
+    return best, cores
 
 
 def machine_info() -> dict[str, Any]:

@@ -42,14 +42,13 @@ def _params(dtype):
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
 
 
-def _primaries(params, clusters, cap: int):
-    """Primary hadrons of the clusters (reference decay), padded to the hadron capacity, and the decay."""
+def _primaries(params, clusters):
+    """Primary hadrons of the clusters (reference decay, 2K slots, as the layer passes them on) and the decay."""
     from diffgen.hadronization.decay import decay_clusters, reference_angles
 
     dec = jax.jit(lambda p, key, c: decay_clusters(p, key, c, reference_angles(), on_threshold="reshuffle"))
     p, pid, mask, _ = dec(params, jax.random.key(3), clusters)
-    pad = ((0, 0), (0, cap - p.shape[1]))
-    return (jnp.pad(p, (*pad, (0, 0))), jnp.pad(pid, pad), jnp.pad(mask, pad)), dec
+    return (p, pid, mask), dec
 
 
 def tails(n_events: int, chunk: int) -> dict[str, object]:
@@ -107,11 +106,11 @@ def activity(n: int) -> list[dict[str, object]]:
         rows.append(
             {"loop": "fission", "before round": r + 1, "active share": share, "share > 16": "", "most in an event": ""}
         )
-    (p, pid, mask), _ = _primaries(params, cl, cap)
+    (p, pid, mask), _ = _primaries(params, cl)
     for r in range(8):
-        out = jax.jit(lambda key, a, b, c, r=r: decay_unstable(key, a, b, c, n_rounds=r, working_capacity=width))(
-            jax.random.key(4), p, pid, mask
-        )
+        out = jax.jit(
+            lambda key, a, b, c, r=r: decay_unstable(key, a, b, c, n_rounds=r, working_capacity=width, capacity=cap)
+        )(jax.random.key(4), p, pid, mask)
         count = np.asarray(jnp.sum(out[2] & ~H.is_stable(out[1]), axis=-1))
         rows.append(
             {
@@ -144,8 +143,8 @@ def rates(n: int, dtype, repeat: int) -> list[dict[str, object]]:
             # New functions per setting: the fraction is read when they are traced.
             form = jax.jit(lambda p, key, e: F.form_clusters(p, key, e))
             cl, _ = form(params, jax.random.key(2), partons)
-            primaries, dec = _primaries(params, cl, cap)
-            unstable = jax.jit(lambda key, a, b, c: decay_unstable(key, a, b, c, working_capacity=width))
+            primaries, dec = _primaries(params, cl)
+            unstable = jax.jit(lambda key, a, b, c: decay_unstable(key, a, b, c, working_capacity=width, capacity=cap))
             whole = jax.jit(lambda p, key, e: layer.apply(p, key, e))
             for name, fn, args in (
                 ("cluster formation + fission", form, (params, jax.random.key(2), partons)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -64,6 +65,7 @@ def test_pythia_settings_carry_our_parameters():
     # 5000 events is about 0.2 %)
     run = baselines.pythia_rate("mumu", PARAMS, 5000)
     assert run["mean_multiplicity"] == 2.0
+    assert 0.0 < run["cores"] < 1.5  # one thread
     np.testing.assert_allclose(run["sigma_pb"], baselines.numpy_mumu_sigma(PARAMS), rtol=0.01)
 
 
@@ -88,6 +90,26 @@ def test_summary_reports_targets():
     )
     met = {r["target"]: r["met"] for r in rows}
     assert met == {"ee->mumu float64 events/s": True, "ee->mumu vs numpy (same run)": True, "grad/forward x": False}
+
+
+def test_summary_reports_the_pythia_ratio_and_the_ratio_per_core():
+    row = {"stage": "chain: ee->hadrons", "dtype": "float32", "ratio": 4.0, "ratio_per_core": 2.5}
+    rows = _summary({"chains": [row]})
+    assert [(r["measured"], r["met"]) for r in rows] == [(4.0, False), (2.5, "-")]
+
+
+def test_best_time_counts_the_busy_cores():
+    from benchmarks.common import best_time_and_cores
+
+    def spin():  # one Python thread, busy
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.05:
+            pass
+
+    wall, cores = best_time_and_cores(spin, repeat=2)
+    assert wall >= 0.05 and 0.5 < cores < 1.5
+    wall, cores = best_time_and_cores(time.sleep, 0.05, repeat=2)
+    assert wall >= 0.05 and cores < 0.5  # waiting is not work
 
 
 def test_cli_rejects_unknown_sections(capsys):
