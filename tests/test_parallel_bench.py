@@ -135,3 +135,24 @@ def test_hadronization_capacity_script_rejects_bad_sizes(capsys):
         with pytest.raises(SystemExit):
             main(bad)
         assert "must be >= 1" in capsys.readouterr().err
+
+
+def test_compare_revisions_exports_a_revision_and_rejects_bad_input(tmp_path, capsys):
+    import subprocess
+
+    from benchmarks.compare_revisions import export, main
+
+    if subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    root = export("HEAD", tmp_path / "head")
+    assert (root / "diffgen" / "__init__.py").is_file() and (root / "diffgen" / "hadronization").is_dir()
+    with pytest.raises(ValueError, match="is not a commit"):
+        export("no-such-revision", tmp_path / "x")
+    for bad, message in (
+        (["no-such-revision", "HEAD"], "is not a commit"),
+        (["HEAD", "HEAD", "--rounds", "0"], "must be >= 1"),
+        (["HEAD", "HEAD", "--stage", "detector"], "invalid choice"),
+    ):
+        with pytest.raises(SystemExit):
+            main(bad)
+        assert message in capsys.readouterr().err

@@ -1,0 +1,148 @@
+"""Events/s of one stage at two git revisions, timed in alternating processes.
+
+A change of a few per cent is smaller than this machine's run-to-run spread (±10–20 %
+between runs of the same code), so a before/after pair taken in two separate runs says
+little. This script exports each revision's ``diffgen`` package (``git archive``) into a
+temporary directory and times the stage in child processes that alternate between the
+revisions (A B A B …): drifts of the machine's speed then hit both alike. Each child
+compiles the stage once and reports the best of ``--repeat`` calls; the table gives, per
+revision, the median over the children, and the ratio of the medians.
+
+    .venv/bin/python -m benchmarks.compare_revisions HEAD~1 HEAD [--stage hadronization]
+        [--dtype float32] [--n 10000] [--rounds 3] [--repeat 5]
+
+Stages: ``shower`` (on e⁺e⁻ → q q̄), ``hadronization`` (on showered partons, the default),
+``chain`` (e⁺e⁻ → q q̄ → shower → hadronization). The inputs of a stage are generated with
+the revision under test, with the same keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.common import machine_info, print_table
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("shower", "hadronization", "chain")
+
+# Run in a child process with the exported revision first on sys.path. Prints one JSON line.
+_CHILD = r"""
+import json, sys, time
+import jax, jax.numpy as jnp
+jax.config.update("jax_enable_x64", True)
+from diffgen.core import chain
+from diffgen.hadronization import hadronize
+from diffgen.processes import ee_to_qqbar
+from diffgen.shower import final_state_shower
+stage, dtype, n, repeat = sys.argv[1], jnp.dtype(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+key = jax.random.key
+src = ee_to_qqbar(dtype=dtype)
+if stage == "chain":
+    sim = chain(src, ("shower", final_state_shower()), ("hadronization", hadronize()))
+    fn, args = jax.jit(lambda p, k: sim.sample(p, k, n)), (sim.init(key(0)), key(1))
+else:
+    events = jax.jit(lambda p, k: src.sample(p, k, n))(src.init(key(0)), key(1))
+    shower = final_state_shower()
+    if stage == "hadronization":
+        events = jax.jit(shower.apply)(shower.init(key(2)), key(3), events)
+    layer = shower if stage == "shower" else hadronize()
+    fn, args = jax.jit(layer.apply), (layer.init(key(4)), key(5), events)
+t0 = time.perf_counter()
+jax.block_until_ready(fn(*args))
+compile_s = time.perf_counter() - t0
+best = float("inf")
+for _ in range(repeat):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    best = min(best, time.perf_counter() - t0)
+import diffgen
+print(json.dumps({"events_per_s": n / best, "compile_s": compile_s, "package": diffgen.__file__}))
+"""
+
+
+def export(revision: str, into: Path) -> Path:
+    """Write the ``diffgen`` package of ``revision`` under ``into``; returns ``into``."""
+    rev = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    if rev.returncode != 0:
+        raise ValueError(f"revision {revision!r} is not a commit of {REPO}")
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", rev.stdout.strip(), "diffgen"], capture_output=True, check=True
+    )
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def time_once(package_root: Path, stage: str, dtype: str, n: int, repeat: int) -> dict[str, float]:
+    """Events/s and compile time of ``stage`` in a fresh process importing ``package_root/diffgen``."""
+    env = dict(os.environ, PYTHONPATH=str(package_root))
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, stage, dtype, str(n), str(repeat)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=package_root,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"timing {stage} at {package_root} failed:\n{out.stderr[-2000:]}")
+    run = json.loads(out.stdout.strip().splitlines()[-1])
+    # An installed diffgen (e.g. an editable install's import hook) must not shadow the export.
+    if Path(run["package"]).resolve().parent != (package_root / "diffgen").resolve():
+        raise RuntimeError(f"the child imported diffgen from {run['package']}, not from {package_root}")
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("before", help="git revision of the baseline (e.g. HEAD~1)")
+    parser.add_argument("after", help="git revision to compare (e.g. HEAD)")
+    parser.add_argument("--stage", choices=STAGES, default="hadronization")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--n", type=int, default=10_000, help="events per call (default 10^4)")
+    parser.add_argument("--rounds", type=int, default=3, help="processes per revision, alternating (default 3)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed calls per process (best is kept)")
+    args = parser.parse_args(argv)
+    for name in ("n", "rounds", "repeat"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    print(machine_info())
+    with tempfile.TemporaryDirectory() as tmp:
+        roots = {}
+        for label in ("before", "after"):
+            try:
+                roots[label] = export(getattr(args, label), Path(tmp) / label)
+            except ValueError as err:
+                parser.error(str(err))
+        rates: dict[str, list[float]] = {"before": [], "after": []}
+        for _ in range(args.rounds):
+            for label in ("before", "after"):
+                run = time_once(roots[label], args.stage, args.dtype, args.n, args.repeat)
+                rates[label].append(run["events_per_s"])
+    medians = {label: statistics.median(v) for label, v in rates.items()}
+    rows = [
+        {
+            "revision": f"{label}: {getattr(args, label)}",
+            "events_per_s (median)": medians[label],
+            "us_per_event": 1e6 / medians[label],
+            "per process": " ".join(f"{r:.4g}" for r in rates[label]),
+        }
+        for label in ("before", "after")
+    ]
+    print_table(f"{args.stage}, {args.dtype}, N = {args.n}, {args.rounds} alternating processes per revision", rows)
+    print(f"after / before (medians): {medians['after'] / medians['before']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
