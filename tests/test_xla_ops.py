@@ -49,3 +49,24 @@ def test_threefry2x32_known_answers_and_jax():
     got = jax.jit(lambda k, a, b: xla_ops.threefry2x32(k[0], k[1], a, b))(key, x[0], x[1])
     ref = jax.extend.random.threefry_2x32(key, x.reshape(-1))
     np.testing.assert_array_equal(np.concatenate([np.asarray(got[0]), np.asarray(got[1])]), np.asarray(ref))
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 31, 32, 33, 48, 112, 625])
+def test_flagged_slots_is_nonzero(n):
+    """The slots of the first M flags of every row, as ``jnp.nonzero(size=M, fill_value=n)``,
+    for lists shorter and longer than the flags of a row, empty and full rows included, and
+    rows of one, less than one, exactly one and several 32-bit words."""
+    rng = np.random.default_rng(n)
+    share = rng.uniform(0.0, 1.0, (300, 1))
+    flags = rng.uniform(size=(300, n)) < share
+    flags[0], flags[-1] = False, True
+    for size in (0, 1, 16, n + 3):
+        expected = jax.vmap(lambda f, size=size: jnp.nonzero(f, size=size, fill_value=n)[0])(jnp.asarray(flags))
+        got = jax.jit(lambda f, size=size: xla_ops.flagged_slots(f, size))(jnp.asarray(flags))
+        assert got.dtype == jnp.int32 and got.shape == (300, size)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected), err_msg=f"n = {n}, size = {size}")
+        # row by row under vmap, as the decay rounds call it
+        rows = jax.jit(jax.vmap(lambda f, size=size: xla_ops.flagged_slots(f, size)))(jnp.asarray(flags))
+        np.testing.assert_array_equal(np.asarray(rows), np.asarray(expected), err_msg=f"vmap, n = {n}, size = {size}")
+    with pytest.raises(ValueError, match="size must be an int >= 0"):
+        xla_ops.flagged_slots(jnp.asarray(flags), -1)

@@ -53,7 +53,7 @@ from diffgen.hadronization.formation import (
     uniform_block,
 )
 from diffgen.typing import Array, Key, Params
-from diffgen.xla_ops import prefix_sum
+from diffgen.xla_ops import flagged_slots, prefix_sum
 
 __all__ = [
     "DECAY_LIST_SIZES",
@@ -476,7 +476,9 @@ def decay_unstable(
         front = to_front(mask[:, :s])
 
         def moved(x, fill=0):
-            x = jnp.take_along_axis(x[:, :s], front.reshape(front.shape + (1,) * (x.ndim - 2)), axis=1)
+            x = jnp.take_along_axis(
+                x[:, :s], front.reshape(front.shape + (1,) * (x.ndim - 2)), axis=1, mode="promise_in_bounds"
+            )
             return jnp.pad(x, ((0, 0), (0, w - s)) + ((0, 0),) * (x.ndim - 2), constant_values=fill)
 
         state = {
@@ -643,18 +645,16 @@ def _unstable_round(u, st, cap_u: int, size: int, hold=False):
     w = mask.shape[0]
     dtype = p.dtype
     record = "labels" in st
-    slot = jnp.arange(w, dtype=jnp.int32)
     unstable = mask & ~H.is_stable(pid) & ~jnp.asarray(hold, bool)
-    rank_u = prefix_sum(unstable.astype(jnp.int32)) - 1
-    order = jnp.full((size,), w, jnp.int32).at[jnp.where(unstable, rank_u, size)].set(slot, mode="drop")
+    order = flagged_slots(unstable, size)
     valid = order < w
     idx = jnp.minimum(order, w - 1)
     p_par, pid_par = p[idx], pid[idx]
     br = jnp.asarray(H.TABLE["br"], dtype)
     a = jnp.clip(jnp.abs(pid_par), 0, H.MAX_ABS_PID - 1)
     ch = (u[:, 0] >= br[a, 0]).astype(jnp.int32)
-    d1 = jnp.take_along_axis(jnp.asarray(H.TABLE["d1"])[a], ch[:, None], 1)[:, 0]
-    d2 = jnp.take_along_axis(jnp.asarray(H.TABLE["d2"])[a], ch[:, None], 1)[:, 0]
+    d1 = jnp.take_along_axis(jnp.asarray(H.TABLE["d1"])[a], ch[:, None], 1, mode="promise_in_bounds")[:, 0]
+    d2 = jnp.take_along_axis(jnp.asarray(H.TABLE["d2"])[a], ch[:, None], 1, mode="promise_in_bounds")[:, 0]
     d1 = jnp.where(pid_par < 0, H.conjugate_pid(d1), d1)
     d2 = jnp.where(pid_par < 0, H.conjugate_pid(d2), d2)
     relabel = valid & (d2 == 0)

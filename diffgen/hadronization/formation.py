@@ -34,7 +34,7 @@ from diffgen import kinematics as kin
 from diffgen.core import Events, is_traced
 from diffgen.hadronization.hadrons import CONSTITUENT_MASS
 from diffgen.typing import Array, Key, Params
-from diffgen.xla_ops import prefix_sum, threefry2x32
+from diffgen.xla_ops import flagged_slots, prefix_sum, threefry2x32
 
 __all__ = [
     "Clusters",
@@ -402,7 +402,7 @@ def on_active_rows(fn, base, inputs, active: Array, size: int):
         return x.reshape(b, m, *x.shape[1:])
 
     def block(base_b, inputs_b, active_b):
-        rows = jnp.nonzero(active_b, size=size, fill_value=m)[0].astype(jnp.int32)
+        rows = flagged_slots(active_b, size)
         take = jnp.minimum(rows, m - 1)
         new = fn(jax.tree.map(lambda x: x[take], base_b), jax.tree.map(lambda x: x[take], inputs_b))
         return jax.tree.map(lambda x, y: x.at[rows].set(y, mode="drop"), base_b, new)
@@ -599,10 +599,18 @@ def form_clusters(
     # for free slots.
     front = to_front(carry[4])
     carry = tuple(
-        jnp.take_along_axis(x, front[..., None] if x.ndim == 3 else front, axis=1) if x.ndim > 1 else x for x in carry
+        jnp.take_along_axis(x, front[..., None] if x.ndim == 3 else front, axis=1, mode="promise_in_bounds")
+        if x.ndim > 1
+        else x
+        for x in carry
     )
     if record_history:
-        hist.update({name: jnp.take_along_axis(hist[name], front, axis=1) for name in ("cluster_q", "cluster_qbar")})
+        hist.update(
+            {
+                name: jnp.take_along_axis(hist[name], front, axis=1, mode="promise_in_bounds")
+                for name in ("cluster_q", "cluster_qbar")
+            }
+        )
     fission_shape = (n, n_fission_rounds, k, 3)
     split_fn = jax.vmap(lambda c: _fission_split(params, *c[:5])[1])
     round_fn = jax.vmap(lambda u, c: _fission_one(params, u, c))
