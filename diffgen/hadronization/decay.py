@@ -52,6 +52,7 @@ from diffgen.hadronization.formation import (
     uniform,
     uniform_block,
 )
+from diffgen.phasespace.maps import cos_sin_2pi
 from diffgen.typing import Array, Key, Params
 from diffgen.xla_ops import flagged_slots, prefix_sum
 
@@ -601,9 +602,10 @@ def _channel_and_direction(u: Array) -> Array:
     """[..., 3] uniforms → [..., 4]: the channel uniform and the unit vector (n_x, n_y, n_z) of
     cos θ = 2u₁ − 1, φ = π(2u₂ − 1) (isotropic)."""
     cos = 2.0 * u[..., 1] - 1.0
-    phi = (2.0 * u[..., 2] - 1.0) * jnp.pi
+    # φ = 2π(u₂ − ½), with u₂ − ½ exact; cos_sin_2pi costs a fifth of jnp.cos and jnp.sin.
+    cos_phi, sin_phi = cos_sin_2pi(u[..., 2] - 0.5)
     sin = kin.safe_sqrt(1.0 - cos**2)
-    return jnp.stack([u[..., 0], sin * jnp.cos(phi), sin * jnp.sin(phi), cos], axis=-1)
+    return jnp.stack([u[..., 0], sin * cos_phi, sin * sin_phi, cos], axis=-1)
 
 
 def _boosted_pair(p, placed, q, m1, m2, nx, ny, nz):
