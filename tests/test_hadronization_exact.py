@@ -141,12 +141,13 @@ def test_decay_rounds_keep_count_of_the_unstable_particles(primaries):
     st = {
         "p": jnp.take_along_axis(ev.p, front[..., None], axis=1),
         "pid": jnp.take_along_axis(ev.pid, front, axis=1),
-        "mask": jnp.take_along_axis(ev.mask, front, axis=1),
+        "n": jnp.sum(ev.mask, axis=-1, dtype=jnp.int32),
         "overflow": jnp.zeros(ev.n_events, bool),
     }
 
     def recount(st):
-        return jnp.sum(st["mask"] & ~D.H.is_stable(st["pid"]), axis=-1, dtype=jnp.int32)
+        mask = jnp.arange(st["pid"].shape[1], dtype=jnp.int32)[None, :] < st["n"][:, None]
+        return jnp.sum(mask & ~D.H.is_stable(st["pid"]), axis=-1, dtype=jnp.int32)
 
     st["n_unstable"] = recount(st)
     size = 48

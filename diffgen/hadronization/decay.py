@@ -43,7 +43,7 @@ from diffgen.hadronization.formation import (
     Clusters,
     active_row_capacity,
     active_rows_fit,
-    append_after_last,
+    append_after,
     constituent_axis,
     on_active_rows,
     popped_flavour_logits,
@@ -485,7 +485,8 @@ def decay_unstable(
         state = {
             "p": moved(p),
             "pid": moved(pid),
-            "mask": moved(mask),
+            # The particles of an event are its first n slots: the count stands for the mask.
+            "n": jnp.sum(mask[:, :s], axis=-1, dtype=jnp.int32),
             "overflow": jnp.zeros((n,), bool),
             # Unstable particles per event, kept up to date by the rounds from their short lists
             # (counting them over all W slots in every round cost more than a round's decays).
@@ -571,17 +572,18 @@ def decay_unstable(
 
         state, _ = jax.lax.scan(one_round, state, jnp.arange(n_rounds, dtype=jnp.int32))
         pad = cap - w
+        out_mask = jnp.arange(cap, dtype=jnp.int32)[None, :] < state["n"][:, None]
         out = (
             jnp.pad(state["p"], ((0, 0), (0, pad), (0, 0))),
             jnp.pad(state["pid"], ((0, 0), (0, pad))),
-            jnp.pad(state["mask"], ((0, 0), (0, pad))),
+            out_mask,
             state["overflow"],
         )
         if not record:
             return out
         hist = {
-            "label": jnp.pad(jnp.where(state["mask"], state["labels"], -1), ((0, 0), (0, pad)), constant_values=-1),
-            "parent": jnp.pad(jnp.where(state["mask"], state["parent_of"], -1), ((0, 0), (0, pad)), constant_values=-1),
+            "label": jnp.where(out_mask, jnp.pad(state["labels"], ((0, 0), (0, pad))), -1),
+            "parent": jnp.where(out_mask, jnp.pad(state["parent_of"], ((0, 0), (0, pad))), -1),
             **{k: state[k] for k in ("decayed_p", "decayed_pid", "decayed_parent", "decayed_label", "decayed_mask")},
             "record_overflow": state["record_overflow"],
         }
@@ -635,16 +637,18 @@ def _boosted_pair(p, placed, q, m1, m2, nx, ny, nz):
 
 def _unstable_round(u, st, cap_u: int, size: int, hold=False):
     """One decay round of one event: u [size, 4] channel uniform and decay direction of its list
-    entries (:func:`_channel_and_direction`), ``st`` the state (particles at the front, and
-    ``n_unstable``, their number of unstable ones, updated for the next round); with ``hold``
+    entries (:func:`_channel_and_direction`), ``st`` the state (the ``n`` particles in the
+    first n slots, and ``n_unstable``, their number of unstable ones, both updated for the next
+    round); with ``hold``
     (bool) the event is left as it is.
 
     The unstable particles are gathered into a list of ``size`` entries in slot order (the
     caller makes sure it holds them all), decayed, and written back: the k-th two-body decay
     appends its second daughter as particle n + k; the record rows follow the list order.
     """
-    p, pid, mask = st["p"], st["pid"], st["mask"]
-    w = mask.shape[0]
+    p, pid, n = st["p"], st["pid"], st["n"]
+    w = pid.shape[0]
+    mask = jnp.arange(w, dtype=jnp.int32) < n
     dtype = p.dtype
     record = "labels" in st
     unstable = mask & ~H.is_stable(pid) & ~jnp.asarray(hold, bool)
@@ -662,7 +666,7 @@ def _unstable_round(u, st, cap_u: int, size: int, hold=False):
     relabel = valid & (d2 == 0)
     two = valid & (d2 != 0)
     # The k-th two-body decay (in slot order) appends its second daughter, if there is room.
-    target, placed = append_after_last(mask, two)
+    target, placed = append_after(n, two, w)
     overflow = st["overflow"] | jnp.any(two & ~placed)
     # Unstable after the round: daughter 1 in the parent's slot, daughter 2 if placed, the
     # parent if its daughter found no slot; a held event keeps its count.
@@ -698,7 +702,7 @@ def _unstable_round(u, st, cap_u: int, size: int, hold=False):
     pid = pid.at[jnp.where(placed | relabel, idx, w)].set(d1, mode="drop")
     out["p"] = p.at[target].set(lab_b, mode="drop")
     out["pid"] = pid.at[target].set(d2, mode="drop").astype(jnp.int32)
-    out["mask"] = mask.at[target].set(True, mode="drop")
+    out["n"] = n + jnp.sum(placed, dtype=jnp.int32)
     out["overflow"] = overflow
     out["n_unstable"] = n_unstable
     return out

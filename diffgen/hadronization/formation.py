@@ -38,6 +38,7 @@ from diffgen.xla_ops import flagged_slots, prefix_sum, threefry2x32
 
 __all__ = [
     "Clusters",
+    "append_after",
     "append_after_last",
     "constituent_axis",
     "fission_fractions",
@@ -321,8 +322,21 @@ def append_after_last(mask: Array, flags: Array) -> tuple[Array, Array]:
       ``(target, placed)``: [M] int32 slot of each item (C, out of range, if not placed) and
       [M] bool whether it was placed (False when the capacity is exhausted).
     """
-    cap = mask.shape[0]
-    target = jnp.sum(mask, dtype=jnp.int32) + prefix_sum(flags.astype(jnp.int32)) - 1
+    return append_after(jnp.sum(mask, dtype=jnp.int32), flags, mask.shape[0])
+
+
+def append_after(n: Array, flags: Array, cap: int) -> tuple[Array, Array]:
+    """:func:`append_after_last` for an event that keeps the count n of its occupied slots.
+
+    Args:
+      n: 0-d int32, the occupied slots are 0 … n − 1.
+      flags: [M] bool, items to place (in order).
+      cap: static number of slots C.
+
+    Returns:
+      ``(target, placed)`` as :func:`append_after_last`.
+    """
+    target = n + prefix_sum(flags.astype(jnp.int32)) - 1
     placed = flags & (target < cap)
     return jnp.where(placed, target, cap).astype(jnp.int32), placed
 
