@@ -9,7 +9,13 @@ compiles the stage once and reports the best of ``--repeat`` calls; the table gi
 revision, the median over the children, and the ratio of the medians.
 
     .venv/bin/python -m benchmarks.compare_revisions HEAD~1 HEAD [--stage hadronization]
-        [--dtype float32] [--n 10000] [--rounds 3] [--repeat 5]
+        [--dtype float32] [--n 10000] [--rounds 3] [--repeat 5] [--same-process CALLS]
+
+With ``--same-process CALLS`` one child process compiles the stage of both revisions and
+alternates CALLS timed calls between the two executables: the processes of one revision
+spread by up to ±30 % on this machine, calls within one process far less, so this mode
+resolves changes of a few per cent. The table gives the median and the best call per
+revision and the ratios of both.
 
 Stages: ``shower`` (on e⁺e⁻ → q q̄), ``hadronization`` (on showered partons, the default),
 ``chain`` (e⁺e⁻ → q q̄ → shower → hadronization). The inputs of a stage are generated with
@@ -67,6 +73,52 @@ print(json.dumps({"events_per_s": n / best, "compile_s": compile_s, "package": d
 """
 
 
+# One child process for both revisions (``--same-process``): each revision's package is
+# imported, its stage traced and compiled, then its modules are dropped from sys.modules so
+# the next revision imports its own; the compiled executables need no Python module to run.
+# The timed calls then alternate between the two executables. Prints one JSON line.
+_CHILD_PAIR = r"""
+import json, sys, time
+import jax, jax.numpy as jnp
+jax.config.update("jax_enable_x64", True)
+stage, dtype, n, calls = sys.argv[1], jnp.dtype(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+roots = sys.argv[5:]
+key = jax.random.key
+compiled = []
+for root in roots:
+    for name in [m for m in sys.modules if m == "diffgen" or m.startswith("diffgen.")]:
+        del sys.modules[name]
+    sys.path.insert(0, root)
+    import diffgen
+    from diffgen.core import chain
+    from diffgen.hadronization import hadronize
+    from diffgen.processes import ee_to_qqbar
+    from diffgen.shower import final_state_shower
+    src = ee_to_qqbar(dtype=dtype)
+    if stage == "chain":
+        sim = chain(src, ("shower", final_state_shower()), ("hadronization", hadronize()))
+        fn, args = (lambda p, k: sim.sample(p, k, n)), (sim.init(key(0)), key(1))
+    else:
+        events = jax.jit(lambda p, k: src.sample(p, k, n))(src.init(key(0)), key(1))
+        shower = final_state_shower()
+        if stage == "hadronization":
+            events = jax.jit(shower.apply)(shower.init(key(2)), key(3), events)
+        layer = shower if stage == "shower" else hadronize()
+        fn, args = layer.apply, (layer.init(key(4)), key(5), events)
+    exe = jax.jit(fn).lower(*args).compile()
+    jax.block_until_ready(exe(*args))
+    compiled.append((exe, args, diffgen.__file__))
+    sys.path.remove(root)
+times = [[] for _ in roots]
+for _ in range(calls):
+    for i, (exe, args, _) in enumerate(compiled):
+        t0 = time.perf_counter()
+        jax.block_until_ready(exe(*args))
+        times[i].append(time.perf_counter() - t0)
+print(json.dumps({"seconds": times, "packages": [c[2] for c in compiled]}))
+"""
+
+
 def export(revision: str, into: Path) -> Path:
     """Write the ``diffgen`` package of ``revision`` under ``into``; returns ``into``."""
     rev = subprocess.run(
@@ -103,6 +155,24 @@ def time_once(package_root: Path, stage: str, dtype: str, n: int, repeat: int) -
     return run
 
 
+def time_pair(roots: list[Path], stage: str, dtype: str, n: int, calls: int) -> list[list[float]]:
+    """Seconds of ``calls`` alternating calls of ``stage`` per package root, in one fresh process."""
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD_PAIR, stage, dtype, str(n), str(calls), *map(str, roots)],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        cwd=roots[0].parent,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"timing {stage} at {', '.join(map(str, roots))} failed:\n{out.stderr[-2000:]}")
+    run = json.loads(out.stdout.strip().splitlines()[-1])
+    for root, package in zip(roots, run["packages"], strict=True):
+        if Path(package).resolve().parent != (root / "diffgen").resolve():
+            raise RuntimeError(f"the child imported diffgen from {package}, not from {root}")
+    return run["seconds"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("before", help="git revision of the baseline (e.g. HEAD~1)")
@@ -112,7 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=10_000, help="events per call (default 10^4)")
     parser.add_argument("--rounds", type=int, default=3, help="processes per revision, alternating (default 3)")
     parser.add_argument("--repeat", type=int, default=5, help="timed calls per process (best is kept)")
+    parser.add_argument(
+        "--same-process",
+        type=int,
+        metavar="CALLS",
+        default=0,
+        help="instead: both revisions compiled in one process, CALLS timed calls of each, alternating",
+    )
     args = parser.parse_args(argv)
+    if args.same_process < 0:
+        parser.error(f"--same-process must be >= 1 calls (0: off), got {args.same_process}")
     for name in ("n", "rounds", "repeat"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -124,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                 roots[label] = export(getattr(args, label), Path(tmp) / label)
             except ValueError as err:
                 parser.error(str(err))
+        if args.same_process:
+            seconds = time_pair([roots["before"], roots["after"]], args.stage, args.dtype, args.n, args.same_process)
+            return _report_pair(args, dict(zip(("before", "after"), seconds, strict=True)))
         rates: dict[str, list[float]] = {"before": [], "after": []}
         for _ in range(args.rounds):
             for label in ("before", "after"):
@@ -141,6 +223,26 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print_table(f"{args.stage}, {args.dtype}, N = {args.n}, {args.rounds} alternating processes per revision", rows)
     print(f"after / before (medians): {medians['after'] / medians['before']:.3f}")
+    return 0
+
+
+def _report_pair(args: argparse.Namespace, seconds: dict[str, list[float]]) -> int:
+    """Table of the same-process mode: per revision the median and the best call, and their ratios."""
+    rows = [
+        {
+            "revision": f"{label}: {getattr(args, label)}",
+            "us_per_event (median)": 1e6 * statistics.median(v) / args.n,
+            "us_per_event (best)": 1e6 * min(v) / args.n,
+            "events_per_s (median)": args.n / statistics.median(v),
+        }
+        for label, v in seconds.items()
+    ]
+    title = f"{args.stage}, {args.dtype}, N = {args.n}, {args.same_process} alternating calls per revision, one process"
+    print_table(title, rows)
+    med = {label: statistics.median(v) for label, v in seconds.items()}
+    best = {label: min(v) for label, v in seconds.items()}
+    print(f"after / before (events/s of the medians): {med['before'] / med['after']:.3f}")
+    print(f"after / before (events/s of the best calls): {best['before'] / best['after']:.3f}")
     return 0
 
 

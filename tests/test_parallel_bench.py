@@ -152,7 +152,25 @@ def test_compare_revisions_exports_a_revision_and_rejects_bad_input(tmp_path, ca
         (["no-such-revision", "HEAD"], "is not a commit"),
         (["HEAD", "HEAD", "--rounds", "0"], "must be >= 1"),
         (["HEAD", "HEAD", "--stage", "detector"], "invalid choice"),
+        (["HEAD", "HEAD", "--same-process", "-1"], "must be >= 1 calls"),
     ):
         with pytest.raises(SystemExit):
             main(bad)
         assert message in capsys.readouterr().err
+
+
+def test_compare_revisions_same_process_runs_each_revision_from_its_export(tmp_path, capsys):
+    """Both revisions compiled in one child process: each executable comes from its own export
+    (the child raises otherwise), and the table reports both with their ratios."""
+    import subprocess
+
+    from benchmarks.compare_revisions import export, time_pair
+
+    if subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    roots = [export("HEAD", tmp_path / name) for name in ("before", "after")]
+    seconds = time_pair(roots, "shower", "float32", 64, 3)
+    assert len(seconds) == 2 and all(len(s) == 3 and min(s) > 0 for s in seconds)
+    # a root without the package: the child fails, or imports another diffgen and is caught
+    with pytest.raises(RuntimeError, match="failed|not from"):
+        time_pair([roots[0], tmp_path / "missing"], "shower", "float32", 64, 1)
