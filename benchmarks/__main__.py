@@ -233,7 +233,8 @@ def section_chains(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool) -
     pythia = None
     if use_pythia:
         pf = _float_params(ee_to_ffbar("mu").init(_key(0)))
-        pythia = pythia_rate("hadrons", pf, cfg["pythia"]["hadrons"])
+        # best of as many batches as diffgen's rows below get calls
+        pythia = pythia_rate("hadrons", pf, cfg["pythia"]["hadrons"], repeat=rep)
         if pythia is not None:
             out["pythia_hadrons"] = pythia
     for dtype in (jnp.float64, jnp.float32):
@@ -277,7 +278,7 @@ def section_chains(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool) -
     if pythia is not None:
         rows.append(
             {
-                "stage": "Pythia 8: ee->Z->hadrons",
+                "stage": f"Pythia 8: ee->Z->hadrons (best of {pythia['repeat']})",
                 "dtype": "float64",
                 "n": cfg["pythia"]["hadrons"],
                 "compile_s": pythia["init_s"],

@@ -64,7 +64,11 @@ def test_pythia_settings_carry_our_parameters():
     # with the optional extra installed: Pythia's sigma is the same Born sigma (its MC error at
     # 5000 events is about 0.2 %)
     run = baselines.pythia_rate("mumu", PARAMS, 5000)
-    assert run["mean_multiplicity"] == 2.0
+    assert run["mean_multiplicity"] == 2.0 and run["repeat"] == 1
+    best = baselines.pythia_rate("mumu", PARAMS, 500, repeat=3)
+    assert best["repeat"] == 3 and best["events_per_s"] > 0
+    with pytest.raises(ValueError, match="repeat must be an int >= 1"):
+        baselines.pythia_rate("mumu", PARAMS, 10, repeat=0)
     assert 0.0 < run["cores"] < 1.5  # one thread
     np.testing.assert_allclose(run["sigma_pb"], baselines.numpy_mumu_sigma(PARAMS), rtol=0.01)
 
