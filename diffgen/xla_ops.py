@@ -13,10 +13,14 @@ import numpy as np
 
 from diffgen.typing import Array
 
-__all__ = ["PREFIX_BLOCK", "flagged_slots", "prefix_sum", "threefry2x32"]
+__all__ = ["PREFIX_BLOCK", "SELECT_MAX_WORDS", "flagged_slots", "prefix_sum", "threefry2x32"]
 
 #: Block length of XLA's rewrite of a cumulative sum on CPU (see :func:`prefix_sum`).
 PREFIX_BLOCK = 16
+
+#: Longest row (in 32-bit words) for which :func:`flagged_slots` selects bits; the word search
+#: is unrolled, so longer rows use ``jnp.nonzero``.
+SELECT_MAX_WORDS = 32
 
 _THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 
@@ -60,7 +64,9 @@ def flagged_slots(flags: Array, size: int) -> Array:
     selected with population counts: the word from the counts of the words before it, the
     bit within the word by halving (the broadword *select* of S. Vigna, "Broadword
     implementation of rank/select queries", WEA 2008, LNCS 5038, p. 154). Everything is
-    element-wise on [..., size] entries and fuses into one loop, under ``vmap`` too.
+    element-wise on [..., size] entries and fuses into one loop, under ``vmap`` too. Rows of
+    more than :data:`SELECT_MAX_WORDS` words (the word search costs one step per word) use
+    ``jnp.nonzero``.
 
     Args:
       flags: [..., n] bool.
@@ -77,6 +83,9 @@ def flagged_slots(flags: Array, size: int) -> Array:
     if n == 0 or size == 0:
         return jnp.full(batch + (size,), n, jnp.int32)
     n_words = -(-n // 32)
+    if n_words > SELECT_MAX_WORDS:
+        rows = jax.vmap(lambda f: jnp.nonzero(f, size=size, fill_value=n)[0])(flags.reshape(-1, n))
+        return rows.reshape(batch + (size,)).astype(jnp.int32)
     bits = jnp.pad(flags.astype(bool), [(0, 0)] * len(batch) + [(0, 32 * n_words - n)])
     bits = bits.reshape(batch + (n_words, 32))
     shifts = jnp.arange(32, dtype=jnp.uint32)

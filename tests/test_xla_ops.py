@@ -51,11 +51,12 @@ def test_threefry2x32_known_answers_and_jax():
     np.testing.assert_array_equal(np.concatenate([np.asarray(got[0]), np.asarray(got[1])]), np.asarray(ref))
 
 
-@pytest.mark.parametrize("n", [0, 1, 5, 31, 32, 33, 48, 112, 625])
+@pytest.mark.parametrize("n", [0, 1, 5, 31, 32, 33, 48, 112, 625, 32 * xla_ops.SELECT_MAX_WORDS + 1])
 def test_flagged_slots_is_nonzero(n):
     """The slots of the first M flags of every row, as ``jnp.nonzero(size=M, fill_value=n)``,
     for lists shorter and longer than the flags of a row, empty and full rows included, and
-    rows of one, less than one, exactly one and several 32-bit words."""
+    rows of one, less than one, exactly one and several 32-bit words, and rows too long for the
+    bit selection (``jnp.nonzero`` itself)."""
     rng = np.random.default_rng(n)
     share = rng.uniform(0.0, 1.0, (300, 1))
     flags = rng.uniform(size=(300, n)) < share

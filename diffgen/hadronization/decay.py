@@ -639,8 +639,7 @@ def _unstable_round(u, st, cap_u: int, size: int, hold=False):
     """One decay round of one event: u [size, 4] channel uniform and decay direction of its list
     entries (:func:`_channel_and_direction`), ``st`` the state (the ``n`` particles in the
     first n slots, and ``n_unstable``, their number of unstable ones, both updated for the next
-    round); with ``hold``
-    (bool) the event is left as it is.
+    round); with ``hold`` (bool) the event is left as it is.
 
     The unstable particles are gathered into a list of ``size`` entries in slot order (the
     caller makes sure it holds them all), decayed, and written back: the k-th two-body decay
