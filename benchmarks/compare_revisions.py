@@ -38,28 +38,40 @@ from benchmarks.common import machine_info, print_table
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("shower", "hadronization", "chain")
 
-# Run in a child process with the exported revision first on sys.path. Prints one JSON line.
-_CHILD = r"""
+# The stage as a function and its arguments, built with whichever ``diffgen`` is imported
+# when it is called (the imports are inside). Shared by both child scripts.
+_STAGE = r"""
 import json, sys, time
 import jax, jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
-from diffgen.core import chain
-from diffgen.hadronization import hadronize
-from diffgen.processes import ee_to_qqbar
-from diffgen.shower import final_state_shower
-stage, dtype, n, repeat = sys.argv[1], jnp.dtype(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-key = jax.random.key
-src = ee_to_qqbar(dtype=dtype)
-if stage == "chain":
-    sim = chain(src, ("shower", final_state_shower()), ("hadronization", hadronize()))
-    fn, args = jax.jit(lambda p, k: sim.sample(p, k, n)), (sim.init(key(0)), key(1))
-else:
+
+
+def stage_fn(stage, dtype, n):
+    from diffgen.core import chain
+    from diffgen.hadronization import hadronize
+    from diffgen.processes import ee_to_qqbar
+    from diffgen.shower import final_state_shower
+
+    key = jax.random.key
+    src = ee_to_qqbar(dtype=dtype)
+    if stage == "chain":
+        sim = chain(src, ("shower", final_state_shower()), ("hadronization", hadronize()))
+        return (lambda p, k: sim.sample(p, k, n)), (sim.init(key(0)), key(1))
     events = jax.jit(lambda p, k: src.sample(p, k, n))(src.init(key(0)), key(1))
     shower = final_state_shower()
     if stage == "hadronization":
         events = jax.jit(shower.apply)(shower.init(key(2)), key(3), events)
     layer = shower if stage == "shower" else hadronize()
-    fn, args = jax.jit(layer.apply), (layer.init(key(4)), key(5), events)
+    return layer.apply, (layer.init(key(4)), key(5), events)
+"""
+
+# Run in a child process with the exported revision first on sys.path. Prints one JSON line.
+_CHILD = (
+    _STAGE
+    + r"""
+stage, dtype, n, repeat = sys.argv[1], jnp.dtype(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+fn, args = stage_fn(stage, dtype, n)
+fn = jax.jit(fn)
 t0 = time.perf_counter()
 jax.block_until_ready(fn(*args))
 compile_s = time.perf_counter() - t0
@@ -71,40 +83,24 @@ for _ in range(repeat):
 import diffgen
 print(json.dumps({"events_per_s": n / best, "compile_s": compile_s, "package": diffgen.__file__}))
 """
-
+)
 
 # One child process for both revisions (``--same-process``): each revision's package is
 # imported, its stage traced and compiled, then its modules are dropped from sys.modules so
 # the next revision imports its own; the compiled executables need no Python module to run.
 # The timed calls then alternate between the two executables. Prints one JSON line.
-_CHILD_PAIR = r"""
-import json, sys, time
-import jax, jax.numpy as jnp
-jax.config.update("jax_enable_x64", True)
+_CHILD_PAIR = (
+    _STAGE
+    + r"""
 stage, dtype, n, calls = sys.argv[1], jnp.dtype(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 roots = sys.argv[5:]
-key = jax.random.key
 compiled = []
 for root in roots:
     for name in [m for m in sys.modules if m == "diffgen" or m.startswith("diffgen.")]:
         del sys.modules[name]
     sys.path.insert(0, root)
     import diffgen
-    from diffgen.core import chain
-    from diffgen.hadronization import hadronize
-    from diffgen.processes import ee_to_qqbar
-    from diffgen.shower import final_state_shower
-    src = ee_to_qqbar(dtype=dtype)
-    if stage == "chain":
-        sim = chain(src, ("shower", final_state_shower()), ("hadronization", hadronize()))
-        fn, args = (lambda p, k: sim.sample(p, k, n)), (sim.init(key(0)), key(1))
-    else:
-        events = jax.jit(lambda p, k: src.sample(p, k, n))(src.init(key(0)), key(1))
-        shower = final_state_shower()
-        if stage == "hadronization":
-            events = jax.jit(shower.apply)(shower.init(key(2)), key(3), events)
-        layer = shower if stage == "shower" else hadronize()
-        fn, args = layer.apply, (layer.init(key(4)), key(5), events)
+    fn, args = stage_fn(stage, dtype, n)
     exe = jax.jit(fn).lower(*args).compile()
     jax.block_until_ready(exe(*args))
     compiled.append((exe, args, diffgen.__file__))
@@ -117,6 +113,7 @@ for _ in range(calls):
         times[i].append(time.perf_counter() - t0)
 print(json.dumps({"seconds": times, "packages": [c[2] for c in compiled]}))
 """
+)
 
 
 def export(revision: str, into: Path) -> Path:

@@ -165,16 +165,18 @@ def test_compare_revisions_exports_a_revision_and_rejects_bad_input(tmp_path, ca
 
 def test_compare_revisions_same_process_runs_each_revision_from_its_export(tmp_path, capsys):
     """Both revisions compiled in one child process: each executable comes from its own export
-    (the child raises otherwise), and the table reports both with their ratios."""
+    (the child raises otherwise); the one-revision child runs the same stage code."""
     import subprocess
 
-    from benchmarks.compare_revisions import export, time_pair
+    from benchmarks.compare_revisions import export, time_once, time_pair
 
     if subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
         pytest.skip("not a git checkout")
     roots = [export("HEAD", tmp_path / name) for name in ("before", "after")]
     seconds = time_pair(roots, "shower", "float32", 64, 3)
     assert len(seconds) == 2 and all(len(s) == 3 and min(s) > 0 for s in seconds)
+    # the one-revision child builds the stage with the same code
+    assert time_once(roots[0], "shower", "float32", 64, 1)["events_per_s"] > 0
     # a root without the package: the child fails, or imports another diffgen and is caught
     with pytest.raises(RuntimeError, match="failed|not from"):
         time_pair([roots[0], tmp_path / "missing"], "shower", "float32", 64, 1)
