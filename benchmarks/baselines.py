@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import best_time_and_cores
+
 __all__ = ["GEV2_PB", "PYTHIA_MODES", "numpy_mumu", "numpy_mumu_sigma", "pythia_available", "pythia_rate"]
 
 #: (ħc)² in pb·GeV² (PDG).
@@ -217,15 +219,13 @@ def pythia_rate(
     init_s = time.perf_counter() - t0
     if not isinstance(repeat, int) or repeat < 1:
         raise ValueError(f"pythia_rate: repeat must be an int >= 1, got {repeat!r}")
-    wall, cpu = float("inf"), float("nan")
-    for _ in range(repeat):
-        c0, t0 = time.process_time(), time.perf_counter()
+
+    def batch() -> None:
         with _quiet_fd1():
             for _ in range(n):
                 pythia.next()
-        w, c = time.perf_counter() - t0, time.process_time() - c0
-        if w < wall:
-            wall, cpu = w, c
+
+    wall, cores = best_time_and_cores(batch, repeat=repeat)
     # Multiplicity from a few further events, outside the timing (a Python loop per particle
     # would charge Pythia for binding overhead).
     n_final, n_count = 0, 20
@@ -241,7 +241,7 @@ def pythia_rate(
     return {
         "events_per_s": n / wall,
         "repeat": repeat,
-        "cores": cpu / wall,
+        "cores": cores,
         "init_s": init_s,
         # mb -> pb, and from Pythia's alpha_em to diffgen's (sigma ∝ alpha_em²)
         "sigma_pb": float(info.sigmaGen())
