@@ -25,7 +25,16 @@ import numpy as np
 
 from benchmarks.common import best_time_and_cores
 
-__all__ = ["GEV2_PB", "PYTHIA_MODES", "numpy_mumu", "numpy_mumu_sigma", "pythia_available", "pythia_rate"]
+__all__ = [
+    "GEV2_PB",
+    "PYTHIA_MODES",
+    "PythiaGenerator",
+    "numpy_mumu",
+    "numpy_mumu_sigma",
+    "pythia_available",
+    "pythia_generator",
+    "pythia_rate",
+]
 
 #: (ħc)² in pb·GeV² (PDG).
 GEV2_PB = 3.89379372e8
@@ -186,6 +195,67 @@ def pythia_settings(mode: str, params: Mapping[str, float]) -> list[str]:
     ]
 
 
+class PythiaGenerator:
+    """Pythia 8 initialised for one mode, generating batches of events (:func:`pythia_generator`).
+
+    Attributes:
+      mode: a key of :data:`PYTHIA_MODES`.
+      settings: the Pythia settings it was initialised with.
+      init_s: initialisation time (s).
+    """
+
+    def __init__(self, pythia: Any, mode: str, params: Mapping[str, float], settings: list[str], init_s: float):
+        self.pythia, self.mode, self.settings, self.init_s = pythia, mode, settings, init_s
+        self._alpha_em = float(params["alpha_em"])
+
+    def generate(self, n: int) -> None:
+        """Generate ``n`` events (the timed work)."""
+        with _quiet_fd1():
+            for _ in range(n):
+                self.pythia.next()
+
+    def summary(self, n_count: int = 20) -> dict[str, Any]:
+        """Cross section and mean multiplicity after the events generated so far (see :func:`pythia_rate`)."""
+        # Multiplicity from a few further events, kept out of any timing (a Python loop per
+        # particle would charge Pythia for binding overhead).
+        n_final = 0
+        with _quiet_fd1():
+            for _ in range(n_count):
+                self.pythia.next()
+                # With PartonLevel:all = off the event record stays empty; the process record
+                # then holds the final state.
+                event = self.pythia.event if self.pythia.event.size() > 0 else self.pythia.process
+                n_final += sum(1 for i in range(event.size()) if event[i].isFinal())
+        info = self.pythia.infoPython()
+        alpha_py = pythia_alpha_em(self._alpha_em)
+        return {
+            "init_s": self.init_s,
+            # mb -> pb, and from Pythia's alpha_em to diffgen's (sigma ∝ alpha_em²)
+            "sigma_pb": float(info.sigmaGen()) * 1e9 * (self._alpha_em / alpha_py) ** 2,
+            "alpha_em_pythia": alpha_py,
+            "mean_multiplicity": n_final / n_count,
+            "settings": self.settings,
+        }
+
+
+def pythia_generator(mode: str, params: Mapping[str, float], *, seed: int = 1) -> PythiaGenerator | None:
+    """Pythia 8 initialised for ``mode`` with the diffgen parameters; ``None`` without Pythia."""
+    try:
+        import pythia8mc
+    except ImportError:
+        return None
+    settings = [*pythia_settings(mode, params), "Random:setSeed = on", f"Random:seed = {int(seed)}"]
+    t0 = time.perf_counter()
+    with _quiet_fd1():
+        pythia = pythia8mc.Pythia("", False)
+        for line in settings:
+            if not pythia.readString(line):
+                raise RuntimeError(f"Pythia rejected the setting {line!r}")
+        if not pythia.init():
+            raise RuntimeError(f"Pythia failed to initialise for mode {mode!r}")
+    return PythiaGenerator(pythia, mode, params, settings, time.perf_counter() - t0)
+
+
 def pythia_rate(
     mode: str, params: Mapping[str, float], n: int, *, seed: int = 1, repeat: int = 1
 ) -> dict[str, Any] | None:
@@ -203,51 +273,10 @@ def pythia_rate(
       cross-section estimate), ``mean_multiplicity`` (final-state particles) and the
       ``settings`` used.
     """
-    try:
-        import pythia8mc
-    except ImportError:
-        return None
-    settings = [*pythia_settings(mode, params), "Random:setSeed = on", f"Random:seed = {int(seed)}"]
-    t0 = time.perf_counter()
-    with _quiet_fd1():
-        pythia = pythia8mc.Pythia("", False)
-        for line in settings:
-            if not pythia.readString(line):
-                raise RuntimeError(f"Pythia rejected the setting {line!r}")
-        if not pythia.init():
-            raise RuntimeError(f"Pythia failed to initialise for mode {mode!r}")
-    init_s = time.perf_counter() - t0
     if not isinstance(repeat, int) or repeat < 1:
         raise ValueError(f"pythia_rate: repeat must be an int >= 1, got {repeat!r}")
-
-    def batch() -> None:
-        with _quiet_fd1():
-            for _ in range(n):
-                pythia.next()
-
-    wall, cores = best_time_and_cores(batch, repeat=repeat)
-    # Multiplicity from a few further events, outside the timing (a Python loop per particle
-    # would charge Pythia for binding overhead).
-    n_final, n_count = 0, 20
-    with _quiet_fd1():
-        for _ in range(n_count):
-            pythia.next()
-            # With PartonLevel:all = off the event record stays empty; the process record
-            # then holds the final state.
-            event = pythia.event if pythia.event.size() > 0 else pythia.process
-            n_final += sum(1 for i in range(event.size()) if event[i].isFinal())
-    info = pythia.infoPython()
-    alpha_py = pythia_alpha_em(params["alpha_em"])
-    return {
-        "events_per_s": n / wall,
-        "repeat": repeat,
-        "cores": cores,
-        "init_s": init_s,
-        # mb -> pb, and from Pythia's alpha_em to diffgen's (sigma ∝ alpha_em²)
-        "sigma_pb": float(info.sigmaGen())
-        * 1e9
-        * (float(params["alpha_em"]) / pythia_alpha_em(params["alpha_em"])) ** 2,
-        "alpha_em_pythia": alpha_py,
-        "mean_multiplicity": n_final / n_count,
-        "settings": settings,
-    }
+    gen = pythia_generator(mode, params, seed=seed)
+    if gen is None:
+        return None
+    wall, cores = best_time_and_cores(gen.generate, n, repeat=repeat)
+    return {"events_per_s": n / wall, "repeat": repeat, "cores": cores, **gen.summary()}

@@ -10,7 +10,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -20,6 +20,8 @@ __all__ = [
     "time_compile_and_run",
     "best_time",
     "best_time_and_cores",
+    "alternating_times",
+    "timed_call",
     "machine_info",
     "print_table",
     "write_json",
@@ -44,20 +46,39 @@ def best_time(fn: Callable[..., Any], *args: Any, repeat: int = 5) -> float:
     return best_time_and_cores(fn, *args, repeat=repeat)[0]
 
 
+def timed_call(fn: Callable[..., Any], *args: Any) -> tuple[float, float]:
+    """Wall and CPU seconds (all threads of the process, user + system) of one call of ``fn``."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    block(fn(*args))
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
 def best_time_and_cores(fn: Callable[..., Any], *args: Any, repeat: int = 5) -> tuple[float, float]:
     """Best wall time (seconds) of ``repeat`` calls and the cores that call kept busy.
 
     Cores = CPU time of the process (all its threads, user + system) / wall time of the best
     call: 1 for single-threaded code, up to the machine's core count for XLA's thread pool.
     """
-    best, cores = float("inf"), float("nan")
+    wall, cpu = min(timed_call(fn, *args) for _ in range(repeat))
+    return wall, cpu / wall
+
+
+def alternating_times(fns: Sequence[Callable[[], Any]], repeat: int) -> list[list[tuple[float, float]]]:
+    """(wall, CPU) seconds of ``repeat`` rounds in which each of ``fns`` is called once, in turn.
+
+    Timing two programs in alternation puts each pair of calls in the same moment of a
+    machine whose speed drifts; timing one after the other compares two moments instead.
+
+    Returns:
+      one list per function of its ``repeat`` ``(wall, cpu)`` pairs, in call order.
+    """
+    if not isinstance(repeat, int) or repeat < 1:
+        raise ValueError(f"alternating_times: repeat must be an int >= 1, got {repeat!r}")
+    out: list[list[tuple[float, float]]] = [[] for _ in fns]
     for _ in range(repeat):
-        c0, t0 = time.process_time(), time.perf_counter()
-        block(fn(*args))
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        if wall < best:
-            best, cores = wall, cpu / wall
-    return best, cores
+        for times, fn in zip(out, fns, strict=True):
+            times.append(timed_call(fn))
+    return out
 
 
 def machine_info() -> dict[str, Any]:

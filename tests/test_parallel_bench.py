@@ -100,6 +100,8 @@ def test_summary_reports_the_pythia_ratio_and_the_ratio_per_core():
     row = {"stage": "chain: ee->hadrons", "dtype": "float32", "ratio": 4.0, "ratio_per_core": 2.5}
     rows = _summary({"chains": [row]})
     assert [(r["measured"], r["met"]) for r in rows] == [(4.0, False), (2.5, "-")]
+    rows = _summary({"chains": [{**row, "ratio_median": 3.5}]})
+    assert [(r["measured"], r["met"]) for r in rows] == [(4.0, False), (2.5, "-"), (3.5, "-")]
 
 
 def test_best_time_counts_the_busy_cores():
@@ -114,6 +116,33 @@ def test_best_time_counts_the_busy_cores():
     assert wall >= 0.05 and 0.5 < cores < 1.5
     wall, cores = best_time_and_cores(time.sleep, 0.05, repeat=2)
     assert wall >= 0.05 and cores < 0.5  # waiting is not work
+
+
+def test_alternating_times_interleave_the_calls():
+    from benchmarks.common import alternating_times
+
+    calls = []
+    times = alternating_times([lambda: calls.append("a"), lambda: calls.append("b")], 3)
+    assert calls == ["a", "b"] * 3
+    assert [len(t) for t in times] == [3, 3] and all(w >= 0 and c >= 0 for t in times for w, c in t)
+    with pytest.raises(ValueError, match="repeat must be an int >= 1"):
+        alternating_times([lambda: None], 0)
+
+
+def test_measure_against_a_baseline_pairs_the_calls():
+    from benchmarks.__main__ import _measure
+
+    def baseline():
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.01:
+            pass
+
+    m = _measure(lambda x: jnp.sin(x) * 2.0, jnp.ones(1000), repeat=3, against=baseline)
+    assert len(m["against_s"]) == 3
+    assert m["best_s"] == min(t for t, _ in m["against_s"])
+    assert m["against_best_s"] == min(t for _, t in m["against_s"]) >= 0.01
+    assert 0.5 < m["against_cores"] < 1.5  # the baseline spins one Python thread
+    assert "against_s" not in _measure(lambda x: x + 1.0, jnp.ones(3), repeat=2)
 
 
 def test_cli_rejects_unknown_sections(capsys):
