@@ -438,7 +438,7 @@ def sample_flavour(u: Array, logits: Array) -> Array:
     """
     cdf = jnp.cumsum(jax.nn.softmax(logits))[:-1].astype(u.dtype)
     cdf = cdf.reshape((1,) * u.ndim + (-1,))
-    return (jnp.sum(u[..., None] >= cdf, axis=-1) + 1).astype(jnp.int32)
+    return jnp.sum(u[..., None] >= cdf, axis=-1, dtype=jnp.int32) + 1
 
 
 def fission_fractions(u1: Array, u2: Array, m: Array, m_q: Array, m_qbar: Array, m_pop: Array) -> tuple[Array, Array]:

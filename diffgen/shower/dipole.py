@@ -345,7 +345,9 @@ def _trial(state: ShowerState, u, alpha, t0, amax, order: int, max_trials: int):
 
     # channel (dipole end) with probability g_c/Σg
     cum = prefix_sum(jax.lax.stop_gradient(gflat))
-    idx = jnp.minimum(jnp.sum(cum <= u[1] * cum[-1]), 2 * cap - 1).astype(jnp.int32)
+    # counted in int32: with jax_enable_x64 a sum of booleans is int64, twice the bytes of the
+    # trial's widest reduction
+    idx = jnp.minimum(jnp.sum(cum <= u[1] * cum[-1], dtype=jnp.int32), 2 * cap - 1)
     a = idx // 2
     s = idx % 2
     b = jnp.maximum(state.partner[a, s], 0)
