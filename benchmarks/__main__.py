@@ -260,8 +260,7 @@ def section_chains(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool) -
         generator = pythia_generator("hadrons", pf)
     if generator is not None:
         # best of as many batches as diffgen's rows below get calls
-        wall, cores = best_time_and_cores(generator.generate, n_py, repeat=rep)
-        pythia = {"events_per_s": n_py / wall, "repeat": rep, "cores": cores, **generator.summary()}
+        pythia = generator.rate(n_py, repeat=rep)
         out["pythia_hadrons"] = pythia
     for dtype in (jnp.float64, jnp.float32):
         n = cfg["chain_mumu"]
