@@ -247,7 +247,20 @@ class PythiaGenerator:
 
 
 def pythia_generator(mode: str, params: Mapping[str, float], *, seed: int = 1) -> PythiaGenerator | None:
-    """Pythia 8 initialised for ``mode`` with the diffgen parameters; ``None`` without Pythia."""
+    """Pythia 8 initialised for ``mode`` with the diffgen parameters; ``None`` without Pythia.
+
+    Args:
+      mode: a key of :data:`PYTHIA_MODES` (``"mumu"`` or ``"hadrons"``).
+      params: diffgen's electroweak parameters as floats (``sqrt_s``, ``m_z``, ``gamma_z``,
+        ``sin2_theta_w``, ``alpha_em``), written into the settings by :func:`pythia_settings`.
+      seed: Pythia's random seed.
+
+    Returns:
+      a :class:`PythiaGenerator`, or ``None`` if ``pythia8mc`` does not import.
+
+    Raises:
+      RuntimeError: Pythia rejected a setting or failed to initialise.
+    """
     try:
         import pythia8mc
     except ImportError:

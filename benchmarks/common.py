@@ -47,7 +47,15 @@ def best_time(fn: Callable[..., Any], *args: Any, repeat: int = 5) -> float:
 
 
 def timed_call(fn: Callable[..., Any], *args: Any) -> tuple[float, float]:
-    """Wall and CPU seconds (all threads of the process, user + system) of one call of ``fn``."""
+    """Wall and CPU seconds (all threads of the process, user + system) of one call of ``fn``.
+
+    Args:
+      fn: the function; its result is waited for (:func:`block`) before the clock stops.
+      args: its arguments.
+
+    Returns:
+      ``(wall, cpu)`` in seconds.
+    """
     c0, t0 = time.process_time(), time.perf_counter()
     block(fn(*args))
     return time.perf_counter() - t0, time.process_time() - c0
