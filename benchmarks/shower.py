@@ -8,7 +8,7 @@ cost of each αs gradient estimator relative to the forward shower — event der
 the free per-event score) — and the mean parton multiplicity and number of veto trials.
 Baseline: the forward float64 shower of the same run (ratios are shown against it).
 
-Run: ``.venv/bin/python -m benchmarks.shower [--quick] [--n N] [--slots 128,256,512]``.
+Run: ``.venv/bin/python -m benchmarks.shower [--quick] [--n N] [--slots 128,256,512] [--repeat R]``.
 """
 
 from __future__ import annotations
@@ -141,12 +141,17 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of the table: forward float32 for each setting of the refilling loop, S slots, "
         "E trials per round, emission blocks of F*S rows (e.g. 128,512,512:8,512:4:0.125)",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="interleaved calls per setting of --slots (default 3, best kept)"
+    )
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     n = args.n or (2000 if args.quick else 20000)
     repeat = 1 if args.quick else 3
+    if args.repeat is not None and args.repeat < 1:
+        raise SystemExit(f"--repeat: need an integer >= 1, got {args.repeat}")
     if args.slots:
-        return slot_sweep(n, parse_slots(args.slots), repeat=max(repeat, 3))
+        return slot_sweep(n, parse_slots(args.slots), repeat=args.repeat or max(repeat, 3))
     shower = final_state_shower()
     rows = []
     results = {}

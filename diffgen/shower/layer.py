@@ -413,8 +413,10 @@ _REFILL_EVERY = 4
 _COMPACT_EMISSIONS = True
 
 #: Rows K of an emission block of the refilling loop, as a fraction of the slots S: about
-#: 15 % of trials are accepted, so one block of S/4 rows almost always holds all of them.
-_EMIT_FRACTION = 0.25
+#: 15 % of trials are accepted (binomially ≈ 77 ± 8 of S = 512), so a block of 0.18 S rows holds them
+#: in nearly every step; the block's cost grows with K, a second block is rare
+#: (docs/shower.md, "Benchmark": 0.16–0.19 S best, S/4 6–9 % slower).
+_EMIT_FRACTION = 0.18
 
 
 def _refill_loop(init, keys, step, n_slots: int, steps_per_refill: int, split=None, chunk: int = 0):
