@@ -161,6 +161,13 @@ def test_shower_slot_settings_parse_and_reject_bad_input():
             parse_slots(bad)
 
 
+def test_shower_benchmark_rejects_a_repeat_below_one():
+    from benchmarks.shower import main
+
+    with pytest.raises(SystemExit, match="--repeat: need an integer >= 1, got 0"):
+        main(["--slots", "128", "--repeat", "0"])
+
+
 def test_hadronization_capacity_script_rejects_bad_sizes(capsys):
     from benchmarks.hadronization_capacity import main
 
