@@ -143,16 +143,19 @@ def main(argv: list[str] | None = None) -> int:
         "E trials per round, emission blocks of F*S rows (e.g. 128,512,512:8,512:4:0.125)",
     )
     parser.add_argument(
-        "--repeat", type=int, default=None, help="interleaved calls per setting of --slots (default 3, best kept)"
+        "--repeat",
+        type=int,
+        default=None,
+        help="timed calls per measurement, best kept (default 3, 1 with --quick; at least 3 with --slots)",
     )
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     n = args.n or (2000 if args.quick else 20000)
-    repeat = 1 if args.quick else 3
     if args.repeat is not None and args.repeat < 1:
         raise SystemExit(f"--repeat: need an integer >= 1, got {args.repeat}")
+    repeat = args.repeat or (1 if args.quick else 3)
     if args.slots:
-        return slot_sweep(n, parse_slots(args.slots), repeat=args.repeat or max(repeat, 3))
+        return slot_sweep(n, parse_slots(args.slots), repeat=max(repeat, 3))
     shower = final_state_shower()
     rows = []
     results = {}
