@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import machine_info, print_table, time_compile_and_run
+from benchmarks.common import alternating_times, machine_info, print_table, time_compile_and_run
 from diffgen.observables import thrust
 from diffgen.processes import ee_to_qqbar
 from diffgen.shower import final_state_shower, reweight
@@ -69,15 +70,8 @@ def best_times(fns, *args, repeat: int = 3) -> tuple[list[float], list[float]]:
 
     Interleaving lets all functions see the same machine load; on a shared, loaded machine the
     CPU time is the steadier measure."""
-    wall = [float("inf")] * len(fns)
-    cpu = [float("inf")] * len(fns)
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            t0, c0 = time.perf_counter(), time.process_time()
-            jax.block_until_ready(fn(*args))
-            wall[i] = min(wall[i], time.perf_counter() - t0)
-            cpu[i] = min(cpu[i], time.process_time() - c0)
-    return wall, cpu
+    times = alternating_times([functools.partial(fn, *args) for fn in fns], repeat)
+    return [min(w for w, _ in t) for t in times], [min(c for _, c in t) for t in times]
 
 
 def parse_slots(text: str) -> list[tuple[int, int | None, float | None]]:
