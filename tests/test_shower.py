@@ -388,3 +388,26 @@ def test_grad_matches_jvp_and_common_random_numbers():
     fd_t = (float(fj(a0, t0 + h)) - float(fj(a0, t0 - h))) / (2 * h)
     np.testing.assert_allclose(float(ga), fd_a, rtol=1e-5)
     np.testing.assert_allclose(float(gt), fd_t, rtol=1e-5, atol=1e-6 * abs(fd_a))
+
+
+def test_state_keeps_the_channel_sums_of_its_overestimates():
+    """ShowerState.cum and .gsum, kept from emission to emission, are those of the final g."""
+    from diffgen.shower.dipole import shower_one_event
+
+    ev = qqbar(64, seed=3)
+    p = jnp.pad(ev.p, ((0, 0), (0, 22), (0, 0)))
+    pid = jnp.pad(ev.pid, ((0, 0), (0, 22)))
+    col = jnp.pad(ev.colour, ((0, 0), (0, 22), (0, 0)))
+    mask = jnp.pad(ev.mask, ((0, 0), (0, 22)))
+    keys = jax.random.split(jax.random.key(11), 64)
+    alpha, t0 = jnp.asarray(0.118), jnp.asarray(1.0)
+    run = jax.jit(
+        jax.vmap(
+            lambda *a: shower_one_event(*a, alpha, t0, order=2, max_records=256, max_trials=1000),
+        )
+    )
+    st = run(p, pid, col, mask, keys)
+    assert int(jnp.sum(st.n_emissions > 0)) > 48  # most sums were updated by emissions
+    g = np.asarray(st.g).reshape(64, -1)
+    np.testing.assert_array_equal(np.asarray(st.cum), np.asarray(jnp.cumsum(jnp.asarray(g), axis=-1)))
+    np.testing.assert_allclose(np.asarray(st.gsum), g.sum(-1), rtol=1e-12)

@@ -63,6 +63,8 @@ class ShowerState(NamedTuple):
     partner: Array  # [P, 2] int32, -1 for none
     n: Array  # () int32, number of partons
     g: Array  # [P, 2] overestimate coefficient of each dipole end (incl. α̂/2π)
+    cum: Array  # [2P] running sums of g in (slot, side) order, no derivative: the channel choice
+    gsum: Array  # () Σ g, the total trial density
     t: Array  # () current evolution scale, GeV²
     next_tag: Array  # () int32
     trial: Array  # () int32, trials made
@@ -218,6 +220,23 @@ def _end_overestimate(p, pid, partner, a, side, t0, amax):
     return jnp.where(ok, amax / _TWO_PI * coef, 0.0)
 
 
+def _channel_sums(g: Array) -> Array:
+    """Running sums of the overestimate coefficients, for the trial's choice of dipole end.
+
+    g changes only at an emission, so the state keeps these sums (``ShowerState.cum``) instead
+    of every trial recomputing them: in the vectorised trial loop that prefix sum over the 2P
+    ends cost more than the rest of a trial's channel choice.
+
+    Args:
+      g: [P, 2] overestimate coefficients of the dipole ends (slot, side 0 colour / 1 anti-colour).
+
+    Returns:
+      [2P] inclusive prefix sums in (slot, side) order, held out of gradients (the choice is a
+      discrete decision; its probability enters ``log_prob``).
+    """
+    return prefix_sum(jax.lax.stop_gradient(g.reshape(-1)))
+
+
 def _all_overestimates(p, pid, partner, t0, amax):
     cap = p.shape[0]
     idx = jnp.arange(cap)
@@ -252,6 +271,8 @@ def initial_state(
         partner=partner,
         n=n,
         g=g,
+        cum=_channel_sums(g),
+        gsum=jnp.sum(g),
         t=minkowski_dot(total, total),
         next_tag=jnp.maximum(jnp.max(col), 500).astype(jnp.int32) + 1,
         trial=jnp.zeros((), jnp.int32),
@@ -272,7 +293,7 @@ def initial_state(
 
 #: Fields of ``ShowerState`` that an emission changes (:func:`_emission`); the trial
 #: (:func:`_trial`) changes the others.
-EMISSION_FIELDS = ("p", "pid", "col", "partner", "n", "g", "next_tag", "n_emissions", "hist")
+EMISSION_FIELDS = ("p", "pid", "col", "partner", "n", "g", "cum", "gsum", "next_tag", "n_emissions", "hist")
 
 
 class Trial(NamedTuple):
@@ -330,7 +351,7 @@ def _trial(state: ShowerState, u, alpha, t0, amax, order: int, max_trials: int):
     cap = state.p.shape[0]
     active = ~state.done
     gflat = state.g.reshape(-1)
-    gsum = jnp.sum(gflat)
+    gsum = state.gsum
     b0a = beta0() * amax if order > 0 else None
     if b0a is None:
         # fixed coupling: Δ̂(t, t') = (t'/t)^Σg
@@ -344,7 +365,7 @@ def _trial(state: ShowerState, u, alpha, t0, amax, order: int, max_trials: int):
     physical = t_new > t0
 
     # channel (dipole end) with probability g_c/Σg
-    cum = prefix_sum(jax.lax.stop_gradient(gflat))
+    cum = state.cum
     # counted in int32: with jax_enable_x64 a sum of booleans is int64, twice the bytes of the
     # trial's widest reduction
     idx = jnp.minimum(jnp.sum(cum <= u[1] * cum[-1], dtype=jnp.int32), 2 * cap - 1)
@@ -494,6 +515,8 @@ def _emission(em: dict, tr: Trial, t0, amax) -> dict:
         "partner": partner,
         "n": em["n"] + 1,
         "g": g,
+        "cum": _channel_sums(g),
+        "gsum": jnp.sum(g),
         "next_tag": tag + jnp.where(split, 0, 1).astype(jnp.int32),
         "n_emissions": em["n_emissions"] + 1,
         "hist": hist,
