@@ -505,7 +505,15 @@ def _refill_loop(init, keys, step, n_slots: int, steps_per_refill: int, split=No
                 return start + k_rows, sub
 
             sub = {name: getattr(slots, name) for name in fields}
-            _, sub = jax.lax.while_loop(lambda c: c[0] < n_emit, block, (jnp.zeros((), jnp.int32), sub))
+            # The first block unconditionally (nearly every step has emissions; with none its rows
+            # are all dropped), further blocks only when more slots accepted than a block holds.
+            start, sub = block((jnp.zeros((), jnp.int32), sub))
+            _, sub = jax.lax.cond(
+                start < n_emit,
+                lambda c: jax.lax.while_loop(lambda c: c[0] < n_emit, block, c),
+                lambda c: c,
+                (start, sub),
+            )
             return slots._replace(**sub), u
 
     def cond(carry):
