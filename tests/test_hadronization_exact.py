@@ -74,6 +74,21 @@ def test_on_active_rows_is_the_row_function_on_the_active_rows(n):
     assert F.active_row_capacity(n, min_rows=n + 1) == 0
 
 
+def test_active_row_tiers_pick_the_smallest_set_that_holds_every_block():
+    n = 4096  # 16 blocks of 256 rows
+    sizes = F.active_row_capacities(n, min_rows=1)
+    assert sizes == (64, 16, 4)  # a quarter of a block, then 1/4 and 1/16 of that
+    assert F.active_row_capacities(n, min_rows=n + 1) == ()
+    rows = np.zeros((16, 256), bool)
+    tier = jax.jit(lambda a: F.active_rows_tier(a, sizes))
+    for most, want in ((0, 2), (4, 2), (5, 1), (16, 1), (17, 0), (64, 0), (65, -1)):
+        rows[:] = False
+        rows[3, :most] = True  # the fullest block decides
+        rows[7, : min(most, 2)] = True
+        assert int(tier(jnp.asarray(rows.reshape(-1)))) == want, most
+        assert bool(F.active_rows_fit(jnp.asarray(rows.reshape(-1)), 16)) == (most <= 16)
+
+
 @pytest.fixture(scope="module")
 def primaries():
     partons = parton_chains(jax.random.key(11), 24, n_gluons=4, sqrt_s=91.2, capacity=8)
@@ -179,13 +194,15 @@ def test_rounds_on_the_active_events_give_the_same_hadrons(monkeypatch):
     original = F.on_active_rows
 
     def counted(*args):
-        jax.debug.callback(lambda: taken.append(1))
+        size = args[-1]
+        jax.debug.callback(lambda: taken.append(size))
         return original(*args)
 
     monkeypatch.setattr(F, "on_active_rows", counted)
     monkeypatch.setattr(D, "on_active_rows", counted)
     fast = jax.tree.map(np.asarray, jax.jit(lambda *a: layer.apply(*a))(params, jax.random.key(3), partons))
     assert len(taken) >= 4  # late fission rounds, late decay rounds, the mixed first decay round
+    assert len(set(taken)) >= 2  # and not only the largest set of rows (formation.ACTIVE_ROW_TIERS)
     monkeypatch.setattr(F, "ACTIVE_ROW_FRACTION", 0.0)
     taken.clear()
     # A new function: a new trace, which reads the fraction again.

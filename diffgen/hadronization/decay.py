@@ -41,8 +41,8 @@ from diffgen.core import is_traced
 from diffgen.hadronization import hadrons as H
 from diffgen.hadronization.formation import (
     Clusters,
-    active_row_capacity,
-    active_rows_fit,
+    active_row_capacities,
+    active_rows_tier,
     append_after,
     constituent_axis,
     on_active_rows,
@@ -511,7 +511,7 @@ def decay_unstable(
         # fifth round on at 91.2 GeV); in a small batch, the smallest list that holds every
         # event. A round without unstable particles changes nothing and is skipped.
         sizes = sorted({min(m, w) for m in list_sizes[:2]} | {w})
-        size = active_row_capacity(n) if len(sizes) > 2 else 0
+        row_sizes = active_row_capacities(n) if len(sizes) > 2 else ()
         events = jnp.arange(n, dtype=jnp.int32)
 
         def directions(r, rows, m):
@@ -533,7 +533,7 @@ def decay_unstable(
 
             return fn
 
-        def few(m: int):
+        def few(m: int, size: int):
             def fn(r, st, active):
                 def rows(s, e):
                     d = directions(r, e, m)
@@ -543,18 +543,27 @@ def decay_unstable(
 
             return fn
 
-        def mixed(r, st, counts):
+        def few_unstable(size: int):
+            def fn(r, st, counts):
+                return few(sizes[0], size)(r, st, counts > 0)
+
+            return fn
+
+        def mixed(size: int):
             # Every event with the shortest list, except the few with more unstable particles:
             # they are held, then decayed with the next list on their own.
-            big = counts > sizes[0]
-            d = directions(r, events, sizes[0])
-            st = jax.vmap(lambda d, s, h: _unstable_round(d, s, cap_u, sizes[0], hold=h))(d, st, big)
-            return few(sizes[1])(r, st, big)
+            def fn(r, st, counts):
+                big = counts > sizes[0]
+                d = directions(r, events, sizes[0])
+                st = jax.vmap(lambda d, s, h: _unstable_round(d, s, cap_u, sizes[0], hold=h))(d, st, big)
+                return few(sizes[1], size)(r, st, big)
+
+            return fn
 
         def one_round(st, r):
             counts = st["n_unstable"]
             count = jnp.max(counts)
-            if not size:
+            if not row_sizes:
                 # Every event with the smallest list that holds them all (or all W slots).
                 index = sum((count > m).astype(jnp.int32) for m in [0, *sizes[:-1]])
                 branches = [lambda r, st, counts: st] + [branch(m) for m in sizes]
@@ -563,11 +572,16 @@ def decay_unstable(
             index = (count > 0).astype(jnp.int32) + (count > sizes[0]).astype(jnp.int32)
             # Few events with something to decay: those alone (shortest list). Few events with
             # more than the shortest list holds, none more than the next (the first rounds): mixed.
+            # Either runs on the smallest set of rows that holds those events
+            # (formation.active_row_capacities).
             branches = [lambda r, st, counts: st, branch(sizes[0]), branch(w)]
-            branches += [lambda r, st, counts: few(sizes[0])(r, st, counts > 0), mixed]
-            few_fit = (index == 1) & active_rows_fit(counts > 0, size)
-            mixed_fit = (index == 2) & (count <= sizes[1]) & active_rows_fit(counts > sizes[0], size)
-            index = jnp.where(few_fit, 3, jnp.where(mixed_fit, 4, index))
+            branches += [few_unstable(s) for s in row_sizes] + [mixed(s) for s in row_sizes]
+            few_tier = active_rows_tier(counts > 0, row_sizes)
+            mixed_tier = active_rows_tier(counts > sizes[0], row_sizes)
+            few_fit = (index == 1) & (few_tier >= 0)
+            mixed_fit = (index == 2) & (count <= sizes[1]) & (mixed_tier >= 0)
+            k = len(row_sizes)
+            index = jnp.where(few_fit, 3 + few_tier, jnp.where(mixed_fit, 3 + k + mixed_tier, index))
             return jax.lax.switch(index, branches, r, st, counts), None
 
         state, _ = jax.lax.scan(one_round, state, jnp.arange(n_rounds, dtype=jnp.int32))

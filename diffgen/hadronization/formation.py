@@ -61,6 +61,13 @@ DEFAULT_MAX_CLUSTERS = 24
 #: decay a hadron from the fifth decay round on (docs/hadronization.md, Performance).
 ACTIVE_ROW_FRACTION = 0.25
 
+#: Smaller sets of rows for the later rounds, each a share of the largest set
+#: (:func:`active_row_capacities`): a round runs on the smallest set that holds its active
+#: events. At 91.2 GeV 3 % of the events still decay a hadron in the sixth decay round, 0.4 %
+#: in the seventh, 0.14 % need the long decay list in the second, 1.8 % and 0.5 % still split a
+#: cluster in the sixth and seventh fission rounds (``benchmarks.hadronization_capacity``).
+ACTIVE_ROW_TIERS = (1 / 4, 1 / 16)
+
 #: Smallest batch for which the rounds on the active events are compiled: their extra
 #: branches double the compile time of the layer (≈ 12 s → 25 s), more than a batch of fewer
 #: events takes to run (< 0.3 s at ≈ 70 µs per event).
@@ -372,6 +379,41 @@ def active_row_capacity(n: int, fraction: float | None = None, min_rows: int | N
     return size if 0 < size < m else 0
 
 
+def active_row_capacities(n: int, min_rows: int | None = None) -> tuple[int, ...]:
+    """Rows per block of the sets of :func:`on_active_rows` for a batch of ``n`` rows, largest first.
+
+    Args:
+      n: rows of the batch.
+      min_rows: as in :func:`active_row_capacity`.
+
+    Returns:
+      The distinct static sizes :func:`active_row_capacity` gives for ``ACTIVE_ROW_FRACTION``
+      times each of :data:`ACTIVE_ROW_TIERS` (read at the call), in decreasing order; empty when
+      the shortcut is off.
+    """
+    big = active_row_capacity(n, min_rows=min_rows)
+    if not big:
+        return ()
+    sizes = {active_row_capacity(n, ACTIVE_ROW_FRACTION * t, min_rows) for t in ACTIVE_ROW_TIERS} | {big}
+    return tuple(sorted((s for s in sizes if 0 < s <= big), reverse=True))
+
+
+def active_rows_tier(active: Array, sizes: tuple[int, ...]) -> Array:
+    """Index into ``sizes`` (decreasing) of the smallest set that holds the active rows of every block.
+
+    Args:
+      active: [N] bool rows with work to do.
+      sizes: rows per block, largest first (:func:`active_row_capacities`).
+
+    Returns:
+      0-d int32 in 0 … len(sizes) − 1, or −1 when no set holds them.
+    """
+    n = active.shape[0]
+    b = _row_blocks(n)
+    most = jnp.max(jnp.sum(active.reshape(b, n // b), axis=1, dtype=jnp.int32))
+    return sum((most <= s).astype(jnp.int32) for s in sizes) - 1
+
+
 def active_rows_fit(active: Array, size: int) -> Array:
     """Whether no block of the batch has more than ``size`` active rows (scalar bool).
 
@@ -382,9 +424,7 @@ def active_rows_fit(active: Array, size: int) -> Array:
     Returns:
       0-d bool.
     """
-    n = active.shape[0]
-    b = _row_blocks(n)
-    return jnp.max(jnp.sum(active.reshape(b, n // b), axis=1, dtype=jnp.int32)) <= size
+    return active_rows_tier(active, (size,)) == 0
 
 
 def on_active_rows(fn, base, inputs, active: Array, size: int):
@@ -632,7 +672,7 @@ def form_clusters(
     # Fission rounds at the batch level: a round in which no cluster of the batch is above the
     # threshold changes nothing, so it is skipped (lax.switch). A round hashes the uniforms of
     # the events it runs on, element (event, round, slot, ·) of one draw of fission_shape.
-    size = active_row_capacity(n)
+    row_sizes = active_row_capacities(n)
     events_idx = jnp.arange(n, dtype=jnp.int32)
 
     def draw(r, rows):
@@ -646,15 +686,22 @@ def form_clusters(
             del r
             return c, none
 
-        def few(c, r):
-            return on_active_rows(lambda base, e: round_fn(draw(r, e), base[0]), (c, none), events_idx, active, size)
+        def few(size):
+            def fn(c, r):
+                return on_active_rows(
+                    lambda base, e: round_fn(draw(r, e), base[0]), (c, none), events_idx, active, size
+                )
+
+            return fn
 
         branches = [skip, lambda c, r: round_fn(draw(r, events_idx), c)]
         index = jnp.any(active).astype(jnp.int32)
-        if size:
-            # A round in which few events still split runs on those events only.
-            branches.append(few)
-            index = jnp.where((index == 1) & active_rows_fit(active, size), 2, index)
+        if row_sizes:
+            # A round in which few events still split runs on those events only, in the
+            # smallest set of rows that holds them.
+            branches += [few(s) for s in row_sizes]
+            tier = active_rows_tier(active, row_sizes)
+            index = jnp.where((index == 1) & (tier >= 0), 2 + tier, index)
         return jax.lax.switch(index, branches, carry, r)
 
     carry, fission = jax.lax.scan(fission_round, carry, jnp.arange(n_fission_rounds, dtype=jnp.int32))
