@@ -223,9 +223,8 @@ def _end_overestimate(p, pid, partner, a, side, t0, amax):
 def _channel_sums(g: Array) -> Array:
     """Running sums of the overestimate coefficients, for the trial's choice of dipole end.
 
-    g changes only at an emission, so the state keeps these sums (``ShowerState.cum``) instead
-    of every trial recomputing them: in the vectorised trial loop that prefix sum over the 2P
-    ends cost more than the rest of a trial's channel choice.
+    g changes only at an emission (about one trial in seven), so the state keeps these sums
+    (``ShowerState.cum``) instead of every trial recomputing them (docs/shower.md, "Benchmark").
 
     Args:
       g: [P, 2] overestimate coefficients of the dipole ends (slot, side 0 colour / 1 anti-colour).
