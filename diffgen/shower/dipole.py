@@ -220,20 +220,22 @@ def _end_overestimate(p, pid, partner, a, side, t0, amax):
     return jnp.where(ok, amax / _TWO_PI * coef, 0.0)
 
 
-def _channel_sums(g: Array) -> Array:
-    """Running sums of the overestimate coefficients, for the trial's choice of dipole end.
+def _channel_sums(g: Array) -> dict[str, Array]:
+    """The state's sums of the overestimate coefficients, for the trial's scale and dipole end.
 
     g changes only at an emission (about one trial in seven), so the state keeps these sums
-    (``ShowerState.cum``) instead of every trial recomputing them (docs/shower.md, "Benchmark").
+    (``ShowerState.cum``, ``ShowerState.gsum``) instead of every trial recomputing them
+    (docs/shower.md, "Benchmark").
 
     Args:
       g: [P, 2] overestimate coefficients of the dipole ends (slot, side 0 colour / 1 anti-colour).
 
     Returns:
-      [2P] inclusive prefix sums in (slot, side) order, held out of gradients (the choice is a
-      discrete decision; its probability enters ``log_prob``).
+      ``{"cum": [2P] inclusive prefix sums in (slot, side) order, held out of gradients (the
+      choice of end is a discrete decision; its probability enters ``log_prob``), "gsum": ()
+      Σ g, with derivatives (it sets the trial scale)}``.
     """
-    return prefix_sum(jax.lax.stop_gradient(g.reshape(-1)))
+    return {"cum": prefix_sum(jax.lax.stop_gradient(g.reshape(-1))), "gsum": jnp.sum(g)}
 
 
 def _all_overestimates(p, pid, partner, t0, amax):
@@ -270,8 +272,7 @@ def initial_state(
         partner=partner,
         n=n,
         g=g,
-        cum=_channel_sums(g),
-        gsum=jnp.sum(g),
+        **_channel_sums(g),
         t=minkowski_dot(total, total),
         next_tag=jnp.maximum(jnp.max(col), 500).astype(jnp.int32) + 1,
         trial=jnp.zeros((), jnp.int32),
@@ -514,8 +515,7 @@ def _emission(em: dict, tr: Trial, t0, amax) -> dict:
         "partner": partner,
         "n": em["n"] + 1,
         "g": g,
-        "cum": _channel_sums(g),
-        "gsum": jnp.sum(g),
+        **_channel_sums(g),
         "next_tag": tag + jnp.where(split, 0, 1).astype(jnp.int32),
         "n_emissions": em["n_emissions"] + 1,
         "hist": hist,
