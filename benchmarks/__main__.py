@@ -50,6 +50,7 @@ from benchmarks.common import (
     print_table,
     write_json,
 )
+from diffgen.core import jit
 
 SECTIONS = ("hard_process", "chains", "gradient", "memory", "scaling_n", "rambo", "areas")
 AREAS = ("hard_process", "shower", "hadronization", "detector", "unfolding")
@@ -104,7 +105,7 @@ def _sampler(source: Any, n: int) -> Callable[..., Any]:
         ev = source.sample(params, key, n)
         return ev.p, ev.weight
 
-    return jax.jit(fn)
+    return jit(fn)
 
 
 def _measure(
@@ -118,7 +119,7 @@ def _measure(
     both, call by call ([(fn, against), …]), with ``against_best_s`` and ``against_cores``.
     """
     t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - t0
     block(compiled(*args))
     stats = compiled.memory_analysis()
@@ -275,14 +276,14 @@ def section_chains(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool) -
         src = ee_to_qqbar(dtype=dtype)
         sp = src.init(_key(0))
         rows.append(_rate_row("stage: ee->qqbar", dtype, n, _sampler(src, n), sp, _key(1), repeat=rep))
-        partons = jax.jit(lambda p, k, src=src, n=n: src.sample(p, k, n))(sp, _key(2))
+        partons = jit(lambda p, k, src=src, n=n: src.sample(p, k, n))(sp, _key(2))
         for name, layer in (
             ("shower", final_state_shower()),
             ("hadronization", hadronize()),
             ("detector", gaussian_smearing()),
         ):
             lp = layer.init(_key(3))
-            apply = jax.jit(lambda p, k, ev, layer=layer: layer.apply(p, k, ev))
+            apply = jit(lambda p, k, ev, layer=layer: layer.apply(p, k, ev))
             rows.append(_rate_row(f"stage: {name}", dtype, n, apply, lp, _key(4), partons, repeat=rep))
             partons = apply(lp, _key(4), partons)
         for with_det in (False, True):

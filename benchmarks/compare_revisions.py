@@ -19,7 +19,8 @@ revision and the ratios of both.
 
 Stages: ``shower`` (on e⁺e⁻ → q q̄), ``hadronization`` (on showered partons, the default),
 ``chain`` (e⁺e⁻ → q q̄ → shower → hadronization). The inputs of a stage are generated with
-the revision under test, with the same keys.
+the revision under test, with the same keys. Each revision compiles them as it does
+itself: with ``diffgen.core.jit`` (and its XLA options) where it has one, else ``jax.jit``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,14 @@ def stage_fn(stage, dtype, n):
         events = jax.jit(shower.apply)(shower.init(key(2)), key(3), events)
     layer = shower if stage == "shower" else hadronize()
     return layer.apply, (layer.init(key(4)), key(5), events)
+
+
+def revision_jit():
+    # How the revision compiles its programs: diffgen.core.jit (with its XLA options) where
+    # the revision has it, jax.jit before.
+    import diffgen.core
+
+    return getattr(diffgen.core, "jit", jax.jit)
 """
 
 # Run in a child process with the exported revision first on sys.path. Prints one JSON line.
@@ -71,7 +80,7 @@ _CHILD = (
     + r"""
 stage, dtype, n, repeat = sys.argv[1], jnp.dtype(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 fn, args = stage_fn(stage, dtype, n)
-fn = jax.jit(fn)
+fn = revision_jit()(fn)
 t0 = time.perf_counter()
 jax.block_until_ready(fn(*args))
 compile_s = time.perf_counter() - t0
@@ -101,7 +110,7 @@ for root in roots:
     sys.path.insert(0, root)
     import diffgen
     fn, args = stage_fn(stage, dtype, n)
-    exe = jax.jit(fn).lower(*args).compile()
+    exe = revision_jit()(fn).lower(*args).compile()
     jax.block_until_ready(exe(*args))
     compiled.append((exe, args, diffgen.__file__))
     sys.path.remove(root)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import best_time, machine_info, print_table, time_compile_and_run
+from diffgen.core import jit
 
 #: Particle mix of the input (PDG ids, probabilities): like a hadronic Z decay at particle level.
 MIX = (
@@ -130,11 +131,11 @@ def suite(quick: bool = False) -> list[dict[str, Any]]:
         )
         for name, layer in layers.items():
             params = jax.tree.map(lambda x, dtype=dtype: jnp.asarray(x, dtype), layer.init(jax.random.key(0)))
-            forward = jax.jit(lambda th, k, ev, layer=layer: _observable(layer.apply(th, k, ev)))
-            apply = jax.jit(layer.apply)
+            forward = jit(lambda th, k, ev, layer=layer: _observable(layer.apply(th, k, ev)))
+            apply = jit(layer.apply)
             compile_s, run_s = time_compile_and_run(apply, params, key, events, repeat=repeat)
             _, obs_s = time_compile_and_run(forward, params, key, events, repeat=repeat)
-            grad = jax.jit(jax.grad(lambda th, k, ev, layer=layer: _observable(layer.apply(th, k, ev))))
+            grad = jit(jax.grad(lambda th, k, ev, layer=layer: _observable(layer.apply(th, k, ev))))
             _, grad_s = time_compile_and_run(grad, params, key, events, repeat=repeat)
             rows.append(
                 {

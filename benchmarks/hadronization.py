@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import best_time, machine_info, print_table, time_compile_and_run
+from diffgen.core import jit
 
 ALEPH_CSV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lep_mean_charged_multiplicity_91GeV.csv"
 
@@ -40,7 +41,7 @@ def chain_multiplicity(n_events: int, seed: int = 0, dtype=jnp.float64):
 
     sim = chain(ee_to_qqbar(91.2), ("shower", final_state_shower()), ("hadronization", hadronize()))
     params = sim.init(jax.random.key(seed))
-    sample = jax.jit(sim.sample, static_argnums=2)
+    sample = jit(sim.sample, static_argnums=2)
     ev = sample(params, jax.random.key(seed + 1), n_events)
     charged = np.asarray(ev.mask) & (np.asarray(charge3(ev.pid)) != 0)
     nch = charged.sum(axis=1)
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
         models[kind] = (m, m.init(None))
     rates = {}
     for name, (model, dparams) in models.items():
-        fn = jax.jit(lambda p, k, c, model=model: decay_clusters(p, k, c, model)[:3])
+        fn = jit(lambda p, k, c, model=model: decay_clusters(p, k, c, model)[:3])
         compile_s, t = time_compile_and_run(fn, {**base, "decay": dparams}, jax.random.key(1), clusters, repeat=3)
         rates[name] = n_clusters / t
         rows.append(
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
         )
     n_chain = 100 if args.quick else 2000
     mean, err, flags, sim, params = chain_multiplicity(n_chain)
-    sample = jax.jit(sim.sample, static_argnums=2)
+    sample = jit(sim.sample, static_argnums=2)
     t = best_time(sample, params, jax.random.key(5), n_chain, repeat=2)
     from diffgen import chain
     from diffgen.processes import ee_to_qqbar
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
 
     shower_only = chain(ee_to_qqbar(91.2), ("shower", final_state_shower()))
     sp = shower_only.init(jax.random.key(0))
-    s_fn = jax.jit(shower_only.sample, static_argnums=2)
+    s_fn = jit(shower_only.sample, static_argnums=2)
     s_fn(sp, jax.random.key(1), n_chain)
     t_s = best_time(s_fn, sp, jax.random.key(5), n_chain, repeat=2)
     rows.append(

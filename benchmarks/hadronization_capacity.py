@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import best_time, machine_info, print_table
+from diffgen.core import jit
 
 
 def _showered(n: int, dtype, seed: int):
@@ -32,7 +33,7 @@ def _showered(n: int, dtype, seed: int):
 
     src, shower = ee_to_qqbar(dtype=dtype), final_state_shower()
     sp, shp = src.init(jax.random.key(0)), shower.init(jax.random.key(0))
-    return jax.jit(lambda a, b, k: shower.apply(b, k, src.sample(a, k, n)))(sp, shp, jax.random.key(seed))
+    return jit(lambda a, b, k: shower.apply(b, k, src.sample(a, k, n)))(sp, shp, jax.random.key(seed))
 
 
 def _params(dtype):
@@ -46,7 +47,7 @@ def _primaries(params, clusters):
     """Primary hadrons of the clusters (reference decay, 2K slots, as the layer passes them on) and the decay."""
     from diffgen.hadronization.decay import decay_clusters, reference_angles
 
-    dec = jax.jit(lambda p, key, c: decay_clusters(p, key, c, reference_angles(), on_threshold="reshuffle"))
+    dec = jit(lambda p, key, c: decay_clusters(p, key, c, reference_angles(), on_threshold="reshuffle"))
     p, pid, mask, _ = dec(params, jax.random.key(3), clusters)
     return (p, pid, mask), dec
 
@@ -66,7 +67,7 @@ def tails(n_events: int, chunk: int) -> dict[str, object]:
         x = ev.extra
         return ev.mask.sum(1), x["n_clusters"], x["cluster_overflow"], x["hadron_overflow"], x["shower_overflow"]
 
-    fn = jax.jit(stats)
+    fn = jit(stats)
     parts = [[] for _ in range(5)]
     for i in range(max(1, n_events // chunk)):
         for j, v in enumerate(fn(params, jax.random.key(1000 + i))):
@@ -98,7 +99,7 @@ def activity(n: int) -> list[dict[str, object]]:
     _, cap, width = capacities(partons.capacity)
     rows = []
     for r in range(9):
-        cl, _ = jax.jit(lambda p, key, e, r=r: form_clusters(p, key, e, n_fission_rounds=r))(
+        cl, _ = jit(lambda p, key, e, r=r: form_clusters(p, key, e, n_fission_rounds=r))(
             params, jax.random.key(2), partons
         )
         split = jax.vmap(lambda *a: _fission_split(params, *a)[1])(cl.p_q, cl.p_qbar, cl.flav_q, cl.flav_qbar, cl.mask)
@@ -108,7 +109,7 @@ def activity(n: int) -> list[dict[str, object]]:
         )
     (p, pid, mask), _ = _primaries(params, cl)
     for r in range(8):
-        out = jax.jit(
+        out = jit(
             lambda key, a, b, c, r=r: decay_unstable(key, a, b, c, n_rounds=r, working_capacity=width, capacity=cap)
         )(jax.random.key(4), p, pid, mask)
         count = np.asarray(jnp.sum(out[2] & ~H.is_stable(out[1]), axis=-1))
@@ -141,11 +142,11 @@ def rates(n: int, dtype, repeat: int) -> list[dict[str, object]]:
         for fraction in (saved, 0.0):
             F.ACTIVE_ROW_FRACTION = fraction
             # New functions per setting: the fraction is read when they are traced.
-            form = jax.jit(lambda p, key, e: F.form_clusters(p, key, e))
+            form = jit(lambda p, key, e: F.form_clusters(p, key, e))
             cl, _ = form(params, jax.random.key(2), partons)
             primaries, dec = _primaries(params, cl)
-            unstable = jax.jit(lambda key, a, b, c: decay_unstable(key, a, b, c, working_capacity=width, capacity=cap))
-            whole = jax.jit(lambda p, key, e: layer.apply(p, key, e))
+            unstable = jit(lambda key, a, b, c: decay_unstable(key, a, b, c, working_capacity=width, capacity=cap))
+            whole = jit(lambda p, key, e: layer.apply(p, key, e))
             for name, fn, args in (
                 ("cluster formation + fission", form, (params, jax.random.key(2), partons)),
                 ("cluster decays", dec, (params, jax.random.key(3), cl)),

@@ -21,6 +21,7 @@ import numpy as np
 
 from benchmarks.baselines import numpy_mumu
 from benchmarks.common import best_time, machine_info, print_table, time_compile_and_run, write_json
+from diffgen.core import jit
 from diffgen.processes import cross_section, ee_to_ffbar
 
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         name = np.dtype(dtype).name
         src = ee_to_ffbar("mu", dtype=dtype)
         params = src.init(jax.random.key(0))
-        sample = jax.jit(src.sample, static_argnums=2)
+        sample = jit(src.sample, static_argnums=2)
         best_impl, best_rate = None, 0.0
         for impl in PRNG_IMPLS:
             key = jax.random.key(1, impl=impl)
@@ -69,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         def sigma_fn(p, k, src=src):
             return cross_section(src, p, k, n)[0]
 
-        sigma = jax.jit(sigma_fn)
-        dsigma = jax.jit(jax.grad(sigma_fn))
+        sigma = jit(sigma_fn)
+        dsigma = jit(jax.grad(sigma_fn))
         _, t_f = time_compile_and_run(sigma, params, key, repeat=repeat)
         c_g, t_g = time_compile_and_run(dsigma, params, key, repeat=repeat)
         grad_rows.append(

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import alternating_times, machine_info, print_table, time_compile_and_run
+from diffgen.core import jit
 from diffgen.observables import thrust
 from diffgen.processes import ee_to_qqbar
 from diffgen.shower import final_state_shower, reweight
@@ -51,7 +52,7 @@ def shower_with(slots: int, every: int | None = None, emit_fraction: float | Non
 
     # S is read when the layer is built, the others when it is traced (at the first call)
     with patched():
-        apply = jax.jit(final_state_shower().apply)
+        apply = jit(final_state_shower().apply)
 
     def call(*args):
         with patched():
@@ -97,7 +98,7 @@ def slot_sweep(n: int, settings, *, repeat: int) -> int:
     """Forward float32 shower for each (S, E, F) of the refilling loop, best wall and CPU time of
     ``repeat`` interleaved runs (so that all settings see the same machine load)."""
     src = ee_to_qqbar(91.2, dtype=jnp.float32)
-    events = jax.jit(src.sample, static_argnums=2)(src.init(jax.random.key(0)), jax.random.key(1), n)
+    events = jit(src.sample, static_argnums=2)(src.init(jax.random.key(0)), jax.random.key(1), n)
     params = {"alpha_s_mz": jnp.asarray(0.118, jnp.float32), "t0": jnp.asarray(1.0, jnp.float32)}
     fns, compile_s = [], []
     for setting in settings:
@@ -155,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for dtype in (jnp.float64, jnp.float32):
         src = ee_to_qqbar(91.2, dtype=dtype)
-        events = jax.jit(src.sample, static_argnums=2)(src.init(jax.random.key(0)), jax.random.key(1), n)
+        events = jit(src.sample, static_argnums=2)(src.init(jax.random.key(0)), jax.random.key(1), n)
         params = {"alpha_s_mz": jnp.asarray(0.118, dtype), "t0": jnp.asarray(1.0, dtype)}
-        fwd = jax.jit(shower.apply)
+        fwd = jit(shower.apply)
         compile_s, run_s = time_compile_and_run(fwd, params, jax.random.key(2), events, repeat=repeat)
         ref = vmapped_shower()
         compile_ref, run_ref = time_compile_and_run(ref, params, jax.random.key(2), events, repeat=repeat)
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         if record_overflow:
             print(f"{name}: the trial record overflowed in {record_overflow} events; f/g>0 undercounts there")
         if dtype == jnp.float64:
-            rw = jax.jit(lambda ev: jnp.mean(reweight(ev, 0.128)))
+            rw = jit(lambda ev: jnp.mean(reweight(ev, 0.128)))
             c_rw, t_rw = time_compile_and_run(rw, out, repeat=repeat)
             rows.append(
                 {
@@ -218,9 +219,9 @@ def main(argv: list[str] | None = None) -> int:
                 ev = shower.apply({"alpha_s_mz": a, "t0": jnp.asarray(1.0, dtype)}, jax.random.key(2), sub)
                 return jnp.mean(1 - thrust(ev))
 
-            jvp = jax.jit(lambda a: jax.jvp(f, (a,), (jnp.ones_like(a),)))
+            jvp = jit(lambda a: jax.jvp(f, (a,), (jnp.ones_like(a),)))
             c_j, t_j = time_compile_and_run(jvp, jnp.asarray(0.118, dtype), repeat=repeat)
-            fwd_sub = jax.jit(lambda a: f(a))
+            fwd_sub = jit(lambda a: f(a))
             _, t_fs = time_compile_and_run(fwd_sub, jnp.asarray(0.118, dtype), repeat=repeat)
             rows.append(
                 {

@@ -17,7 +17,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-_CORE = ("Events", "Layer", "Source", "chain", "stage_key")
+_CORE = ("Events", "Layer", "Source", "chain", "jit", "stage_key")
 _SUBMODULES = (
     "core",
     "detector",

@@ -8,6 +8,7 @@ are pairs of pure functions with explicit parameters and explicit PRNG keys.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -17,12 +18,57 @@ import numpy as np
 
 from diffgen.typing import Array, Key, Params
 
-__all__ = ["Events", "Layer", "Source", "chain", "is_traced", "stage_key"]
+__all__ = ["COMPILER_OPTIONS", "Events", "Layer", "Source", "chain", "is_traced", "jit", "stage_key"]
+
+#: XLA options under which :func:`jit` compiles. ``xla_cpu_copy_insertion_use_region_analysis``
+#: lets XLA's CPU copy insertion analyse each branch of a ``cond`` and the body of a
+#: ``while`` on its own, so it drops copies of loop-carried buffers that the whole-program
+#: analysis keeps; the shower's and the hadronization's loops carry large per-slot arrays.
+#: The events are the same bit for bit (tests/test_core.py); the speed of the e⁺e⁻ → hadrons
+#: chain is in docs/performance.md (``benchmarks.compare_revisions``). Other backends ignore it.
+COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_copy_insertion_use_region_analysis": True}
 
 
 def is_traced(x: Any) -> bool:
     """True if ``x`` is an abstract value inside a JAX transformation (``jit``, ``grad`` …)."""
     return isinstance(x, jax.core.Tracer)
+
+
+def jit(fun: Callable[..., Any], **kwargs: Any) -> Callable[..., Any]:
+    """``jax.jit(fun, **kwargs)``, compiled with :data:`COMPILER_OPTIONS` when it is the outermost jit.
+
+    What diffgen's own programs (the CLI, :mod:`diffgen.parallel`, the benchmarks) use to
+    compile a simulation: the same numbers as ``jax.jit``, faster on CPU. JAX accepts
+    compiler options only on the outermost ``jit``; called inside another transformation
+    (``jit``, ``grad``, ``vmap`` …) the function is the plain ``jax.jit(fun, **kwargs)``,
+    and the outer program's options apply.
+
+    Args:
+      fun: the function to compile.
+      **kwargs: any argument of ``jax.jit``; ``compiler_options`` are merged over
+        :data:`COMPILER_OPTIONS` (a key given here wins).
+
+    Returns:
+      The jitted function; its ``lower`` (ahead-of-time compilation) uses the options.
+    """
+    options = {**COMPILER_OPTIONS, **(kwargs.pop("compiler_options", None) or {})}
+    outermost = jax.jit(fun, compiler_options=options, **kwargs)
+    nested = jax.jit(fun, **kwargs)
+
+    @functools.wraps(fun)
+    def call(*args: Any, **kw: Any) -> Any:
+        if any(is_traced(x) for x in jax.tree.leaves((args, kw))):
+            return nested(*args, **kw)
+        try:
+            return outermost(*args, **kw)
+        except ValueError as err:
+            # Inside another jit whose arguments did not reach this call (constants only).
+            if "compiler_options" not in str(err):
+                raise
+            return nested(*args, **kw)
+
+    call.lower = outermost.lower  # type: ignore[attr-defined]
+    return call
 
 
 def _is_concrete(x: Any) -> bool:

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffgen._progress import StageBar
-from diffgen.core import Events
+from diffgen.core import Events, jit
 from diffgen.kinematics import cos_theta
 from diffgen.lineshape import LEP_REFERENCE, fit_lineshape, load_lep_table
 from diffgen.processes import ee_to_ffbar
@@ -182,7 +182,7 @@ def _after_fit(out, data, res, stages, dtype, n_fit, n_plot, n_save, seed, optim
     stages.next()
     had_src = prob["source"]
     had_params = {**prob["base"], "sqrt_s": theta["m_z"], "m_z": theta["m_z"], "gamma_z": theta["gamma_z"]}
-    had = jax.jit(had_src.sample, static_argnums=2)(had_params, jax.random.fold_in(key, 202), n_save)
+    had = jit(had_src.sample, static_argnums=2)(had_params, jax.random.fold_in(key, 202), n_save)
     had = had.replace(weight=had.weight * theta["norm"])
     sig_had_peak = float(np.mean(np.asarray(had.weight))) / 1000.0
     sig_mu_peak, sig_mu_peak_err = float(sig_mu[i_peak]), float(sig_mu_err[i_peak])

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from diffgen.core import Events, Layer, Source
+from diffgen.core import Events, Layer, Source, jit
 from diffgen.kinematics import safe_sqrt
 from diffgen.typing import Array, Key, Params, PyTree
 
@@ -161,7 +161,7 @@ def _sample_fn(source: Source, n: int, mesh: Mesh | None, axis: str | None) -> C
     def fn(params: Params, key: Key) -> Events:
         return _constrain(source.sample(params, key, n), mesh, axis)
 
-    return jax.jit(fn)
+    return jit(fn)
 
 
 def sample(
@@ -193,7 +193,7 @@ def _apply_fn(layer: Layer, mesh: Mesh | None, axis: str | None) -> Callable[[Pa
     def fn(params: Params, key: Key, events: Events) -> Events:
         return _constrain(layer.apply(params, key, _constrain(events, mesh, axis)), mesh, axis)
 
-    return jax.jit(fn)
+    return jit(fn)
 
 
 def apply(

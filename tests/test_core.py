@@ -259,3 +259,49 @@ def test_chain_rejects_bad_stages():
     sim = chain(toy_source(), ("a", smearing_layer()))
     with pytest.raises(ValueError, match=r"params lack the stage\(s\) \['a'\]"):
         sim.sample({"source": {"sqrt_s": jnp.asarray(91.0)}}, jax.random.key(0), 4)
+
+
+def test_jit_gives_the_events_of_jax_jit(key):
+    # The copy-insertion option of COMPILER_OPTIONS changes which buffers XLA copies, never a
+    # value: the shower's and the hadronization's loops (the programs it speeds up) give the
+    # same events bit for bit, float32 and float64. Both programs use XLA's fusion emitters
+    # (the default; conftest turns them off to compile faster): the older emitters at
+    # optimisation level 0 give results that differ in the last bit with the option.
+    from diffgen.core import COMPILER_OPTIONS, jit
+    from diffgen.hadronization import hadronize
+    from diffgen.processes import ee_to_qqbar
+    from diffgen.shower import final_state_shower
+
+    assert COMPILER_OPTIONS == {"xla_cpu_copy_insertion_use_region_analysis": True}
+    emitters = {"xla_cpu_use_fusion_emitters": True}
+    for dtype in (jnp.float32, jnp.float64):
+        sim = chain(ee_to_qqbar(dtype=dtype), ("shower", final_state_shower()), ("hadronization", hadronize()))
+        params = sim.init(key)
+
+        def run(p, k, sim=sim):
+            return sim.sample(p, k, 64)
+
+        plain, tuned = jax.jit(run, compiler_options=emitters), jit(run, compiler_options=emitters)
+        assert tuned.lower(params, key).compile().as_text() != plain.lower(params, key).compile().as_text()
+        a, b = plain(params, key), tuned(params, key)
+        assert int(a.mask.sum()) > 64 * 10  # hadrons in every event, not empty slots
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_jit_merges_compiler_options():
+    from diffgen.core import jit
+
+    f = jit(lambda x: x + 1, compiler_options={"xla_cpu_copy_insertion_use_region_analysis": False})
+    assert int(f(1)) == 2
+    g = jit(lambda x, k: x * k, static_argnums=1)
+    assert int(g(3, 2)) == 6
+    with pytest.raises(Exception, match="xla_no_such_option"):
+        jit(lambda x: x, compiler_options={"xla_no_such_option": True})(1)
+    # JAX takes compiler options only on the outermost jit: nested, the plain jit runs.
+    h = jit(lambda x: jnp.sin(x) * 3.0)
+    assert float(jax.jit(lambda x: h(x) + 1.0)(0.5)) == pytest.approx(np.sin(0.5) * 3.0 + 1.0)
+    assert float(jax.jit(lambda: h(jnp.asarray(0.5)))()) == pytest.approx(np.sin(0.5) * 3.0)
+    assert float(jax.grad(h)(0.5)) == pytest.approx(np.cos(0.5) * 3.0)
+    assert jax.vmap(h)(jnp.zeros(3)).shape == (3,)
+    assert "sine" in h.lower(0.5).compile().as_text()

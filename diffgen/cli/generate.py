@@ -262,16 +262,15 @@ def _simulator(
     (:func:`_sample_with_history`), and the shower and hadronization their emission and
     cluster histories.
     """
-    import jax
     import jax.numpy as jnp
 
-    from diffgen.core import chain
+    from diffgen.core import chain, jit
 
     source = build_source(process, sqrt_s, jnp.dtype(dtype))
     stages = [(name, build_layer(name, detector, jnp.dtype(dtype), record_history=history)) for name in layers]
     sim = chain(("source", source), *stages)
     sample = _sample_with_history(source, stages) if history else sim.sample
-    return sim, jax.jit(sample, static_argnums=2)
+    return sim, jit(sample, static_argnums=2)
 
 
 class Generation:

@@ -43,7 +43,7 @@ import numpy as np
 import optax
 
 from diffgen import kinematics as kin
-from diffgen.core import Events
+from diffgen.core import Events, jit
 from diffgen.hadronization import (
     capacities,
     charge3,
@@ -248,7 +248,7 @@ def generate_sample(
         p_beam = 0.5 * float(kin.mass(partons.momentum_sum()[0]))
     fn = _GEN_CACHE.get((k, cap, float(p_beam)))
     if fn is None:
-        fn = jax.jit(lambda th, ky, ev: _generate(th, ky, ev, float(p_beam), k, cap))
+        fn = jit(lambda th, ky, ev: _generate(th, ky, ev, float(p_beam), k, cap))
         _GEN_CACHE[(k, cap, float(p_beam))] = fn
     th = {name: jnp.asarray(float(v), partons.dtype) for name, v in theta.items()}
     return fn(th, key, partons)
