@@ -1,5 +1,6 @@
 """Final-state dipole shower: invariants, colour flow, Sudakov, O(αs) thrust, αs gradients."""
 
+import functools
 import itertools
 import math
 
@@ -411,3 +412,35 @@ def test_state_keeps_the_channel_sums_of_its_overestimates():
     g = np.asarray(st.g).reshape(64, -1)
     np.testing.assert_array_equal(np.asarray(st.cum), np.asarray(jnp.cumsum(jnp.asarray(g), axis=-1)))
     np.testing.assert_allclose(np.asarray(st.gsum), g.sum(-1), rtol=1e-12)
+
+
+def test_initial_state_pads_to_the_capacity():
+    """The state of P input slots padded to C equals the state of inputs padded to C, bit for bit."""
+    from diffgen.shower.dipole import initial_state
+
+    # a showered sample: up to 12 partons with gluons and g → q q̄ splittings, in 12 of 24 slots
+    ev = _apply(params(0.118), jax.random.key(5), qqbar(64, seed=4))
+    n_in = int(jnp.max(ev.multiplicity()))
+    assert 3 < n_in <= 12
+    p, pid, col, mask = ev.p[:, :12], ev.pid[:, :12], ev.colour[:, :12], ev.mask[:, :12]
+    t0, amax = jnp.asarray(1.0), jnp.asarray(0.5)
+
+    def pad(x, fill=0):
+        return jnp.pad(x, ((0, 0), (0, 12)) + ((0, 0),) * (x.ndim - 2), constant_values=fill)
+
+    for history, boundary in ((False, 0), (True, 3)):
+        a = jax.vmap(
+            functools.partial(
+                initial_state, t0=t0, amax=amax, max_records=40, record_history=history, boundary=boundary, capacity=24
+            )
+        )(p, pid, col, mask)
+        b = jax.vmap(
+            functools.partial(
+                initial_state, t0=t0, amax=amax, max_records=40, record_history=history, boundary=boundary
+            )
+        )(pad(p), pad(pid), pad(col), pad(mask))
+        assert a.p.shape == (64, 24, 4) and a.partner.shape == (64, 24, 2)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    with pytest.raises(ValueError, match="capacity must be an int >= the 12 input slots"):
+        initial_state(p[0], pid[0], col[0], mask[0], t0, amax, 40, capacity=8)

@@ -249,10 +249,37 @@ def _all_overestimates(p, pid, partner, t0, amax):
 
 
 def initial_state(
-    p, pid, col, mask, t0, amax, max_records: int, record_history: bool = False, boundary: int = 0
+    p,
+    pid,
+    col,
+    mask,
+    t0,
+    amax,
+    max_records: int,
+    record_history: bool = False,
+    boundary: int = 0,
+    capacity: int | None = None,
 ) -> ShowerState:
-    """Per-event initial shower state: colour partners from the tags, start scale t = Q²."""
+    """Per-event initial shower state: colour partners from the tags, start scale t = Q².
+
+    Args:
+      p: [P, 4] massless momenta (E, px, py, pz) GeV; pid: [P] int32; col: [P, 2] int32 LHE
+        colour tags; mask: [P] bool.
+      t0: cut-off, GeV²; amax: α̂₀, the overestimate's coupling at t0 (0-d, dtype of p).
+      max_records: R, the reweighting record size (static).
+      record_history, boundary: as in :func:`shower_one_event` (static).
+      capacity: static C ≥ P, the slots of the state (default P). The state is that of the
+        inputs padded with empty slots to C; the colour partners and overestimates are
+        computed on the P input slots only (the empty slots have neither).
+
+    Returns:
+      the ``ShowerState`` with C slots, ``done`` false.
+    """
     dtype = p.dtype
+    n_in = p.shape[0]
+    cap = n_in if capacity is None else capacity
+    if not isinstance(cap, int) or cap < n_in:
+        raise ValueError(f"initial_state: capacity must be an int >= the {n_in} input slots or None, got {capacity!r}")
     # partner on the colour side: the parton whose anti-colour equals my colour (and vice versa)
     c, ac = col[:, 0], col[:, 1]
     conn0 = (c[:, None] == ac[None, :]) & (c[:, None] != 0) & mask[:, None] & mask[None, :]
@@ -261,15 +288,18 @@ def initial_state(
         [jnp.where(conn0.any(1), jnp.argmax(conn0, 1), -1), jnp.where(conn1.any(1), jnp.argmax(conn1, 1), -1)],
         axis=1,
     ).astype(jnp.int32)
-    total = jnp.sum(jnp.where(mask[:, None], p, 0.0), axis=0)
     n = jnp.sum(mask, dtype=jnp.int32)
-    g = _all_overestimates(p, pid, partner, t0, amax)
+    pad = cap - n_in
+    g = jnp.pad(_all_overestimates(p, pid, partner, t0, amax), ((0, pad), (0, 0)))
+    p_pad = jnp.pad(p, ((0, pad), (0, 0)))
+    # summed over all C slots: the order of the additions, hence Q², is that of padded inputs
+    total = jnp.sum(jnp.where(jnp.pad(mask, (0, pad))[:, None], p_pad, 0.0), axis=0)
     zero = jnp.zeros((), dtype)
     return ShowerState(
-        p=p,
-        pid=pid,
-        col=col,
-        partner=partner,
+        p=p_pad,
+        pid=jnp.pad(pid, (0, pad)),
+        col=jnp.pad(col, ((0, pad), (0, 0))),
+        partner=jnp.pad(partner, ((0, pad), (0, 0)), constant_values=-1),
         n=n,
         g=g,
         **_channel_sums(g),
@@ -286,8 +316,8 @@ def initial_state(
         overflow=jnp.zeros((), bool),
         rec_overflow=jnp.zeros((), bool),
         done=jnp.zeros((), bool),
-        hist=_empty_history(p.shape[0], dtype) if record_history else None,
-        bnd=_empty_boundary(boundary, p.shape[0], dtype) if boundary else None,
+        hist=_empty_history(cap, dtype) if record_history else None,
+        bnd=_empty_boundary(boundary, cap, dtype) if boundary else None,
     )
 
 
@@ -582,11 +612,12 @@ def shower_one_event(
     max_trials: int,
     record_history: bool = False,
     boundary: int = 0,
+    capacity: int | None = None,
 ):
     """Shower one event (to be ``vmap``ped): returns the final ``ShowerState``.
 
     Args:
-      p: [P, 4] momenta (E, px, py, pz) GeV, padded to the shower capacity.
+      p: [P, 4] massless momenta (E, px, py, pz) GeV.
       pid: [P] int32; col: [P, 2] int32 LHE colour tags; mask: [P] bool.
       key: the event's PRNG key.
       alpha: αs(m_Z); t0: cut-off in GeV² (0-d, dtype of p).
@@ -596,9 +627,11 @@ def shower_one_event(
         (:data:`HISTORY_FIELDS`; static; the momenta and decisions are the same either way).
       boundary: B > 0 also fills ``ShowerState.bnd``, the cut-off boundary record of the last B
         trials (:data:`BOUNDARY_FIELDS`; static; the momenta and decisions are the same either way).
+      capacity: static C ≥ P, the particle slots of the shower (default P): the inputs are
+        padded with empty slots to C (:func:`initial_state`).
     """
     amax = alpha_s(t0, alpha, order=order)
-    state = initial_state(p, pid, col, mask, t0, amax, max_records, record_history, boundary)
+    state = initial_state(p, pid, col, mask, t0, amax, max_records, record_history, boundary, capacity)
     state = state._replace(done=state.t <= t0)
     return jax.lax.while_loop(
         lambda st: ~st.done,

@@ -379,16 +379,9 @@ def _aux_outputs(st, p_start: Array, record_history: bool, boundary: int = 0):
     return (st.p, st.log_prob), aux
 
 
-def _pad_input(p, pid, col, mask, capacity: int):
-    """One event's shower input: massless momenta, everything padded to ``capacity`` slots."""
-    p = _massless(p, mask)
-    pad = capacity - p.shape[0]
-    return (
-        jnp.pad(p, ((0, pad), (0, 0))),
-        jnp.pad(pid, (0, pad)),
-        jnp.pad(col, ((0, pad), (0, 0))),
-        jnp.pad(mask, (0, pad)),
-    )
+def _pad_slots(p: Array, capacity: int) -> Array:
+    """[P, 4] momenta padded with zero momenta to [capacity, 4]."""
+    return jnp.pad(p, ((0, capacity - p.shape[0]), (0, 0)))
 
 
 #: Largest number of slots S of the refilling forward shower (:func:`_refill_loop`). 0 selects
@@ -569,7 +562,7 @@ def _make_runner(
     slots_cfg = _REFILL_SLOTS if refill_slots is None else int(refill_slots)
 
     def one(alpha, t0, p, pid, col, mask, key):
-        p, pid, col, mask = _pad_input(p, pid, col, mask, capacity)
+        p = _massless(p, mask)
         st = shower_one_event(
             p,
             pid,
@@ -583,18 +576,21 @@ def _make_runner(
             max_trials=max_trials,
             record_history=record_history,
             boundary=boundary,
+            capacity=capacity,
         )
-        return _aux_outputs(st, p, record_history, boundary)
+        return _aux_outputs(st, _pad_slots(p, capacity), record_history, boundary)
 
     batched = jax.vmap(one, in_axes=(None, None, 0, 0, 0, 0, 0))
 
     def refilled(alpha, t0, p, pid, col, mask, keys):
-        p, pid, col, mask = jax.vmap(lambda *a: _pad_input(*a, capacity))(p, pid, col, mask)
-        # as in shower_one_event
+        p = jax.vmap(_massless)(p, mask)
+        # as in shower_one_event, with the colour partners and overestimates of the input slots
+        # only (the padding to the shower capacity has neither)
         amax = alpha_s(t0, alpha, order=order)
-        init = jax.vmap(lambda *a: initial_state(*a, t0, amax, max_records, record_history, boundary))(
+        init = jax.vmap(lambda *a: initial_state(*a, t0, amax, max_records, record_history, boundary, capacity))(
             p, pid, col, mask
         )
+        p = init.p
         init = init._replace(done=init.t <= t0)
 
         def step(st, key):
