@@ -46,8 +46,13 @@ def _params(dtype):
 def _primaries(params, clusters):
     """Primary hadrons of the clusters (reference decay, 2K slots, as the layer passes them on) and the decay."""
     from diffgen.hadronization.decay import decay_clusters, reference_angles
+    from diffgen.hadronization.layer import WORKING_CLUSTERS
 
-    dec = jit(lambda p, key, c: decay_clusters(p, key, c, reference_angles(), on_threshold="reshuffle"))
+    dec = jit(
+        lambda p, key, c: decay_clusters(
+            p, key, c, reference_angles(), on_threshold="reshuffle", working_clusters=WORKING_CLUSTERS
+        )
+    )
     p, pid, mask, _ = dec(params, jax.random.key(3), clusters)
     return (p, pid, mask), dec
 
@@ -73,9 +78,13 @@ def tails(n_events: int, chunk: int) -> dict[str, object]:
         for j, v in enumerate(fn(params, jax.random.key(1000 + i))):
             parts[j].append(np.asarray(v))
     hadrons, clusters, c_ovf, h_ovf, s_ovf = (np.concatenate(p) for p in parts)
+    from diffgen.hadronization.layer import WORKING_CLUSTERS
+
     out = {
         "events": len(hadrons),
+        "mean clusters": round(float(clusters.mean()), 2),
         "max clusters": int(clusters.max()),
+        f"events with > {WORKING_CLUSTERS} clusters": int((clusters > WORKING_CLUSTERS).sum()),
         "max hadrons": int(hadrons.max()),
         "cluster overflow": int(c_ovf.sum()),
         "hadron overflow": int(h_ovf.sum()),

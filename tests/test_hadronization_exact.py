@@ -218,3 +218,43 @@ def test_rounds_on_the_active_events_give_the_same_hadrons(monkeypatch):
     final = np.abs(fast.pid[fast.mask])
     assert final.size > 0 and set(final.tolist()) <= {22, 211, 321, 130}
     assert not fast.extra["hadron_overflow"].any()
+
+
+def test_working_clusters_give_the_same_cluster_decays(monkeypatch):
+    """``decay_clusters(working_clusters=K_w)``: the few events with clusters beyond K_w on all K
+    slots, or every event when they are not few; the decays of ``working_clusters=None``."""
+    monkeypatch.setattr(F, "ACTIVE_ROW_MIN_EVENTS", 1)  # the few-events path also for a small batch
+    n = 256
+    partons = parton_chains(jax.random.key(5), n, n_gluons=6, sqrt_s=91.2, capacity=8)
+    layer = hadronize(max_clusters=40)
+    params = layer.init(jax.random.key(0))
+    clusters, _ = F.form_clusters(params, jax.random.key(1), partons, max_clusters=40)
+    counts = np.sum(np.asarray(clusters.mask), axis=1)
+    # clusters at the front of the slots, as form_clusters leaves them
+    assert np.all(np.asarray(clusters.mask)[np.arange(40)[None, :] >= counts[:, None]] == 0)
+
+    def run(kw):
+        fn = jax.jit(
+            lambda p, k, c: D.decay_clusters(
+                p, k, c, D.reference_angles(), on_threshold="reshuffle", record_history=True, working_clusters=kw
+            )
+        )
+        return jax.tree.map(np.asarray, fn(params, jax.random.key(2), clusters))
+
+    want = run(None)
+    assert want[3]["n_single"].sum() > 0  # the threshold rule and its reshuffling are exercised
+    few = int(np.sort(counts)[-5])  # 4 events beyond: the few-events path
+    half = int(np.median(counts))  # about half the events beyond: every event on all K
+    assert few < counts.max() and np.sum(counts > half) > n // 4
+    for kw in (few, half, 64):
+        got = run(kw)
+        for g, w in ((got[1], want[1]), (got[2], want[2])):  # pid, mask
+            np.testing.assert_array_equal(g, w)
+        for name in ("n_single", "reshuffle_failed"):
+            np.testing.assert_array_equal(got[3][name], want[3][name])
+        # floats to rounding (XLA may contract multiply-adds differently for another width)
+        np.testing.assert_allclose(got[0], want[0], rtol=0, atol=1e-9)
+        for name in ("cluster_p", "logp", "angles"):
+            np.testing.assert_allclose(got[3][name], want[3][name], rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="working_clusters must be an int >= 1"):
+        D.decay_clusters(params, jax.random.key(2), clusters, working_clusters=0)

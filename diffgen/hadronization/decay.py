@@ -175,8 +175,17 @@ def two_body_decay(p_cluster: Array, axis: Array, cos_theta: Array, phi: Array, 
     return kin.boost_from_rest_frame(p1, p_cluster), kin.boost_from_rest_frame(p2, p_cluster)
 
 
-def _choose_types(params: Params, u: Array, fq: Array, fqb: Array, m: Array, mask: Array):
-    """Hadron types of each cluster of one event with the threshold fallbacks; u [K, 3] uniforms."""
+def _slot_sum(x: Array, k: int | None) -> Array:
+    """Sum over the leading (slot) axis, padded with zeros to k slots first: the additions, and
+    so the rounding, are those of the sum over all k slots of an event whatever the working width."""
+    if k is not None and k > x.shape[0]:
+        x = jnp.pad(x, ((0, k - x.shape[0]),) + ((0, 0),) * (x.ndim - 1))
+    return jnp.sum(x, axis=0)
+
+
+def _choose_types(params: Params, u: Array, fq: Array, fqb: Array, m: Array, mask: Array, k_sum: int | None = None):
+    """Hadron types of each cluster of one event with the threshold fallbacks; u [K, 3] uniforms
+    (sums over k_sum slots, :func:`_slot_sum`)."""
     dtype = m.dtype
     logits = popped_flavour_logits(jnp.asarray(params["gamma_s"], dtype))
     f = sample_flavour(u[:, 0], logits)
@@ -200,11 +209,11 @@ def _choose_types(params: Params, u: Array, fq: Array, fqb: Array, m: Array, mas
     pid2 = jnp.where(use_fb, jnp.take_along_axis(c2, best[:, None], 1)[:, 0], pid2)
     light = mask & ~ok & ~fb_ok
     single = H.meson_pid(fq1, fqb1, 0)
-    logp = jnp.sum(jnp.where(mask & ok, jax.nn.log_softmax(logits)[f - 1] + logp_v[:, 0] + logp_v[:, 1], 0.0))
+    logp = _slot_sum(jnp.where(mask & ok, jax.nn.log_softmax(logits)[f - 1] + logp_v[:, 0] + logp_v[:, 1], 0.0), k_sum)
     return pid1, pid2, light, single, logp
 
 
-def _reshuffle(p: Array, light: Array, mass_single: Array, mask: Array, n_newton: int = 60):
+def _reshuffle(p: Array, light: Array, mass_single: Array, mask: Array, n_newton: int = 60, k_sum: int | None = None):
     """Put light clusters on their single-hadron mass shell by a common momentum rescaling.
 
     In the rest frame of the event's clusters (total mass W) every three-momentum is scaled
@@ -213,18 +222,19 @@ def _reshuffle(p: Array, light: Array, mass_single: Array, mask: Array, n_newton
     increasing), with m_i the single-hadron mass of a light cluster and the unchanged cluster
     mass otherwise (the constituent-mass reshuffling of Herwig, arXiv:0803.0883 §6.4). Applied
     only to events with a light cluster; fails (flagged, momenta kept) only if W < Σ m_i.
+    The sums run over ``k_sum`` slots (:func:`_slot_sum`).
     """
     m_target = jnp.where(light, mass_single, kin.mass(p))
     m_target = jnp.where(mask, m_target, 0.0)
-    total = jnp.sum(jnp.where(mask[:, None], p, 0.0), axis=0)
+    total = _slot_sum(jnp.where(mask[:, None], p, 0.0), k_sum)
     w = kin.mass(total)
     k = jnp.where(mask[:, None], kin.boost_to_rest_frame(p, total[None, :]), 0.0)
     k2 = kin.p2(k)
 
     def newton(xi, m_target, k2, w):
         e = kin.safe_sqrt(m_target**2 + xi**2 * k2)
-        f = jnp.sum(jnp.where(mask, e, 0.0)) - w
-        fp = jnp.sum(jnp.where(mask, xi * kin.safe_div(k2, e), 0.0))
+        f = _slot_sum(jnp.where(mask, e, 0.0), k_sum) - w
+        fp = _slot_sum(jnp.where(mask, xi * kin.safe_div(k2, e), 0.0), k_sum)
         return jnp.maximum(xi - kin.safe_div(f, fp), 0.0)
 
     # Iterate to convergence without derivatives, then take one Newton step with them: at the
@@ -244,7 +254,7 @@ def _reshuffle(p: Array, light: Array, mass_single: Array, mask: Array, n_newton
     one = jnp.ones((), p.dtype)
     _, xi, _ = jax.lax.while_loop(not_done, step, (jnp.int32(0), newton(one, *consts), one))
     xi = newton(xi, m_target, k2, w)
-    ok = w > jnp.sum(m_target)
+    ok = w > _slot_sum(m_target, k_sum)
     e = kin.safe_sqrt(m_target**2 + xi**2 * k2)
     new = jnp.concatenate([e[:, None], xi * k[:, 1:]], axis=-1)
     new = kin.boost_from_rest_frame(new, total[None, :])
@@ -253,17 +263,32 @@ def _reshuffle(p: Array, light: Array, mass_single: Array, mask: Array, n_newton
     return p, any_light & ~ok
 
 
-def _prepare_one(params, u, p_q, p_qb, fq, fqb, mask):
-    """Types, threshold rule and reshuffling of the clusters of one event."""
+def _prepare_one(params, u, p_q, p_qb, fq, fqb, mask, k_sum: int | None = None):
+    """Types, threshold rule and reshuffling of the clusters of one event (sums over k_sum slots)."""
     p_c = jnp.where(mask[:, None], p_q + p_qb, 0.0)
     m = kin.mass(p_c)
-    pid1, pid2, light, single, logp = _choose_types(params, u, fq, fqb, m, mask)
+    pid1, pid2, light, single, logp = _choose_types(params, u, fq, fqb, m, mask, k_sum)
     dtype = p_c.dtype
     dummy = jnp.zeros_like(p_c).at[:, 0].set(1.0)
     axis = constituent_axis(jnp.where(mask[:, None], p_q, 0.0), jnp.where(mask[:, None], p_c, dummy))
     m_single = H.hadron_mass(single, dtype)
-    p_c, failed = _reshuffle(p_c, light, m_single, mask)
+    p_c, failed = _reshuffle(p_c, light, m_single, mask, k_sum=k_sum)
     return p_c, axis, pid1, pid2, light, single, logp, failed
+
+
+def _pad_prepared(out, k: int):
+    """Outputs of :func:`_prepare_one` for the first K_w cluster slots, padded to K slots as
+    the empty slots come out of it: no momentum, axis ẑ, not light (their types are not used)."""
+    p_c, axis, pid1, pid2, light, single, logp, failed = out
+    pad = k - p_c.shape[1]
+    if not pad:
+        return out
+
+    def padded(x, fill=0):
+        return jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2), constant_values=fill)
+
+    axis = jnp.concatenate([axis, jnp.zeros((axis.shape[0], pad, 3), axis.dtype).at[..., 2].set(1.0)], axis=1)
+    return padded(p_c), axis, padded(pid1), padded(pid2), padded(light, False), padded(single), logp, failed
 
 
 def _assemble(p_c, axis, cos, phi, pid1, pid2, light, single, mask):
@@ -336,6 +361,7 @@ def decay_clusters(
     *,
     on_threshold: str = "error",
     record_history: bool = False,
+    working_clusters: int | None = None,
 ) -> tuple[Array, Array, Array, dict[str, Array]]:
     """Decay every cluster into two hadrons (or one, by the threshold rule).
 
@@ -348,6 +374,13 @@ def decay_clusters(
         raise ``ValueError``) or ``"reshuffle"`` (the documented single-hadron rule).
       record_history: also return ``info["cluster_p"]`` [N, K, 4] (static): the cluster
         momenta that decay, after the reshuffling of the threshold rule (GeV).
+      working_clusters: static K_w ≤ K (default K): the types, the reshuffling and the
+        two-body decays of an event without clusters beyond slot K_w run on its first K_w
+        slots, those of the few other events on all K (:func:`~diffgen.hadronization.formation.on_active_rows`;
+        all events on all K when they are not few). The result is the same for every K_w;
+        one that holds the clusters of nearly every event (at the front of the slots, as
+        :func:`~diffgen.hadronization.formation.form_clusters` leaves them) saves the work
+        on the empty slots. The angle model always sees all K slots.
 
     Returns:
       ``(p, pid, mask, info)``: primary hadrons p [N, 2K, 4] (slots 2k, 2k+1 belong to
@@ -358,21 +391,60 @@ def decay_clusters(
     """
     if on_threshold not in ("error", "reshuffle"):
         raise ValueError(f"decay_clusters: on_threshold must be 'error' or 'reshuffle', got {on_threshold!r}")
+    n, k = clusters.mask.shape
+    kw = k if working_clusters is None else working_clusters
+    if not isinstance(kw, int) or isinstance(kw, bool) or kw < 1:
+        raise ValueError(f"decay_clusters: working_clusters must be an int >= 1 or None, got {working_clusters!r}")
+    kw = min(kw, k)
     angle_model = reference_angles() if angle_model is None else angle_model
     check = check_clusters if on_threshold == "error" else _check_flavours
     check(clusters, params)
     k_types, k_angles = jax.random.split(key)
     dtype = clusters.p_q.dtype
-    u = uniform(k_types, (*clusters.mask.shape, 3), dtype)
-    fn = jax.vmap(lambda *a: _prepare_one(params, *a))
-    p_c, axis, pid1, pid2, light, single, logp, failed = fn(
-        u, clusters.p_q, clusters.p_qbar, clusters.flav_q, clusters.flav_qbar, clusters.mask
-    )
+    inputs = (clusters.p_q, clusters.p_qbar, clusters.flav_q, clusters.flav_qbar, clusters.mask)
+
+    def prepare(rows, width, x):
+        # Element (event, slot) of one draw of shape [N, K, 3], for the given events and slots.
+        u = uniform_block(k_types, (n, k, 3), (0, 0, 0), (x[0].shape[0], width, 3), dtype, rows=rows)
+        out = jax.vmap(lambda *a: _prepare_one(params, *a, k_sum=k))(u, *(y[:, :width] for y in x))
+        return _pad_prepared(out, k)
+
+    def assemble(width, c, prepared):
+        p_c, axis, pid1, pid2, light, single = prepared[:6]
+        cos, phi = c
+        out = _assemble(*(y[:, :width] for y in (p_c, axis, cos, phi, pid1, pid2, light, single, prepared[-1])))
+        return tuple(jnp.pad(y, ((0, 0), (0, 2 * (k - width))) + ((0, 0),) * (y.ndim - 2)) for y in out)
+
+    events = jnp.arange(n, dtype=jnp.int32)
+    sizes = active_row_capacities(n) if kw < k else ()
+    big = jnp.any(clusters.mask[:, kw:], axis=-1)
+    # 0: every event on the first K_w slots, those with clusters beyond on all K in the
+    # smallest set of rows that holds them; 1: every event on all K.
+    tier = active_rows_tier(big, sizes) if sizes else jnp.int32(-1)
+
+    def split_work(width_fn):
+        def few(size):
+            def fn(*a):
+                small = width_fn(kw, events, *a)
+                return on_active_rows(lambda base, r: width_fn(k, r[0], *r[1:]), small, (events, *a), big, size)
+
+            return fn
+
+        def full(*a):
+            return width_fn(k, events, *a)
+
+        if not sizes:
+            return full
+        return lambda *a: jax.lax.switch(jnp.where(tier >= 0, tier, len(sizes)), [few(s) for s in sizes] + [full], *a)
+
+    prepared = split_work(lambda w, rows, *x: prepare(rows, w, x))(*inputs)
+    p_c, axis, pid1, pid2, light, single, logp, failed = prepared
     two = clusters.mask & ~light
     p_safe = jnp.where(two[..., None], p_c, jnp.zeros_like(p_c).at[..., 0].set(1.0))
     cos, phi = angle_model.sample(params["decay"], k_angles, p_safe, axis)
     cos, phi = cos.astype(dtype), phi.astype(dtype)
-    p, pid, mask = _assemble(p_c, axis, cos, phi, pid1, pid2, light, single, clusters.mask)
+    per_event = (p_c, axis, pid1, pid2, light, single, clusters.mask)
+    p, pid, mask = split_work(lambda w, rows, c, x: assemble(w, c, x))((cos, phi), per_event)
     info = {
         "logp": logp,
         "reshuffle_failed": failed,
