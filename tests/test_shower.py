@@ -412,6 +412,16 @@ def test_state_keeps_the_channel_sums_of_its_overestimates():
     g = np.asarray(st.g).reshape(64, -1)
     np.testing.assert_array_equal(np.asarray(st.cum), np.asarray(jnp.cumsum(jnp.asarray(g), axis=-1)))
     np.testing.assert_allclose(np.asarray(st.gsum), g.sum(-1), rtol=1e-12)
+    # The emissions updated the overestimate of every dipole end they changed (and only those):
+    # g equals the overestimates of the final partons computed from scratch.
+    from diffgen.shower.alphas import alpha_s
+    from diffgen.shower.dipole import _all_overestimates
+
+    assert int(jnp.sum((st.pid != 21) & (st.pid != 0))) > 2 * 64  # g → q q̄ splittings among them
+    fresh = jax.vmap(lambda q, f, m: _all_overestimates(q, f, m, t0, alpha_s(t0, alpha, order=2)))(
+        st.p, st.pid, st.partner
+    )
+    np.testing.assert_allclose(g, np.asarray(fresh).reshape(64, -1), rtol=1e-12, atol=0)
 
 
 def test_initial_state_pads_to_the_capacity():

@@ -510,13 +510,15 @@ def _emission(em: dict, tr: Trial, t0, amax) -> dict:
     partner_q = partner_q.at[jnp.where(m >= 0, m, cap), s].set(j, mode="drop")
     partner = jnp.where(split, partner_q, partner_g)
 
-    # overestimates of the dipole ends whose invariant mass or partner changed
-    xs = jnp.stack([a, j, b])
-    own_x = jnp.repeat(xs, 2)
-    own_s = jnp.tile(jnp.arange(2), 3)
-    nb = partner[own_x, own_s]
-    ends_x = jnp.concatenate([own_x, nb])
-    ends_s = jnp.concatenate([own_s, 1 - own_s])
+    # Overestimates of the dipole ends whose invariant mass or partner changed: both ends of
+    # a, j and b, and the ends facing them from outside. Of the latter only two are not among
+    # the former: on side s the partner of b, on the other side that of a (gluon emission; a
+    # splitting gives a's former partner there to j); the others are a, j or b themselves.
+    outer = jnp.where(split, partner[j, other], partner[a, other])
+    own_x = jnp.repeat(jnp.stack([a, j, b]), 2)
+    own_s = jnp.tile(jnp.arange(2, dtype=jnp.int32), 3)
+    ends_x = jnp.concatenate([own_x, jnp.stack([partner[b, s], outer])]).astype(jnp.int32)
+    ends_s = jnp.concatenate([own_s, jnp.stack([other, s]).astype(jnp.int32)])
     vals = jax.vmap(_end_overestimate, in_axes=(None, None, None, 0, 0, None, None))(
         p_new, pid, partner, jnp.maximum(ends_x, 0), ends_s, t0, amax
     )
