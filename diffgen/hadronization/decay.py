@@ -377,10 +377,12 @@ def decay_clusters(
       working_clusters: static K_w ≤ K (default K): the types, the reshuffling and the
         two-body decays of an event without clusters beyond slot K_w run on its first K_w
         slots, those of the few other events on all K (:func:`~diffgen.hadronization.formation.on_active_rows`;
-        all events on all K when they are not few). The result is the same for every K_w;
-        one that holds the clusters of nearly every event (at the front of the slots, as
-        :func:`~diffgen.hadronization.formation.form_clusters` leaves them) saves the work
-        on the empty slots. The angle model always sees all K slots.
+        all events on all K when they are not few). The result is the same for every K_w
+        (pids, masks, flags; momenta and log-probabilities to rounding, as XLA contracts
+        multiply-adds differently for another width); one that holds the clusters of nearly
+        every event (at the front of the slots, as
+        :func:`~diffgen.hadronization.formation.form_clusters` leaves them) saves the work on
+        the empty slots. The angle model always sees all K slots.
 
     Returns:
       ``(p, pid, mask, info)``: primary hadrons p [N, 2K, 4] (slots 2k, 2k+1 belong to
@@ -418,8 +420,8 @@ def decay_clusters(
     events = jnp.arange(n, dtype=jnp.int32)
     sizes = active_row_capacities(n) if kw < k else ()
     big = jnp.any(clusters.mask[:, kw:], axis=-1)
-    # 0: every event on the first K_w slots, those with clusters beyond on all K in the
-    # smallest set of rows that holds them; 1: every event on all K.
+    # Branch i < len(sizes): every event on the first K_w slots, those with clusters beyond on
+    # all K in the rows of set i, the smallest that holds them; last branch: every event on all K.
     tier = active_rows_tier(big, sizes) if sizes else jnp.int32(-1)
 
     def split_work(width_fn):
