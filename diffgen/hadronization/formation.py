@@ -592,16 +592,22 @@ def _fission_one(params: Params, u, carry):
     overflow = overflow | jnp.any(split & ~placed)
     logp = logp + jnp.sum(jnp.where(placed, log_w[f - 1], 0.0))
     new_q, new_qb = (1.0 - x) * cp_q, (1.0 - y) * cp_qb
-    new_fq, new_fqb = f, cf_qb
     pl = placed[:, None]
-    cp_q_a = jnp.where(pl, x * cp_q, cp_q)
-    cp_qb_a = jnp.where(pl, y * cp_qb, cp_qb)
-    cf_qb_a = jnp.where(placed, f, cf_qb)
-    cp_q = cp_q_a.at[target].set(new_q, mode="drop")
-    cp_qb = cp_qb_a.at[target].set(new_qb, mode="drop")
-    cf_q = cf_q.at[target].set(new_fq, mode="drop")
-    cf_qb = cf_qb_a.at[target].set(new_fqb, mode="drop")
-    cmask = cmask.at[target].set(True, mode="drop")
+    # Slot d ≥ n (n clusters before the round) receives the second child of the (d − n)-th
+    # placed split in slot order (append_after_last): gathered from that split's slot, element-
+    # wise, instead of a scatter (a serial loop on XLA's CPU backend).
+    k = cmask.shape[0]
+    rank = jnp.arange(k, dtype=jnp.int32) - jnp.sum(cmask, dtype=jnp.int32)
+    src = jnp.take_along_axis(flagged_slots(placed, k), jnp.clip(rank, 0, k - 1), axis=0, mode="promise_in_bounds")
+    child = (rank >= 0) & (src < k)
+    src = jnp.minimum(src, k - 1)
+    ch = child[:, None]
+    cp_q = jnp.where(ch, new_q[src], jnp.where(pl, x * cp_q, cp_q))
+    cp_qb = jnp.where(ch, new_qb[src], jnp.where(pl, y * cp_qb, cp_qb))
+    cf_q_new = jnp.where(child, f[src], cf_q)
+    cf_qb = jnp.where(child, cf_qb[src], jnp.where(placed, f, cf_qb))
+    cf_q = cf_q_new
+    cmask = cmask | child
     out = (cp_q, cp_qb, cf_q.astype(jnp.int32), cf_qb.astype(jnp.int32), cmask, overflow, logp)
     return out, jnp.where(placed, target, -1).astype(jnp.int32)
 
