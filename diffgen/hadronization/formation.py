@@ -604,9 +604,8 @@ def _fission_one(params: Params, u, carry):
     ch = child[:, None]
     cp_q = jnp.where(ch, new_q[src], jnp.where(pl, x * cp_q, cp_q))
     cp_qb = jnp.where(ch, new_qb[src], jnp.where(pl, y * cp_qb, cp_qb))
-    cf_q_new = jnp.where(child, f[src], cf_q)
+    cf_q = jnp.where(child, f[src], cf_q)
     cf_qb = jnp.where(child, cf_qb[src], jnp.where(placed, f, cf_qb))
-    cf_q = cf_q_new
     cmask = cmask | child
     out = (cp_q, cp_qb, cf_q.astype(jnp.int32), cf_qb.astype(jnp.int32), cmask, overflow, logp)
     return out, jnp.where(placed, target, -1).astype(jnp.int32)
