@@ -1,6 +1,6 @@
-"""Scale-out: shard event batches across devices, and stream reductions over N events in chunks.
+"""Scale-out: shard batches across devices, stream sums over N events in chunks, run chunks at once.
 
-Two independent tools, which compose:
+Three tools; the first two compose:
 
 * **Sharding** (:func:`event_mesh`, :func:`sample`, :func:`apply`, :func:`cross_section`):
   the event axis of every ``Events`` field is split across the devices of a
@@ -17,8 +17,11 @@ Two independent tools, which compose:
   chunk_size)``. The chunk body is wrapped in ``jax.checkpoint``, so reverse-mode
   gradients recompute each chunk instead of storing it: memory is that of one chunk, for
   the value and for its gradient, and 10⁹ events are a matter of time, not memory.
+* **Concurrent chunks** (:func:`sample_chunks`): the chunks of the stream, each a call of
+  one compiled program (:func:`chunk_program`), several calls at once on host threads and
+  concatenated: on a CPU the cores stay busier than with one call of the whole batch.
 
-Both accept any :class:`~diffgen.core.Source`, including a whole :func:`~diffgen.core.chain`.
+All accept any :class:`~diffgen.core.Source`, including a whole :func:`~diffgen.core.chain`.
 Multi-GPU and multi-host use (``jax.distributed.initialize``) is described in
 ``docs/scaling.md``.
 """
@@ -26,7 +29,9 @@ Multi-GPU and multi-host use (``jax.distributed.initialize``) is described in
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -34,19 +39,22 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from diffgen.core import Events, Layer, Source, jit
+from diffgen.core import Events, Layer, Source, is_traced, jit
 from diffgen.kinematics import safe_sqrt
 from diffgen.typing import Array, Key, Params, PyTree
 
 __all__ = [
     "EVENT_AXIS",
     "apply",
+    "chunk_program",
     "compiled_memory",
     "cross_section",
+    "default_workers",
     "event_mesh",
     "event_sharding",
     "ordered_sum",
     "sample",
+    "sample_chunks",
     "shard_events",
     "stream_cross_section",
     "stream_events",
@@ -379,6 +387,89 @@ def stream_events(source: Source, params: Params, key: Key, n: int, *, chunk_siz
     n, chunk_size, _ = _check_stream(n, chunk_size, 1, None, None)
     chunks = jax.vmap(lambda i: _chunk_events(source, params, key, i, chunk_size))(jnp.arange(n // chunk_size))
     return jax.tree.map(lambda x: x.reshape(n, *x.shape[2:]), chunks)
+
+
+@functools.lru_cache(maxsize=128)
+def chunk_program(source: Source, chunk_size: int) -> Callable[[Params, Key, Array], Events]:
+    """The compiled program :func:`sample_chunks` calls for every chunk (one per source and size).
+
+    Args:
+      source: any ``Source``.
+      chunk_size: events per chunk (static).
+
+    Returns:
+      ``fn(params, key, index) -> Events`` with N = chunk_size: chunk ``index`` (int32 scalar)
+      of the stream, ``source.sample(params, fold_in(key, index), chunk_size)``, jitted with
+      :func:`diffgen.jit` (its ``lower`` gives the compiled program, e.g. for its memory).
+    """
+    _check_source(source)
+    chunk_size = _check_n("chunk_size", chunk_size, 1, "")
+    return jit(lambda params, key, index: _chunk_events(source, params, key, index, chunk_size))
+
+
+def default_workers() -> int:
+    """The CPU cores this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def sample_chunks(
+    source: Source, params: Params, key: Key, n: int, *, chunk_size: int, workers: int | None = None
+) -> Events:
+    """The events of :func:`stream_events`, each chunk a compiled call, ``workers`` calls at a time.
+
+    Chunk ``i`` is ``source.sample(params, fold_in(key, i), chunk_size)``, the chunk of the
+    streaming functions; the chunks are computed by one compiled program, called from
+    ``workers`` host threads at once, and concatenated in chunk order. On a CPU, XLA runs one
+    call of a simulation on its thread pool with gaps (loops whose steps are too small to
+    split, branches that wait for each other), so independent calls running side by side keep
+    the cores busier than one call of the whole batch: the e⁺e⁻ → hadrons chain generates
+    more events per second this way (``docs/performance.md``). The events are those of the
+    chunks called one after the other, bit for bit, whatever ``workers`` is; they differ from
+    ``source.sample(params, key, n)`` (another key per chunk) and agree with
+    :func:`stream_events` to rounding (which ``vmap``s the chunks into one program).
+
+    A host-level driver: it cannot be traced (``jit``, ``grad``, ``vmap``); use
+    :func:`stream_events` or ``source.sample`` inside transformations, and :func:`stream_sum`
+    for gradients.
+
+    Args:
+      source: any ``Source`` (a process or a whole ``chain``).
+      params: its parameters (concrete arrays).
+      key: PRNG key (concrete).
+      n: total number of events (static), a multiple of ``chunk_size``.
+      chunk_size: events per chunk and per compiled call (static).
+      workers: chunks computed at once (host threads); default :func:`default_workers`.
+
+    Returns:
+      ``Events`` with N = n, chunk i in rows ``i·chunk_size … (i + 1)·chunk_size − 1``.
+    """
+    _check_source(source)
+    if any(is_traced(x) for x in jax.tree.leaves((params, key))):
+        raise TypeError(
+            "sample_chunks runs compiled chunks on host threads and cannot be traced by jit, grad or vmap; "
+            "inside a transformation use stream_events (same chunks) or source.sample"
+        )
+    n, chunk_size, _ = _check_stream(n, chunk_size, 1, None, None)
+    workers = default_workers() if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"sample_chunks: workers must be an int >= 1 or None, got {workers!r}")
+    fn = chunk_program(source, chunk_size)
+    n_chunks = n // chunk_size
+
+    def one(i: int) -> Events:
+        # Waiting inside the thread keeps the call on it; dispatching every chunk from one
+        # thread would queue the calls one after the other.
+        return jax.block_until_ready(fn(params, key, jnp.asarray(i, jnp.int32)))
+
+    if workers == 1 or n_chunks == 1:
+        chunks = [one(i) for i in range(n_chunks)]
+    else:
+        with ThreadPoolExecutor(max_workers=min(int(workers), n_chunks)) as pool:
+            chunks = list(pool.map(one, range(n_chunks)))
+    return chunks[0] if n_chunks == 1 else Events.concatenate(chunks)
 
 
 def stream_sum(

@@ -111,6 +111,45 @@ def test_stream_cross_section_of_the_real_process(key):
     np.testing.assert_allclose([sigma, err], [ref_sigma, ref_err], rtol=1e-11)
 
 
+def test_sample_chunks_are_the_chunks_called_in_turn(key):
+    """Concurrent chunks give the events of the chunks called one after the other, whatever the workers."""
+    from test_parallel import toy_smearing
+
+    from diffgen.core import chain
+
+    sim = chain(toy_mumu(), ("detector", toy_smearing()))
+    params = sim.init(key)
+    chunk = jax.jit(sim.sample, static_argnums=2)
+    ref = [chunk(params, jax.random.fold_in(key, i), CHUNK) for i in range(N // CHUNK)]
+    for workers in (1, 3, None):
+        got = parallel.sample_chunks(sim, params, key, N, chunk_size=CHUNK, workers=workers)
+        assert got.n_events == N
+        for i, r in enumerate(ref):
+            part = got[i * CHUNK : (i + 1) * CHUNK]
+            for a, b in zip(jax.tree.leaves(r), jax.tree.leaves(part), strict=True):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"workers={workers}, chunk {i}")
+    # The streaming functions see the same chunks (vmapped into one program: to rounding).
+    ev = jax.jit(lambda p: parallel.stream_events(sim, p, key, N, chunk_size=CHUNK))(params)
+    np.testing.assert_allclose(np.asarray(got.p), np.asarray(ev.p), rtol=1e-14, atol=0.0)
+    np.testing.assert_allclose(np.asarray(got.weight), np.asarray(ev.weight), rtol=1e-14, atol=0.0)
+
+
+def test_sample_chunks_rejects_bad_arguments(key):
+    src = toy_mumu()
+    params = src.init(key)
+    with pytest.raises(ValueError, match="n must be a multiple of 1000"):
+        parallel.sample_chunks(src, params, key, 1500, chunk_size=1000)
+    with pytest.raises(ValueError, match="workers must be an int >= 1"):
+        parallel.sample_chunks(src, params, key, 2000, chunk_size=1000, workers=0)
+    with pytest.raises(ValueError, match="workers must be an int >= 1"):
+        parallel.sample_chunks(src, params, key, 2000, chunk_size=1000, workers=2.0)
+    with pytest.raises(TypeError, match="cannot be traced"):
+        jax.jit(lambda p: parallel.sample_chunks(src, p, key, 2000, chunk_size=1000).weight)(params)
+    with pytest.raises(TypeError, match="must be a diffgen Source"):
+        parallel.sample_chunks(lambda p, k, n: None, params, key, 2000, chunk_size=1000)
+    assert parallel.default_workers() >= 1
+
+
 def _grad_peak(n: int, *, checkpoint: bool = True, chunked: bool = True) -> int:
     src = toy_mumu()
     params = src.init(None)
