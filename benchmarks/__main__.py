@@ -51,6 +51,7 @@ from benchmarks.common import (
     write_json,
 )
 from diffgen.core import jit
+from diffgen.parallel import default_workers
 
 SECTIONS = ("hard_process", "chains", "gradient", "memory", "scaling_n", "rambo", "areas")
 AREAS = ("hard_process", "shower", "hadronization", "detector", "unfolding")
@@ -61,6 +62,9 @@ TARGET_MUMU_RATE = 5e6
 TARGET_NUMPY_RATIO = 2.0
 TARGET_PYTHIA_RATIO = 10.0
 TARGET_GRAD_RATIO = 3.0
+
+#: Label of the hadron chain sampled as concurrent chunks (``diffgen.parallel.sample_chunks``).
+CHUNKED_CHAIN = "chain: ee->hadrons as concurrent chunks"
 
 
 def _sizes(quick: bool) -> dict[str, Any]:
@@ -127,14 +131,70 @@ def _measure(
     if stats is not None:
         peak = int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)
     out: dict[str, Any] = {"compile_s": compile_s, "peak_bytes": peak}
+    out.update(_timed(lambda: compiled(*args), repeat=repeat, against=against))
+    return out
+
+
+def _measure_chunks(
+    sim: Any, params: Any, key: jax.Array, n: int, workers: int, *, repeat: int, against: Callable[[], Any] | None
+) -> dict[str, Any]:
+    """As :func:`_measure` for ``parallel.sample_chunks(sim, params, key, n)`` in ``workers`` chunks.
+
+    The compile time is that of the first call (compilation of the chunk program and one
+    call); the memory is that of ``workers`` chunk programs running at once.
+    """
+    from diffgen.parallel import chunk_program, sample_chunks
+
+    chunk = n // workers
+
+    def call() -> Any:
+        return sample_chunks(sim, params, key, n, chunk_size=chunk, workers=workers)
+
+    t0 = time.perf_counter()
+    block(call())
+    compile_s = time.perf_counter() - t0
+    # The executable of the first call, from JAX's cache: no second compilation.
+    stats = chunk_program(sim, chunk).lower(params, key, jnp.asarray(0, jnp.int32)).compile().memory_analysis()
+    peak = 0
+    if stats is not None:
+        peak = workers * int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)
+    out: dict[str, Any] = {"compile_s": compile_s, "peak_bytes": peak, "workers": workers}
+    out.update(_timed(call, repeat=repeat, against=against))
+    return out
+
+
+def _timed(call: Callable[[], Any], *, repeat: int, against: Callable[[], Any] | None) -> dict[str, Any]:
+    """Best wall time and cores of ``repeat`` calls, alternating with ``against`` when given (see :func:`_measure`)."""
+    out: dict[str, Any] = {}
     if against is None:
-        out["best_s"], out["cores"] = best_time_and_cores(compiled, *args, repeat=repeat)
+        out["best_s"], out["cores"] = best_time_and_cores(call, repeat=repeat)
         return out
-    ours, theirs = alternating_times([lambda: compiled(*args), against], repeat)
+    ours, theirs = alternating_times([call, against], repeat)
     (out["best_s"], cpu), (out["against_best_s"], cpu_b) = min(ours), min(theirs)
     out["cores"], out["against_cores"] = cpu / out["best_s"], cpu_b / out["against_best_s"]
     out["against_s"] = [(a[0], b[0]) for a, b in zip(ours, theirs, strict=True)]
     return out
+
+
+def _pythia_row(label: str, dtype: Any, n: int, m: dict[str, Any], n_py: int) -> dict[str, Any]:
+    """The row of a hadron chain; with Pythia timed alternately (``m["against_s"]``), its ratios."""
+    row = _row(label, dtype, n, m)
+    if "against_s" not in m:
+        return row
+    # Each call alternated with a batch of Pythia events: the ratio compares the two programs
+    # in the same minutes of a machine whose speed drifts.
+    py_rate = n_py / m["against_best_s"]
+    pairs = [(t_py / n_py) / (t / n) for t, t_py in m["against_s"]]
+    row.update(
+        baseline="Pythia 8 full (shower+hadronization), alternating calls",
+        baseline_events_per_s=py_rate,
+        ratio=row["events_per_s"] / py_rate,
+        ratio_median=float(np.median(pairs)),
+        # Per core: each rate divided by the cores its best call kept busy (Pythia runs in
+        # one thread, XLA's executables on a thread pool).
+        ratio_per_core=(row["events_per_s"] / row["cores"]) / (py_rate / m["against_cores"]),
+    )
+    return row
 
 
 def _rate_row(name: str, dtype: Any, n: int, fn: Callable[..., Any], *args: Any, repeat: int) -> dict[str, Any]:
@@ -286,29 +346,16 @@ def section_chains(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool) -
             apply = jit(lambda p, k, ev, layer=layer: layer.apply(p, k, ev))
             rows.append(_rate_row(f"stage: {name}", dtype, n, apply, lp, _key(4), partons, repeat=rep))
             partons = apply(lp, _key(4), partons)
+        against = None if generator is None else (lambda: generator.generate(n_py))
         for with_det in (False, True):
             sim = _hadron_chain(dtype, with_det)
             label = "chain: ee->hadrons" + (" + detector" if with_det else "")
             args = (_sampler(sim, n), sim.init(_key(0)), _key(1))
-            if generator is None:
-                rows.append(_rate_row(label, dtype, n, *args, repeat=rep))
-                continue
-            # Each call alternates with a batch of Pythia events: the ratio compares the two
-            # programs in the same minutes of a machine whose speed drifts.
-            m = _measure(*args, repeat=rep, against=lambda: generator.generate(n_py))
-            row = _row(label, dtype, n, m)
-            py_rate = n_py / m["against_best_s"]
-            pairs = [(t_py / n_py) / (t / n) for t, t_py in m["against_s"]]
-            row.update(
-                baseline="Pythia 8 full (shower+hadronization), alternating calls",
-                baseline_events_per_s=py_rate,
-                ratio=row["events_per_s"] / py_rate,
-                ratio_median=float(np.median(pairs)),
-                # Per core: each rate divided by the cores its best call kept busy (Pythia
-                # runs in one thread, XLA's executables on a thread pool).
-                ratio_per_core=(row["events_per_s"] / row["cores"]) / (py_rate / m["against_cores"]),
-            )
-            rows.append(row)
+            rows.append(_pythia_row(label, dtype, n, _measure(*args, repeat=rep, against=against), n_py))
+        # The same chain as concurrent chunks, one per core (diffgen.parallel.sample_chunks).
+        sim = _hadron_chain(dtype, False)
+        m = _measure_chunks(sim, sim.init(_key(0)), _key(1), n, default_workers(), repeat=rep, against=against)
+        rows.append(_pythia_row(f"{CHUNKED_CHAIN}, {m['workers']} chunks at once", dtype, n, m, n_py))
     if pythia is not None:
         rows.append(
             {
@@ -572,11 +619,16 @@ def _summary(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": f64["ratio"] >= TARGET_NUMPY_RATIO,
             }
         )
-    full = [r for r in results.get("chains") or [] if r.get("stage") == "chain: ee->hadrons" and "ratio" in r]
+    full = [
+        r
+        for r in results.get("chains") or []
+        if (r.get("stage") == "chain: ee->hadrons" or str(r.get("stage")).startswith(CHUNKED_CHAIN)) and "ratio" in r
+    ]
     for r in full:
+        how = " as concurrent chunks" if r["stage"].startswith(CHUNKED_CHAIN) else ""
         rows.append(
             {
-                "target": f"ee->hadrons vs Pythia 8 ({r['dtype']})",
+                "target": f"ee->hadrons{how} vs Pythia 8 ({r['dtype']})",
                 "goal": f">= {TARGET_PYTHIA_RATIO:g}x",
                 "measured": r["ratio"],
                 "met": r["ratio"] >= TARGET_PYTHIA_RATIO,

@@ -104,6 +104,40 @@ def test_summary_reports_the_pythia_ratio_and_the_ratio_per_core():
     assert [(r["measured"], r["met"]) for r in rows] == [(4.0, False), (2.5, "-"), (3.5, "-")]
 
 
+def test_summary_reports_the_chain_as_concurrent_chunks():
+    from benchmarks.__main__ import CHUNKED_CHAIN
+
+    rows = _summary(
+        {
+            "chains": [
+                {"stage": "chain: ee->hadrons", "dtype": "float32", "ratio": 4.0, "ratio_per_core": 2.5},
+                {"stage": f"{CHUNKED_CHAIN}, 2 chunks at once", "dtype": "float32", "ratio": 11.0, "ratio_per_core": 6},
+                {"stage": "chain: ee->hadrons + detector", "dtype": "float32", "ratio": 3.0, "ratio_per_core": 2.0},
+            ]
+        }
+    )
+    targets = [(r["target"], r["met"]) for r in rows if r["met"] != "-"]
+    assert targets == [
+        ("ee->hadrons vs Pythia 8 (float32)", False),
+        ("ee->hadrons as concurrent chunks vs Pythia 8 (float32)", True),
+    ]
+
+
+def test_chunk_measurement_times_sample_chunks():
+    import jax
+    from test_parallel import toy_mumu
+
+    from benchmarks.__main__ import _measure_chunks, _pythia_row
+
+    src = toy_mumu()
+    calls = []
+    m = _measure_chunks(src, src.init(None), jax.random.key(0), 400, 2, repeat=2, against=lambda: calls.append(1))
+    assert m["workers"] == 2 and m["best_s"] > 0 and m["peak_bytes"] > 0 and len(m["against_s"]) == 2
+    assert calls == [1, 1]
+    row = _pythia_row("x", jnp.float64, 400, m, 10)
+    assert row["events_per_s"] == 400 / m["best_s"] and row["ratio"] == row["events_per_s"] / (10 / m["against_best_s"])
+
+
 def test_best_time_counts_the_busy_cores():
     from benchmarks.common import best_time_and_cores
 
