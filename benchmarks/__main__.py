@@ -7,8 +7,9 @@ same run so that ratios hold on a noisy machine:
   float64 and float32, compile time; the vectorised NumPy generator of the same physics
   (``benchmarks/baselines.py``) and, when installed, Pythia 8 (hard process only).
 - ``chains``: events/s of every stage alone and of whole chains — e⁺e⁻ → μ⁺μ⁻ + detector;
-  e⁺e⁻ → hadrons (shower + hadronization); the same + detector — float64 and float32,
-  against Pythia 8's full e⁺e⁻ → Z → hadrons when installed.
+  e⁺e⁻ → hadrons (shower + hadronization); the same + detector; e⁺e⁻ → hadrons as concurrent
+  chunks, one per core (``diffgen.parallel.sample_chunks``) — float64 and float32, against
+  Pythia 8's full e⁺e⁻ → Z → hadrons when installed.
 - ``gradient``: time of ``jax.grad`` of a representative observable (weighted mean cos θ
   for μ⁺μ⁻, weighted mean thrust for hadrons) relative to the forward pass.
 - ``memory``: compiled peak memory per event (XLA buffer assignment) of forward and gradient.
