@@ -456,13 +456,16 @@ def sample_chunks(
     workers = default_workers() if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"sample_chunks: workers must be an int >= 1 or None, got {workers!r}")
-    fn = chunk_program(source, chunk_size)
     n_chunks = n // chunk_size
+    # Traced and compiled here, once (JAX caches it for later calls): in the caller's thread,
+    # so under the caller's configuration (x64 and other settings can be thread-local
+    # context managers), and no two threads compile the same program.
+    compiled = chunk_program(source, chunk_size).lower(params, key, jnp.asarray(0, jnp.int32)).compile()
 
     def one(i: int) -> Events:
         # Waiting inside the thread keeps the call on it; dispatching every chunk from one
         # thread would queue the calls one after the other.
-        return jax.block_until_ready(fn(params, key, jnp.asarray(i, jnp.int32)))
+        return jax.block_until_ready(compiled(params, key, jnp.asarray(i, jnp.int32)))
 
     if workers == 1 or n_chunks == 1:
         chunks = [one(i) for i in range(n_chunks)]
