@@ -134,22 +134,6 @@ def test_sample_chunks_are_the_chunks_called_in_turn(key):
     np.testing.assert_allclose(np.asarray(got.weight), np.asarray(ev.weight), rtol=1e-14, atol=0.0)
 
 
-def test_sample_chunks_rejects_bad_arguments(key):
-    src = toy_mumu()
-    params = src.init(key)
-    with pytest.raises(ValueError, match="n must be a multiple of 1000"):
-        parallel.sample_chunks(src, params, key, 1500, chunk_size=1000)
-    with pytest.raises(ValueError, match="workers must be an int >= 1"):
-        parallel.sample_chunks(src, params, key, 2000, chunk_size=1000, workers=0)
-    with pytest.raises(ValueError, match="workers must be an int >= 1"):
-        parallel.sample_chunks(src, params, key, 2000, chunk_size=1000, workers=2.0)
-    with pytest.raises(TypeError, match="cannot be traced"):
-        jax.jit(lambda p: parallel.sample_chunks(src, p, key, 2000, chunk_size=1000).weight)(params)
-    with pytest.raises(TypeError, match="must be a diffgen Source"):
-        parallel.sample_chunks(lambda p, k, n: None, params, key, 2000, chunk_size=1000)
-    assert parallel.default_workers() >= 1
-
-
 def _grad_peak(n: int, *, checkpoint: bool = True, chunked: bool = True) -> int:
     src = toy_mumu()
     params = src.init(None)
@@ -193,6 +177,18 @@ def test_bad_arguments(key):
         parallel.stream_histogram(cos_theta_mu, [0.0], src, params, key, 8, chunk_size=8)
     with pytest.raises(ValueError, match="one value per event"):
         parallel.stream_histogram(lambda ev: ev.p[:, 0, :], EDGES, src, params, key, 8, chunk_size=8)
+    # sample_chunks: the stream's checks, its own workers, and no tracing
+    with pytest.raises(ValueError, match="n must be a multiple of 1000"):
+        parallel.sample_chunks(src, params, key, 1500, chunk_size=1000)
+    with pytest.raises(ValueError, match="workers must be an int >= 1"):
+        parallel.sample_chunks(src, params, key, 2000, chunk_size=1000, workers=0)
+    with pytest.raises(ValueError, match="workers must be an int >= 1"):
+        parallel.sample_chunks(src, params, key, 2000, chunk_size=1000, workers=2.0)
+    with pytest.raises(TypeError, match="cannot be traced"):
+        jax.jit(lambda p: parallel.sample_chunks(src, p, key, 2000, chunk_size=1000).weight)(params)
+    with pytest.raises(TypeError, match="must be a diffgen Source"):
+        parallel.sample_chunks(lambda p, k, n: None, params, key, 2000, chunk_size=1000)
+    assert parallel.default_workers() >= 1
 
 
 def _fake_two_device_mesh():
