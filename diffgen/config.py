@@ -79,6 +79,7 @@ GENERATE_FIELDS: dict[str, Field] = {
     "format": Field((str,), "output format", choices=("lhe", "hepmc3", "parquet")),
     "seed": Field((int,), "random seed", minimum=0),
     "chunk_size": Field((int,), "events generated and written per chunk", minimum=1),
+    "workers": Field((int,), "chunks generated at once on host threads (the events do not depend on it)", minimum=1),
     "dtype": Field((str,), "floating dtype", choices=("float32", "float64")),
     "params": Field((dict,), "parameter overrides: {stage: {name: value}}"),
     "alpha_s_variations": Field((list,), "αs(m_Z) values of the shower reweighting weights rwgt/alpha_s_mz=<value>"),

@@ -191,12 +191,19 @@ def test_generate_parquet_config_file_and_reproducible_rerun(tmp_path, capsys):
     again, _ = dio.read_events(tmp_path / "b.parquet")
     for k, v in events.to_numpy().items():
         np.testing.assert_array_equal(again.to_numpy()[k], v)
+    # Chunks computed at once on threads (3 chunks of 16, the last trimmed): the same events.
+    argv = ["generate", "--config", str(eff), "-o", str(tmp_path / "c.parquet"), "--workers", "3", "-q"]
+    assert main(argv) == 0
+    threaded, _ = dio.read_events(tmp_path / "c.parquet")
+    for k, v in events.to_numpy().items():
+        np.testing.assert_array_equal(threaded.to_numpy()[k], v)
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--n", "0"], "n must be >= 1"),
+        (["--workers", "0"], "workers must be >= 1"),
         (["--process", "ee_to_nothing"], "unknown process"),
         (["-o", "x.root"], "cannot infer the event-file format"),
         (["--param", "source.m_z"], "STAGE.NAME=VALUE"),

@@ -8,9 +8,12 @@ leaves no output file), followed by the effective configuration ``<output>.run.t
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import math
 import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from diffgen.cli import UsageError, _common
@@ -45,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "format": None,
     "seed": 0,
     "chunk_size": 100_000,
+    "workers": 1,
     "dtype": "float64",
     "params": {},
     "alpha_s_variations": [],
@@ -123,6 +127,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="events generated and written per chunk; bounds the memory use. The events depend on it "
         f"(each chunk has its own key) (default: {DEFAULTS['chunk_size']})",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="chunks generated at once, on host threads (on a multi-core CPU, more events/s than one "
+        "chunk at a time); the events do not depend on it, the memory holds up to N + 1 chunks "
+        f"(default: {DEFAULTS['workers']})",
     )
     parser.add_argument(
         "--dtype",
@@ -359,6 +372,41 @@ class Generation:
         k = min(self.chunk_size, self.n - i * self.chunk_size)
         return events[:k] if k < self.chunk_size else events
 
+    def chunks(self, workers: int = 1) -> Iterator[Any]:
+        """The ``Events`` of every chunk in order, ``workers`` of them computed at once.
+
+        With ``workers`` > 1 the chunks are computed on host threads, up to ``workers`` ahead
+        of the one handed out (the same chunks as :meth:`chunk`; see
+        ``diffgen.parallel.sample_chunks`` for why this is faster on a multi-core CPU).
+        """
+        import jax
+
+        if workers <= 1 or self.n_chunks == 1:
+            for i in range(self.n_chunks):
+                yield self.chunk(i)
+            return
+        # Compiled once here, before the threads call it (none of them compiles it again).
+        self._sample.lower(self.params, jax.random.fold_in(self._key, 0), self.chunk_size).compile()
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            pending = collections.deque(pool.submit(self._ready, i) for i in range(min(workers, self.n_chunks)))
+            following = len(pending)
+            while pending:
+                events = pending.popleft().result()
+                if following < self.n_chunks:
+                    pending.append(pool.submit(self._ready, following))
+                    following += 1
+                yield events
+        finally:
+            # On an interrupt: chunks not started are dropped, running ones finish.
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _ready(self, i: int) -> Any:
+        import jax
+
+        # Waiting inside the thread keeps the computation on it.
+        return jax.block_until_ready(self.chunk(i))
+
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The effective settings of ``diffgen generate``: options > run file > defaults, checked."""
@@ -402,8 +450,7 @@ def run(args: argparse.Namespace) -> int:
         _common.progress(gen.n, f"generating {cfg['process']}", quiet=quiet) as bar,
         dio.open_writer(cfg["output"], fmt, metadata=gen.metadata) as writer,
     ):
-        for i in range(gen.n_chunks):
-            events = gen.chunk(i)
+        for events in gen.chunks(int(cfg["workers"])):
             if not keep_all:
                 events = events.replace(extra={k: v for k, v in events.extra.items() if v.ndim == 1 or _history(k)})
             interrupt.check()
