@@ -422,10 +422,10 @@ def sample_chunks(
 
     Chunk ``i`` is ``source.sample(params, fold_in(key, i), chunk_size)``, the chunk of the
     streaming functions; the chunks are computed by one compiled program, called from
-    ``workers`` host threads at once, and concatenated in chunk order. On a CPU, XLA runs one
-    call of a simulation on its thread pool with gaps (loops whose steps are too small to
-    split, branches that wait for each other), so independent calls running side by side keep
-    the cores busier than one call of the whole batch: the e⁺e⁻ → hadrons chain generates
+    ``workers`` host threads at once, and concatenated in chunk order. On a CPU, one call of a
+    simulation does not keep every core of XLA's thread pool busy (many of its loop steps are
+    too small to split across threads), so independent calls running side by side use the
+    cores more fully than one call of the whole batch: the e⁺e⁻ → hadrons chain generates
     more events per second this way (``docs/performance.md``). The events are those of the
     chunks called one after the other, bit for bit, whatever ``workers`` is; they differ from
     ``source.sample(params, key, n)`` (another key per chunk) and agree with
