@@ -28,9 +28,10 @@ Multi-GPU and multi-host use (``jax.distributed.initialize``) is described in
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -52,6 +53,7 @@ __all__ = [
     "default_workers",
     "event_mesh",
     "event_sharding",
+    "ordered_map",
     "ordered_sum",
     "sample",
     "sample_chunks",
@@ -415,6 +417,42 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def ordered_map(fn: Callable[[int], Any], count: int, *, workers: int) -> Iterator[Any]:
+    """``fn(i)`` for ``i = 0 … count − 1``, computed on up to ``workers`` host threads at once, yielded in order.
+
+    At most ``workers`` results are computed ahead of the one handed out, so a consumer that
+    writes each result (``diffgen generate``) holds at most ``workers + 1`` of them. With one
+    worker, or one item, everything runs in the calling thread. Closing the iterator early
+    (an exception in the consumer) drops the calls not yet started; running ones finish.
+
+    Args:
+      fn: the work of item i; it should wait for its arrays (``jax.block_until_ready``), so
+        that the computation runs on its thread.
+      count: number of items.
+      workers: threads (int ≥ 1).
+
+    Returns:
+      an iterator over the ``count`` results in item order.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    if workers == 1 or count <= 1:
+        yield from (fn(i) for i in range(count))
+        return
+    pool = ThreadPoolExecutor(max_workers=min(int(workers), count))
+    try:
+        pending = collections.deque(pool.submit(fn, i) for i in range(min(int(workers), count)))
+        following = len(pending)
+        while pending:
+            result = pending.popleft().result()
+            if following < count:
+                pending.append(pool.submit(fn, following))
+                following += 1
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def sample_chunks(
     source: Source, params: Params, key: Key, n: int, *, chunk_size: int, workers: int | None = None
 ) -> Events:
@@ -467,11 +505,7 @@ def sample_chunks(
         # thread would queue the calls one after the other.
         return jax.block_until_ready(compiled(params, key, jnp.asarray(i, jnp.int32)))
 
-    if workers == 1 or n_chunks == 1:
-        chunks = [one(i) for i in range(n_chunks)]
-    else:
-        with ThreadPoolExecutor(max_workers=min(int(workers), n_chunks)) as pool:
-            chunks = list(pool.map(one, range(n_chunks)))
+    chunks = list(ordered_map(one, n_chunks, workers=workers))
     return chunks[0] if n_chunks == 1 else Events.concatenate(chunks)
 
 

@@ -280,3 +280,34 @@ def test_real_process_on_four_devices(four_devices, what):
     if four_devices["process"] != "present":
         pytest.skip("diffgen.processes not available")
     assert four_devices[f"ee_to_ffbar/{what}"] is True
+
+
+def test_ordered_map_keeps_order_and_runs_at_most_workers_ahead():
+    import threading
+    import time
+
+    started, lock = [], threading.Lock()
+    consumed = []
+
+    def work(i):
+        with lock:
+            started.append(i)
+        time.sleep(0.002 * (5 - i % 5))  # later items often finish first
+        return i * i
+
+    ahead = []
+    for r in parallel.ordered_map(work, 12, workers=3):
+        consumed.append(r)
+        with lock:
+            ahead.append(len(started) - len(consumed))
+    assert consumed == [i * i for i in range(12)]
+    assert max(ahead) <= 3  # never more than `workers` computed beyond the one handed out
+    assert list(parallel.ordered_map(work, 4, workers=1)) == [0, 1, 4, 9]
+    # Closing early drops the items not started.
+    started.clear()
+    it = parallel.ordered_map(work, 50, workers=2)
+    next(it)
+    it.close()
+    assert len(started) <= 4
+    with pytest.raises(ValueError, match="workers must be an int >= 1"):
+        list(parallel.ordered_map(work, 3, workers=0))

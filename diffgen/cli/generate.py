@@ -8,12 +8,10 @@ leaves no output file), followed by the effective configuration ``<output>.run.t
 from __future__ import annotations
 
 import argparse
-import collections
 import functools
 import math
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from diffgen.cli import UsageError, _common
@@ -376,36 +374,19 @@ class Generation:
         """The ``Events`` of every chunk in order, ``workers`` of them computed at once.
 
         With ``workers`` > 1 the chunks are computed on host threads, up to ``workers`` ahead
-        of the one handed out (the same chunks as :meth:`chunk`; see
-        ``diffgen.parallel.sample_chunks`` for why this is faster on a multi-core CPU).
+        of the one handed out (``diffgen.parallel.ordered_map``; the same chunks as
+        :meth:`chunk`; see ``diffgen.parallel.sample_chunks`` for why this is faster on a
+        multi-core CPU).
         """
         import jax
 
-        if workers <= 1 or self.n_chunks == 1:
-            for i in range(self.n_chunks):
-                yield self.chunk(i)
-            return
-        # Compiled once here, before the threads call it (none of them compiles it again).
-        self._sample.lower(self.params, jax.random.fold_in(self._key, 0), self.chunk_size).compile()
-        pool = ThreadPoolExecutor(max_workers=workers)
-        try:
-            pending = collections.deque(pool.submit(self._ready, i) for i in range(min(workers, self.n_chunks)))
-            following = len(pending)
-            while pending:
-                events = pending.popleft().result()
-                if following < self.n_chunks:
-                    pending.append(pool.submit(self._ready, following))
-                    following += 1
-                yield events
-        finally:
-            # On an interrupt: chunks not started are dropped, running ones finish.
-            pool.shutdown(wait=True, cancel_futures=True)
+        from diffgen.parallel import ordered_map
 
-    def _ready(self, i: int) -> Any:
-        import jax
-
+        if workers > 1 and self.n_chunks > 1:
+            # Compiled once here, before the threads call it (none of them compiles it again).
+            self._sample.lower(self.params, jax.random.fold_in(self._key, 0), self.chunk_size).compile()
         # Waiting inside the thread keeps the computation on it.
-        return jax.block_until_ready(self.chunk(i))
+        yield from ordered_map(lambda i: jax.block_until_ready(self.chunk(i)), self.n_chunks, workers=workers)
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
