@@ -127,11 +127,7 @@ def _measure(
     compiled = jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - t0
     block(compiled(*args))
-    stats = compiled.memory_analysis()
-    peak = 0
-    if stats is not None:
-        peak = int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)
-    out: dict[str, Any] = {"compile_s": compile_s, "peak_bytes": peak}
+    out: dict[str, Any] = {"compile_s": compile_s, "peak_bytes": _peak_bytes(compiled)}
     out.update(_timed(lambda: compiled(*args), repeat=repeat, against=against))
     return out
 
@@ -155,13 +151,18 @@ def _measure_chunks(
     block(call())
     compile_s = time.perf_counter() - t0
     # The executable of the first call, from JAX's cache: no second compilation.
-    stats = chunk_program(sim, chunk).lower(params, key, jnp.asarray(0, jnp.int32)).compile().memory_analysis()
-    peak = 0
-    if stats is not None:
-        peak = workers * int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)
-    out: dict[str, Any] = {"compile_s": compile_s, "peak_bytes": peak, "workers": workers}
+    compiled = chunk_program(sim, chunk).lower(params, key, jnp.asarray(0, jnp.int32)).compile()
+    out: dict[str, Any] = {"compile_s": compile_s, "peak_bytes": workers * _peak_bytes(compiled), "workers": workers}
     out.update(_timed(call, repeat=repeat, against=against))
     return out
+
+
+def _peak_bytes(compiled: Any) -> int:
+    """Arguments + outputs + temporaries of a compiled executable (XLA's buffer assignment), 0 if unknown."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return 0
+    return int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)
 
 
 def _timed(call: Callable[[], Any], *, repeat: int, against: Callable[[], Any] | None) -> dict[str, Any]:
