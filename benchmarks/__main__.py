@@ -143,6 +143,7 @@ def _measure_chunks(
     from diffgen.parallel import chunk_program, sample_chunks
 
     chunk = n // workers
+    n = chunk * workers  # the events generated when workers does not divide n
 
     def call() -> Any:
         return sample_chunks(sim, params, key, n, chunk_size=chunk, workers=workers)
@@ -152,7 +153,8 @@ def _measure_chunks(
     compile_s = time.perf_counter() - t0
     # The executable of the first call, from JAX's cache: no second compilation.
     compiled = chunk_program(sim, chunk).lower(params, key, jnp.asarray(0, jnp.int32)).compile()
-    out: dict[str, Any] = {"compile_s": compile_s, "peak_bytes": workers * _peak_bytes(compiled), "workers": workers}
+    out: dict[str, Any] = {"compile_s": compile_s, "peak_bytes": workers * _peak_bytes(compiled)}
+    out.update(workers=workers, n=n)
     out.update(_timed(call, repeat=repeat, against=against))
     return out
 
@@ -163,6 +165,16 @@ def _peak_bytes(compiled: Any) -> int:
     if stats is None:
         return 0
     return int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)
+
+
+def _chunk_workers(n: int) -> int:
+    """Concurrent chunks for n events: one per core, each of at least ``ACTIVE_ROW_MIN_EVENTS``.
+
+    Smaller calls lose the hadronization's reduced row sets and run much slower per event.
+    """
+    from diffgen.hadronization.formation import ACTIVE_ROW_MIN_EVENTS
+
+    return max(1, min(default_workers(), n // ACTIVE_ROW_MIN_EVENTS))
 
 
 def _timed(call: Callable[[], Any], *, repeat: int, against: Callable[[], Any] | None) -> dict[str, Any]:
@@ -356,8 +368,8 @@ def section_chains(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool) -
             rows.append(_pythia_row(label, dtype, n, _measure(*args, repeat=rep, against=against), n_py))
         # The same chain as concurrent chunks, one per core (diffgen.parallel.sample_chunks).
         sim = _hadron_chain(dtype, False)
-        m = _measure_chunks(sim, sim.init(_key(0)), _key(1), n, default_workers(), repeat=rep, against=against)
-        rows.append(_pythia_row(f"{CHUNKED_CHAIN}, {m['workers']} chunks at once", dtype, n, m, n_py))
+        m = _measure_chunks(sim, sim.init(_key(0)), _key(1), n, _chunk_workers(n), repeat=rep, against=against)
+        rows.append(_pythia_row(f"{CHUNKED_CHAIN}, {m['workers']} chunks at once", dtype, m["n"], m, n_py))
     if pythia is not None:
         rows.append(
             {

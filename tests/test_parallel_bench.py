@@ -131,7 +131,8 @@ def test_chunk_measurement_times_sample_chunks():
 
     src = toy_mumu()
     calls = []
-    m = _measure_chunks(src, src.init(None), jax.random.key(0), 400, 2, repeat=2, against=lambda: calls.append(1))
+    m = _measure_chunks(src, src.init(None), jax.random.key(0), 401, 2, repeat=2, against=lambda: calls.append(1))
+    assert m["n"] == 400  # 2 chunks of 200: the events generated
     assert m["workers"] == 2 and m["best_s"] > 0 and m["peak_bytes"] > 0 and len(m["against_s"]) == 2
     assert calls == [1, 1]
     row = _pythia_row("x", jnp.float64, 400, m, 10)
@@ -250,3 +251,13 @@ def test_compare_revisions_same_process_runs_each_revision_from_its_export(tmp_p
     # a root without the package: the child fails, or imports another diffgen and is caught
     with pytest.raises(RuntimeError, match="failed|not from"):
         time_pair([roots[0], tmp_path / "missing"], "shower", "float32", 64, 1)
+
+
+def test_chunk_workers_keep_chunks_large_enough():
+    from benchmarks.__main__ import _chunk_workers
+    from diffgen.hadronization.formation import ACTIVE_ROW_MIN_EVENTS
+    from diffgen.parallel import default_workers
+
+    assert _chunk_workers(1000) == 1
+    w = _chunk_workers(10_000)
+    assert 1 <= w <= default_workers() and 10_000 // w >= ACTIVE_ROW_MIN_EVENTS
