@@ -52,6 +52,7 @@ from benchmarks.common import (
     write_json,
 )
 from diffgen.core import jit
+from diffgen.host_memory import restart_with_huge_pages
 from diffgen.parallel import default_workers
 
 SECTIONS = ("hard_process", "chains", "gradient", "memory", "scaling_n", "rambo", "areas")
@@ -701,6 +702,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         raise ValueError(f"--sections: unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+    if argv is None:
+        # As the diffgen command runs: XLA's per-call buffers with huge pages (diffgen.host_memory).
+        restart_with_huge_pages()
 
     jax.config.update("jax_enable_x64", True)
     from benchmarks.baselines import pythia_available
@@ -710,7 +714,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     print(
         f"diffgen benchmark suite ({'quick' if args.quick else 'full'}) on {info['machine']} "
-        f"({info['processor']}, {info['cpus']} CPUs, JAX {info['jax']} {info['backend']}); "
+        f"({info['processor']}, {info['cpus']} CPUs, JAX {info['jax']} {info['backend']}, "
+        f"huge pages {'advised' if info['huge_pages'] else 'not advised'}); "
         f"Pythia 8: {'yes' if use_pythia else 'not installed' if not args.no_pythia else 'skipped'}"
     )
     print("numbers are measured under whatever load the machine carries: compare the same-run ratios")

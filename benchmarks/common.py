@@ -15,6 +15,8 @@ from typing import Any
 
 import jax
 
+from diffgen.host_memory import huge_pages_enabled, transparent_huge_page_mode
+
 __all__ = [
     "block",
     "time_compile_and_run",
@@ -99,6 +101,9 @@ def machine_info() -> dict[str, Any]:
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "devices": len(jax.devices()),
+        # XLA's per-call host buffers with transparent huge pages (diffgen.host_memory).
+        "huge_pages": huge_pages_enabled(),
+        "transparent_huge_pages": transparent_huge_page_mode(),
     }
 
 

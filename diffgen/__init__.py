@@ -22,6 +22,7 @@ _SUBMODULES = (
     "core",
     "detector",
     "hadronization",
+    "host_memory",
     "inference",
     "io",
     "kinematics",

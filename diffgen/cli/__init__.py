@@ -68,7 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``diffgen`` console script.
 
     Args:
-      argv: command-line arguments without the program name; None reads ``sys.argv[1:]``.
+      argv: command-line arguments without the program name; None reads ``sys.argv[1:]``,
+        and then a command first restarts the program with transparent huge pages where
+        that helps (:func:`diffgen.host_memory.restart_with_huge_pages`).
 
     Returns:
       the exit code: 0 on success, ``EXIT_USAGE`` for usage, value and file errors,
@@ -79,6 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return EXIT_USAGE
+    if argv is None:
+        # Run from the command line: XLA's per-call buffers with huge pages (diffgen.host_memory).
+        from diffgen.host_memory import restart_with_huge_pages
+
+        restart_with_huge_pages()
     try:
         return int(args._run(args) or 0)
     except (UsageError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
