@@ -123,7 +123,8 @@ def huge_page_environment(
 
 def _interactive() -> bool:
     # A restart would lose the session: the interpreter's prompt, IPython or a Jupyter kernel.
-    return bool(sys.flags.interactive) or hasattr(sys, "ps1") or "IPython" in sys.modules or not sys.argv[0]
+    interactive = bool(sys.flags.interactive) or hasattr(sys, "ps1") or "IPython" in sys.modules
+    return interactive or not sys.argv or not sys.argv[0]
 
 
 def restart_with_huge_pages() -> None:
@@ -131,11 +132,14 @@ def restart_with_huge_pages() -> None:
 
     Replaces the process (``os.execve``) by the same interpreter with the same command line
     (``sys.orig_argv``) and :func:`huge_page_environment`; returns without doing anything when
-    that is None, and in an interactive session. Call it before any other work, since nothing
+    that is None, in an interactive session, and in a program that embeds Python without
+    saying how it was started. Call it before any other work, since nothing
     of this process survives: standard output and error are flushed first.
     """
     environ = huge_page_environment()
-    if environ is None or _interactive():
+    # An embedding program may not say how it was started (no interpreter path or
+    # sys.orig_argv): there is nothing to re-run.
+    if environ is None or _interactive() or not sys.executable or not getattr(sys, "orig_argv", None):
         return
     sys.stdout.flush()
     sys.stderr.flush()

@@ -81,6 +81,15 @@ def test_restart_runs_the_same_command_once_with_the_tunable(opt_out):
     assert out == ["start"] * (1 + restarted) + [f"tunables {TUNABLE if restarted else None} ['a b', 'c']"]
 
 
+def test_restart_leaves_an_interactive_session_alone():
+    env = _env()
+    run = subprocess.run(
+        [sys.executable, "-i", "-c", _RESTART], env=env, input="", capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["start", "tunables None []"]
+
+
 _ALLOCATE = """
 import numpy as np
 x = np.ones(64 << 20, np.uint8)  # 64 MiB: glibc maps it with mmap
