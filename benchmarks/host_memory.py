@@ -27,11 +27,10 @@ import sys
 from typing import Any
 
 from benchmarks.common import print_table
-from diffgen.host_memory import HUGE_PAGES_TUNABLE, OPT_OUT_VARIABLE, transparent_huge_page_mode
+from diffgen.host_memory import HUGE_PAGES_TUNABLE, OPT_OUT_VARIABLE, transparent_huge_page_mode, with_huge_pages
 
 SETTINGS = ("off", "on")
 PROGRAMS = (("one_call", "chain, one call"), ("chunks", "chain, concurrent chunks"), ("pythia", "Pythia 8"))
-_TUNABLE_NAME = HUGE_PAGES_TUNABLE.split("=")[0]
 
 
 def environment(setting: str) -> dict[str, str]:
@@ -45,13 +44,7 @@ def environment(setting: str) -> dict[str, str]:
     """
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
-    env = dict(os.environ)
-    kept = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and t.split("=")[0].strip() != _TUNABLE_NAME]
-    if setting == "on":
-        kept.append(HUGE_PAGES_TUNABLE)
-    env["GLIBC_TUNABLES"] = ":".join(kept)
-    env[OPT_OUT_VARIABLE] = "0"
-    return env
+    return {**with_huge_pages(os.environ, setting == "on"), OPT_OUT_VARIABLE: "0"}
 
 
 def _faults_per_call(call: Any, calls: int = 3) -> float:

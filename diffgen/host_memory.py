@@ -30,6 +30,7 @@ __all__ = [
     "huge_pages_enabled",
     "restart_with_huge_pages",
     "transparent_huge_page_mode",
+    "with_huge_pages",
 ]
 
 #: The glibc tunable (glibc ≥ 2.35) that makes malloc advise transparent huge pages.
@@ -72,6 +73,28 @@ def _tunables(environ: Mapping[str, str]) -> list[str]:
     return [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t]
 
 
+def _is_hugetlb(tunable: str) -> bool:
+    """Whether one ``name=value`` entry of ``GLIBC_TUNABLES`` sets ``glibc.malloc.hugetlb`` (any value)."""
+    return tunable.split("=")[0].strip() == HUGE_PAGES_TUNABLE.split("=")[0]
+
+
+def with_huge_pages(environ: Mapping[str, str], on: bool) -> dict[str, str]:
+    """A copy of ``environ`` whose ``GLIBC_TUNABLES`` has :data:`HUGE_PAGES_TUNABLE` set or removed.
+
+    Args:
+      environ: the environment.
+      on: True to end ``GLIBC_TUNABLES`` with the tunable, False to leave it out; any other
+        ``glibc.malloc.hugetlb`` entry is dropped either way, the other tunables are kept
+        in their order.
+
+    Returns:
+      The new environment (unconditional; :func:`huge_page_environment` decides whether
+      the change helps).
+    """
+    kept = [t for t in _tunables(environ) if not _is_hugetlb(t)]
+    return {**environ, "GLIBC_TUNABLES": ":".join([*kept, HUGE_PAGES_TUNABLE] if on else kept)}
+
+
 def huge_pages_enabled(environ: Mapping[str, str] | None = None) -> bool:
     """Whether an environment sets :data:`HUGE_PAGES_TUNABLE` in ``GLIBC_TUNABLES``.
 
@@ -109,16 +132,14 @@ def huge_page_environment(
     environ = dict(os.environ if environ is None else environ)
     if environ.get(OPT_OUT_VARIABLE, "").strip() == "0":
         return None
-    tunables = _tunables(environ)
-    if any(t.split("=")[0].strip() == HUGE_PAGES_TUNABLE.split("=")[0] for t in tunables):
+    if any(_is_hugetlb(t) for t in _tunables(environ)):
         return None
     glibc = _glibc_version() if glibc is None else glibc
     if glibc is None or tuple(glibc) < _MIN_GLIBC:
         return None
     if transparent_huge_page_mode(thp_path) != "madvise":
         return None
-    environ["GLIBC_TUNABLES"] = ":".join([*tunables, HUGE_PAGES_TUNABLE])
-    return environ
+    return with_huge_pages(environ, True)
 
 
 def _interactive() -> bool:
