@@ -258,3 +258,49 @@ def test_working_clusters_give_the_same_cluster_decays(monkeypatch):
             np.testing.assert_allclose(got[3][name], want[3][name], rtol=0, atol=1e-9)
     with pytest.raises(ValueError, match="working_clusters must be an int >= 1"):
         D.decay_clusters(params, jax.random.key(2), clusters, working_clusters=0)
+
+
+def test_working_clusters_give_the_same_fission(monkeypatch):
+    """``form_clusters(working_clusters=K_w)``: fission on K_w slots, the few events that do not fit
+    redone on all K (the smallest set of rows), every event on all K when they are not few; the
+    clusters of ``working_clusters=None``. A callback records the sets of rows used, so the test
+    cannot pass without the redo."""
+    monkeypatch.setattr(F, "ACTIVE_ROW_MIN_EVENTS", 1)  # the rows of the few events also for a small batch
+    n, k = 256, 40
+    partons = parton_chains(jax.random.key(5), n, n_gluons=6, sqrt_s=91.2, capacity=8)
+    params = hadronize(max_clusters=k).init(jax.random.key(0))
+    taken = []
+    original = F.on_active_rows
+
+    def counted(*args):
+        size = args[-1]
+        jax.debug.callback(lambda: taken.append(size))
+        return original(*args)
+
+    monkeypatch.setattr(F, "on_active_rows", counted)
+
+    def run(kw):
+        taken.clear()
+        fn = jax.jit(
+            lambda p, key, e: F.form_clusters(p, key, e, max_clusters=k, record_history=True, working_clusters=kw)
+        )
+        return jax.tree.map(np.asarray, fn(params, jax.random.key(1), partons))
+
+    want = run(None)
+    counts = np.sum(want[0].mask, axis=1)
+    assert (np.asarray(want[1]["history"]["fission_target"]) >= 0).any()  # fission happens
+    smallest = F.active_row_capacities(n)[-1]
+    few = int(np.sort(counts)[-smallest - 1])  # at most `smallest` events beyond: redone in those rows
+    half = int(np.median(counts))  # about half the events beyond: every event on all K
+    assert few < counts.max() and np.sum(counts > half) > n // 4
+    for kw, redone in ((few, True), (half, False), (k + 8, False)):
+        got = run(kw)
+        assert (smallest in taken) == redone, (kw, taken)
+        for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want), strict=True):
+            if g.dtype.kind == "f":
+                # to rounding (XLA may contract multiply-adds differently for another width)
+                np.testing.assert_allclose(g, w, rtol=0, atol=1e-9, err_msg=f"{kw} {path}")
+            else:
+                np.testing.assert_array_equal(g, w, err_msg=f"{kw} {path}")
+    with pytest.raises(ValueError, match="working_clusters must be an int >= 1"):
+        F.form_clusters(params, jax.random.key(1), partons, working_clusters=0)

@@ -48,6 +48,7 @@ from diffgen.hadronization.formation import (
     on_active_rows,
     popped_flavour_logits,
     sample_flavour,
+    slot_sum,
     to_front,
     uniform,
     uniform_block,
@@ -175,17 +176,9 @@ def two_body_decay(p_cluster: Array, axis: Array, cos_theta: Array, phi: Array, 
     return kin.boost_from_rest_frame(p1, p_cluster), kin.boost_from_rest_frame(p2, p_cluster)
 
 
-def _slot_sum(x: Array, k: int | None) -> Array:
-    """Sum over the leading (slot) axis, padded with zeros to k slots first: the additions, and
-    so the rounding, are those of the sum over all k slots of an event whatever the working width."""
-    if k is not None and k > x.shape[0]:
-        x = jnp.pad(x, ((0, k - x.shape[0]),) + ((0, 0),) * (x.ndim - 1))
-    return jnp.sum(x, axis=0)
-
-
 def _choose_types(params: Params, u: Array, fq: Array, fqb: Array, m: Array, mask: Array, k_sum: int | None = None):
     """Hadron types of each cluster of one event with the threshold fallbacks; u [K, 3] uniforms
-    (sums over k_sum slots, :func:`_slot_sum`)."""
+    (sums over k_sum slots, :func:`slot_sum`)."""
     dtype = m.dtype
     logits = popped_flavour_logits(jnp.asarray(params["gamma_s"], dtype))
     f = sample_flavour(u[:, 0], logits)
@@ -209,7 +202,7 @@ def _choose_types(params: Params, u: Array, fq: Array, fqb: Array, m: Array, mas
     pid2 = jnp.where(use_fb, jnp.take_along_axis(c2, best[:, None], 1)[:, 0], pid2)
     light = mask & ~ok & ~fb_ok
     single = H.meson_pid(fq1, fqb1, 0)
-    logp = _slot_sum(jnp.where(mask & ok, jax.nn.log_softmax(logits)[f - 1] + logp_v[:, 0] + logp_v[:, 1], 0.0), k_sum)
+    logp = slot_sum(jnp.where(mask & ok, jax.nn.log_softmax(logits)[f - 1] + logp_v[:, 0] + logp_v[:, 1], 0.0), k_sum)
     return pid1, pid2, light, single, logp
 
 
@@ -222,19 +215,19 @@ def _reshuffle(p: Array, light: Array, mass_single: Array, mask: Array, n_newton
     increasing), with m_i the single-hadron mass of a light cluster and the unchanged cluster
     mass otherwise (the constituent-mass reshuffling of Herwig, arXiv:0803.0883 §6.4). Applied
     only to events with a light cluster; fails (flagged, momenta kept) only if W < Σ m_i.
-    The sums run over ``k_sum`` slots (:func:`_slot_sum`).
+    The sums run over ``k_sum`` slots (:func:`slot_sum`).
     """
     m_target = jnp.where(light, mass_single, kin.mass(p))
     m_target = jnp.where(mask, m_target, 0.0)
-    total = _slot_sum(jnp.where(mask[:, None], p, 0.0), k_sum)
+    total = slot_sum(jnp.where(mask[:, None], p, 0.0), k_sum)
     w = kin.mass(total)
     k = jnp.where(mask[:, None], kin.boost_to_rest_frame(p, total[None, :]), 0.0)
     k2 = kin.p2(k)
 
     def newton(xi, m_target, k2, w):
         e = kin.safe_sqrt(m_target**2 + xi**2 * k2)
-        f = _slot_sum(jnp.where(mask, e, 0.0), k_sum) - w
-        fp = _slot_sum(jnp.where(mask, xi * kin.safe_div(k2, e), 0.0), k_sum)
+        f = slot_sum(jnp.where(mask, e, 0.0), k_sum) - w
+        fp = slot_sum(jnp.where(mask, xi * kin.safe_div(k2, e), 0.0), k_sum)
         return jnp.maximum(xi - kin.safe_div(f, fp), 0.0)
 
     # Iterate to convergence without derivatives, then take one Newton step with them: at the
@@ -254,7 +247,7 @@ def _reshuffle(p: Array, light: Array, mass_single: Array, mask: Array, n_newton
     one = jnp.ones((), p.dtype)
     _, xi, _ = jax.lax.while_loop(not_done, step, (jnp.int32(0), newton(one, *consts), one))
     xi = newton(xi, m_target, k2, w)
-    ok = w > _slot_sum(m_target, k_sum)
+    ok = w > slot_sum(m_target, k_sum)
     e = kin.safe_sqrt(m_target**2 + xi**2 * k2)
     new = jnp.concatenate([e[:, None], xi * k[:, 1:]], axis=-1)
     new = kin.boost_from_rest_frame(new, total[None, :])

@@ -46,6 +46,7 @@ __all__ = [
     "on_active_rows",
     "popped_flavour_logits",
     "sample_flavour",
+    "slot_sum",
     "to_front",
     "uniform",
     "uniform_block",
@@ -465,6 +466,22 @@ def on_active_rows(fn, base, inputs, active: Array, size: int):
     return jax.tree.map(lambda x: x.reshape(n, *x.shape[2:]), out)
 
 
+def slot_sum(x: Array, k: int | None) -> Array:
+    """Sum over the leading (slot) axis, padded with zeros to k slots first: the additions, and
+    so the rounding, are those of the sum over all k slots of an event whatever the working width.
+
+    Args:
+      x: [W, ...] values of an event's first W slots.
+      k: the event's slots K ≥ W, or None (no padding).
+
+    Returns:
+      [...] the sum.
+    """
+    if k is not None and k > x.shape[0]:
+        x = jnp.pad(x, ((0, k - x.shape[0]),) + ((0, 0),) * (x.ndim - 1))
+    return jnp.sum(x, axis=0)
+
+
 def sample_flavour(u: Array, logits: Array) -> Array:
     """Inverse-CDF draw of a popped flavour 1..3 (d, u, s).
 
@@ -576,8 +593,9 @@ def _fission_split(params: Params, cp_q, cp_qb, cf_q, cf_qb, cmask):
     return m, cmask & (m > jnp.asarray(params["cl_max"], cp_q.dtype) + cmass[cf_q] + cmass[cf_qb])
 
 
-def _fission_one(params: Params, u, carry):
-    # One fission round of one event; u [K, 3] uniforms.
+def _fission_one(params: Params, u, carry, k_sum: int | None = None):
+    # One fission round of one event on its first W slots; u [W, 3] uniforms; sums over k_sum
+    # slots (slot_sum), so that the log-probability does not depend on the working width.
     cp_q, cp_qb, cf_q, cf_qb, cmask, overflow, logp = carry
     cmass = jnp.asarray(np.array((0.0, *CONSTITUENT_MASS)), dtype=cp_q.dtype)
     logits = popped_flavour_logits(jnp.asarray(params["gamma_s"], cp_q.dtype))
@@ -590,7 +608,7 @@ def _fission_one(params: Params, u, carry):
     # second child after the last cluster, if there is room.
     target, placed = append_after_last(cmask, split)
     overflow = overflow | jnp.any(split & ~placed)
-    logp = logp + jnp.sum(jnp.where(placed, log_w[f - 1], 0.0))
+    logp = logp + slot_sum(jnp.where(placed, log_w[f - 1], 0.0), k_sum)
     new_q, new_qb = (1.0 - x) * cp_q, (1.0 - y) * cp_qb
     pl = placed[:, None]
     # Slot d ≥ n (n clusters before the round) receives the second child of the (d − n)-th
@@ -619,6 +637,7 @@ def form_clusters(
     max_clusters: int | None = None,
     n_fission_rounds: int = 8,
     record_history: bool = False,
+    working_clusters: int | None = None,
 ) -> tuple[Clusters, dict[str, Array]]:
     """Colour-singlet clusters from showered partons (see the module docstring).
 
@@ -636,6 +655,15 @@ def form_clusters(
         clusters made by fission and padding), ``fission_target`` [N, R, K] int32 the slot of
         the second child when cluster k splits in fission round r (−1 otherwise; the first
         child keeps slot k).
+      working_clusters: static K_w ≤ K (default K): the fission rounds run on the first K_w
+        slots of every event; the few events whose clusters do not fit (more than K_w before
+        fission, or a split that finds no free slot among them) are fissioned again from the
+        start on all K slots, in the rows of :func:`on_active_rows`, and every event on all K
+        when they are not few or the batch is too small for those rows
+        (:data:`ACTIVE_ROW_MIN_EVENTS`). The result is the same for every K_w (flavours,
+        masks, targets and flags; momenta and log-probabilities to rounding, as XLA contracts
+        multiply-adds differently for another width); a K_w that holds the clusters of nearly
+        every event saves the work on the empty slots.
 
     Returns:
       ``(clusters, info)`` with ``info = {"logp": [N] log-probability of the flavour choices,
@@ -646,6 +674,10 @@ def form_clusters(
     validate_partons(events)
     if not isinstance(n_fission_rounds, int) or n_fission_rounds < 0:
         raise ValueError(f"form_clusters: n_fission_rounds must be an int >= 0, got {n_fission_rounds!r}")
+    if working_clusters is not None and (
+        not isinstance(working_clusters, int) or isinstance(working_clusters, bool) or working_clusters < 1
+    ):
+        raise ValueError(f"form_clusters: working_clusters must be an int >= 1 or None, got {working_clusters!r}")
     k = max(events.capacity, DEFAULT_MAX_CLUSTERS) if max_clusters is None else int(max_clusters)
     k1, k2 = jax.random.split(key)
     n = events.n_events
@@ -672,44 +704,79 @@ def form_clusters(
         )
     fission_shape = (n, n_fission_rounds, k, 3)
     split_fn = jax.vmap(lambda c: _fission_split(params, *c[:5])[1])
-    round_fn = jax.vmap(lambda u, c: _fission_one(params, u, c))
-
-    # Fission rounds at the batch level: a round in which no cluster of the batch is above the
-    # threshold changes nothing, so it is skipped (lax.switch). A round hashes the uniforms of
-    # the events it runs on, element (event, round, slot, ·) of one draw of fission_shape.
+    round_fn = jax.vmap(lambda u, c: _fission_one(params, u, c, k_sum=k))
     row_sizes = active_row_capacities(n)
     events_idx = jnp.arange(n, dtype=jnp.int32)
 
-    def draw(r, rows):
-        return uniform_block(k2, fission_shape, (0, r, 0, 0), (rows.shape[0], 1, k, 3), dtype, rows=rows)[:, 0]
+    def draw(r, rows, width):
+        # Element (event, round, slot, ·) of one draw of fission_shape, for the given events
+        # and the first ``width`` slots: the same numbers whatever the working width.
+        return uniform_block(k2, fission_shape, (0, r, 0, 0), (rows.shape[0], 1, width, 3), dtype, rows=rows)[:, 0]
 
-    def fission_round(carry, r):
-        none = jnp.full((n, k), -1, jnp.int32)
-        active = jnp.any(split_fn(carry), axis=-1)
+    def rounds(carry, width, tiers=row_sizes):
+        # Fission rounds of every event on its first ``width`` slots, at the batch level: a round
+        # in which no cluster of the batch is above the threshold changes nothing, so it is
+        # skipped (lax.switch). Returns the carry and the targets [N, R, width].
+        none = jnp.full((n, width), -1, jnp.int32)
 
-        def skip(c, r):
-            del r
-            return c, none
+        def fission_round(carry, r):
+            active = jnp.any(split_fn(carry), axis=-1)
 
-        def few(size):
-            def fn(c, r):
-                return on_active_rows(
-                    lambda base, e: round_fn(draw(r, e), base[0]), (c, none), events_idx, active, size
-                )
+            def skip(c, r):
+                del r
+                return c, none
 
-            return fn
+            def few(size):
+                def fn(c, r):
+                    return on_active_rows(
+                        lambda base, e: round_fn(draw(r, e, width), base[0]), (c, none), events_idx, active, size
+                    )
 
-        branches = [skip, lambda c, r: round_fn(draw(r, events_idx), c)]
-        index = jnp.any(active).astype(jnp.int32)
-        if row_sizes:
-            # A round in which few events still split runs on those events only, in the
-            # smallest set of rows that holds them.
-            branches += [few(s) for s in row_sizes]
-            tier = active_rows_tier(active, row_sizes)
-            index = jnp.where((index == 1) & (tier >= 0), 2 + tier, index)
-        return jax.lax.switch(index, branches, carry, r)
+                return fn
 
-    carry, fission = jax.lax.scan(fission_round, carry, jnp.arange(n_fission_rounds, dtype=jnp.int32))
+            branches = [skip, lambda c, r: round_fn(draw(r, events_idx, width), c)]
+            index = jnp.any(active).astype(jnp.int32)
+            if tiers:
+                # A round in which few events still split runs on those events only, in the
+                # smallest set of rows that holds them.
+                branches += [few(s) for s in tiers]
+                tier = active_rows_tier(active, tiers)
+                index = jnp.where((index == 1) & (tier >= 0), 2 + tier, index)
+            return jax.lax.switch(index, branches, carry, r)
+
+        carry, fission = jax.lax.scan(fission_round, carry, jnp.arange(n_fission_rounds, dtype=jnp.int32))
+        return carry, jnp.moveaxis(fission, 0, 1)
+
+    def every_round(carry, rows):
+        # All rounds of the given events on all K slots (a round without a split changes nothing).
+        def body(c, r):
+            return round_fn(draw(r, rows, k), c)
+
+        carry, fission = jax.lax.scan(body, carry, jnp.arange(n_fission_rounds, dtype=jnp.int32))
+        return carry, jnp.moveaxis(fission, 0, 1)
+
+    kw = k if working_clusters is None else min(working_clusters, k)
+    if kw < k and row_sizes:
+        # Every event on its first K_w slots (the late rounds on the two largest sets of rows:
+        # each set is one more copy of the round to compile, and the smallest gains little on
+        # K_w slots); the few events whose clusters do not fit (a split found no free slot, or
+        # more than K_w clusters before fission) again from the start on all K, in the smallest
+        # set of rows; when they do not fit into it, every event on all K (whole-batch rounds).
+        small, targets = rounds(tuple(x[:, :kw] if x.ndim > 1 else x for x in carry), kw, row_sizes[:2])
+        base = (
+            tuple(jnp.pad(x, ((0, 0), (0, k - kw)) + ((0, 0),) * (x.ndim - 2)) if x.ndim > 1 else x for x in small),
+            jnp.pad(targets, ((0, 0), (0, 0), (0, k - kw)), constant_values=-1),
+        )
+        over = small[5] | jnp.any(carry[4][:, kw:], axis=-1)
+        size = row_sizes[-1]
+
+        def redo_few(c):
+            return on_active_rows(lambda b, inp: every_round(inp[1], inp[0]), base, (events_idx, c), over, size)
+
+        fits = active_rows_fit(over, size)
+        carry, fission = jax.lax.cond(fits, redo_few, lambda c: rounds(c, k, ()), carry)
+    else:
+        carry, fission = rounds(carry, k)
     cp_q, cp_qb, f_q, f_qb, mask, overflow, logp = carry
     # Clusters still above the fission threshold after the last round decay as they are:
     # flagged, never silent (the fission of Herwig repeats until none is left).
@@ -717,6 +784,6 @@ def form_clusters(
     clusters = Clusters(p_q=cp_q, p_qbar=cp_qb, flav_q=f_q, flav_qbar=f_qb, mask=mask)
     info = {"logp": logp, "overflow": overflow, "colour_unmatched": unmatched, "fission_unfinished": unfinished}
     if record_history:
-        hist["fission_target"] = jnp.moveaxis(fission, 0, 1).reshape(n, n_fission_rounds, k)
+        hist["fission_target"] = fission.reshape(n, n_fission_rounds, k)
         info["history"] = hist
     return clusters, info

@@ -20,8 +20,9 @@ DEFAULT_PARAMS = {"cl_max": 3.35, "gamma_s": 0.6, "p_vector": 0.75}
 #: all-capacity fallback (see ``decay_unstable(working_capacity=...)``).
 WORKING_SLOTS = 64
 
-#: Cluster slots on which the cluster decays of an event run when its clusters fit into them
-#: (``decay_clusters(working_clusters=...)``; the few other events use all K). At 91.2 GeV
+#: Cluster slots on which the fission and the cluster decays of an event run when its clusters
+#: fit into them (``form_clusters(working_clusters=...)``, ``decay_clusters(working_clusters=...)``;
+#: the few other events use all K). At 91.2 GeV
 #: an event has 7.0 clusters on average and more than 16 in 0.2 % of the events
 #: (``benchmarks.hadronization_capacity``, 2·10⁵ events).
 WORKING_CLUSTERS = 16
@@ -179,7 +180,13 @@ def hadronize(
         k_form, k_dec, k_unst = jax.random.split(key, 3)
         k, cap, width = capacities(events.capacity, max_clusters, capacity)
         clusters, finfo = form_clusters(
-            params, k_form, events, max_clusters=k, n_fission_rounds=n_fission_rounds, record_history=record_history
+            params,
+            k_form,
+            events,
+            max_clusters=k,
+            n_fission_rounds=n_fission_rounds,
+            record_history=record_history,
+            working_clusters=min(WORKING_CLUSTERS, k),
         )
         p, pid, mask, dinfo = decay_clusters(
             params,
