@@ -178,6 +178,22 @@ def test_decay_rounds_keep_count_of_the_unstable_particles(primaries):
     assert seen[0].sum() > 0 and seen[-1].sum() == 0  # counts that change and reach zero
 
 
+def _count_row_sets(monkeypatch, *modules):
+    """Replace ``on_active_rows`` in ``modules`` by a wrapper that records, at run time, the row-set
+    size of every call; returns the list it appends to."""
+    taken = []
+    original = F.on_active_rows
+
+    def counted(*args):
+        size = args[-1]
+        jax.debug.callback(lambda: taken.append(size))
+        return original(*args)
+
+    for module in modules:
+        monkeypatch.setattr(module, "on_active_rows", counted)
+    return taken
+
+
 def test_rounds_on_the_active_events_give_the_same_hadrons(monkeypatch):
     """Fission and decay rounds on the few events with work (and the mixed lists) change nothing.
 
@@ -190,16 +206,7 @@ def test_rounds_on_the_active_events_give_the_same_hadrons(monkeypatch):
     partons = parton_chains(jax.random.key(5), 600, n_gluons=4, sqrt_s=91.2, capacity=8)
     layer = hadronize(record_history=True)
     params = layer.init(jax.random.key(0))
-    taken = []
-    original = F.on_active_rows
-
-    def counted(*args):
-        size = args[-1]
-        jax.debug.callback(lambda: taken.append(size))
-        return original(*args)
-
-    monkeypatch.setattr(F, "on_active_rows", counted)
-    monkeypatch.setattr(D, "on_active_rows", counted)
+    taken = _count_row_sets(monkeypatch, F, D)
     fast = jax.tree.map(np.asarray, jax.jit(lambda *a: layer.apply(*a))(params, jax.random.key(3), partons))
     assert len(taken) >= 4  # late fission rounds, late decay rounds, the mixed first decay round
     assert len(set(taken)) >= 2  # and not only the largest set of rows (formation.ACTIVE_ROW_TIERS)
@@ -269,15 +276,7 @@ def test_working_clusters_give_the_same_fission(monkeypatch):
     n, k = 256, 40
     partons = parton_chains(jax.random.key(5), n, n_gluons=6, sqrt_s=91.2, capacity=8)
     params = hadronize(max_clusters=k).init(jax.random.key(0))
-    taken = []
-    original = F.on_active_rows
-
-    def counted(*args):
-        size = args[-1]
-        jax.debug.callback(lambda: taken.append(size))
-        return original(*args)
-
-    monkeypatch.setattr(F, "on_active_rows", counted)
+    taken = _count_row_sets(monkeypatch, F)
 
     def run(kw):
         taken.clear()
