@@ -15,6 +15,7 @@ from diffgen.phasespace import (
     breit_wigner_fraction,
     cos_sin_2pi,
     cos_theta_map,
+    maps,
     rambo,
     resonant_decay,
     two_body_decay,
@@ -232,6 +233,19 @@ def test_cos_sin_2pi_matches_extended_precision():
     g = jax.vmap(jax.jacfwd(lambda x: jnp.stack(cos_sin_2pi(x))))(jnp.asarray(u[:50]))
     phi = 2 * np.pi * u[:50]
     np.testing.assert_allclose(np.asarray(g), 2 * np.pi * np.stack([-np.sin(phi), np.cos(phi)], 1), atol=1e-13)
+
+
+def test_octant_values_are_those_of_the_tables():
+    # cos_sin_2pi selects the octant's cos and sin instead of reading the tables: the same
+    # values, signed zeros included, for every octant and both dtypes
+    octant = jnp.arange(8, dtype=jnp.int32)
+    for dtype in (jnp.float64, jnp.float32):
+        c, s = jax.jit(lambda k, dtype=dtype: maps._octant_cos_sin(k, dtype))(octant)
+        for got, table in ((c, maps._OCTANT_COS), (s, maps._OCTANT_SIN)):
+            want = np.asarray(table, dtype)
+            assert got.dtype == dtype
+            np.testing.assert_array_equal(np.asarray(got), want)
+            np.testing.assert_array_equal(np.signbit(np.asarray(got)), np.signbit(want))
 
 
 def test_breit_wigner_logdet_and_fraction(key):
