@@ -167,7 +167,11 @@ def test_decay_rounds_keep_count_of_the_unstable_particles(primaries):
     st["n_unstable"] = recount(st)
     size = 48
     hold = jnp.arange(ev.n_events) % 5 == 0  # some events sit out the second round
-    one_round = jax.jit(jax.vmap(lambda u, s, h: D._unstable_round(D._channel_and_direction(u), s, 0, size, hold=h)))
+    one_round = jax.jit(
+        jax.vmap(
+            lambda u, s, h: D._unstable_round(D._channel_and_direction(u[:, 0], u[:, 1], u[:, 2]), s, 0, size, hold=h)
+        )
+    )
     seen = []
     for r in range(8):
         assert int(jnp.max(st["n_unstable"])) <= size

@@ -585,12 +585,18 @@ def decay_unstable(
             # Channel uniforms and decay directions of the first m list entries of the given
             # events in round r, hashed only for them. Returned through a lax.cond, so that
             # XLA keeps them in memory: fused into the round, the hash and the trigonometry
-            # would be evaluated again for every momentum component written.
+            # would be evaluated again for every momentum component written. The uniforms
+            # pass through a cond of their own, as one array per component: XLA's CPU loops
+            # over a slice of a larger array are not vectorised (10× slower trigonometry).
+            def zeros(k):
+                return lambda: (jnp.zeros((rows.shape[0], m), p.dtype),) * k
+
             def draw():
                 u = uniform_block(key, shape, (0, r, 0, 0), (rows.shape[0], 1, m, 3), p.dtype, rows=rows)
-                return _channel_and_direction(u[:, 0])
+                return tuple(u[:, 0, :, c] for c in range(3))
 
-            return jax.lax.cond(r >= 0, draw, lambda: jnp.zeros((rows.shape[0], m, 4), p.dtype))
+            u = jax.lax.cond(r >= 0, draw, zeros(3))
+            return jax.lax.cond(r >= 0, lambda: _channel_and_direction(*u), zeros(4))
 
         def branch(m: int):
             def fn(r, st, counts):
@@ -681,14 +687,14 @@ def decay_unstable(
     return jax.lax.cond(redo, lambda: run(cap, ()), lambda: small)
 
 
-def _channel_and_direction(u: Array) -> Array:
-    """[..., 3] uniforms → [..., 4]: the channel uniform and the unit vector (n_x, n_y, n_z) of
-    cos θ = 2u₁ − 1, φ = π(2u₂ − 1) (isotropic)."""
-    cos = 2.0 * u[..., 1] - 1.0
+def _channel_and_direction(u0: Array, u1: Array, u2: Array) -> tuple[Array, Array, Array, Array]:
+    """Three [...] uniforms → four [...]: the channel uniform u₀ and the unit vector (n_x, n_y, n_z)
+    of cos θ = 2u₁ − 1, φ = π(2u₂ − 1) (isotropic)."""
+    cos = 2.0 * u1 - 1.0
     # φ = 2π(u₂ − ½), with u₂ − ½ exact; cos_sin_2pi costs a fifth of jnp.cos and jnp.sin.
-    cos_phi, sin_phi = cos_sin_2pi(u[..., 2] - 0.5)
+    cos_phi, sin_phi = cos_sin_2pi(u2 - 0.5)
     sin = kin.safe_sqrt(1.0 - cos**2)
-    return jnp.stack([u[..., 0], sin * cos_phi, sin * sin_phi, cos], axis=-1)
+    return u0, sin * cos_phi, sin * sin_phi, cos
 
 
 def _boosted_pair(p, placed, q, m1, m2, nx, ny, nz):
@@ -717,7 +723,7 @@ def _boosted_pair(p, placed, q, m1, m2, nx, ny, nz):
 
 
 def _unstable_round(u, st, cap_u: int, size: int, hold=False):
-    """One decay round of one event: u [size, 4] channel uniform and decay direction of its list
+    """One decay round of one event: u four [size], the channel uniform and decay direction of its list
     entries (:func:`_channel_and_direction`), ``st`` the state (the ``n`` particles in the
     first n slots, and ``n_unstable``, their number of unstable ones, both updated for the next
     round); with ``hold`` (bool) the event is left as it is.
@@ -738,7 +744,7 @@ def _unstable_round(u, st, cap_u: int, size: int, hold=False):
     p_par, pid_par = p[idx], pid[idx]
     br = jnp.asarray(H.TABLE["br"], dtype)
     a = jnp.clip(jnp.abs(pid_par), 0, H.MAX_ABS_PID - 1)
-    ch = (u[:, 0] >= br[a, 0]).astype(jnp.int32)
+    ch = (u[0] >= br[a, 0]).astype(jnp.int32)
     d1 = jnp.take_along_axis(jnp.asarray(H.TABLE["d1"])[a], ch[:, None], 1, mode="promise_in_bounds")[:, 0]
     d2 = jnp.take_along_axis(jnp.asarray(H.TABLE["d2"])[a], ch[:, None], 1, mode="promise_in_bounds")[:, 0]
     d1 = jnp.where(pid_par < 0, H.conjugate_pid(d1), d1)
@@ -757,7 +763,7 @@ def _unstable_round(u, st, cap_u: int, size: int, hold=False):
     m2 = H.hadron_mass(jnp.where(placed, d2, 0), dtype)
     # The parent's table mass (not E² − p²) sets |p*|: exact on shell, robust in float32.
     q = kin.two_body_momentum(jnp.where(placed, m, 1.0), jnp.where(placed, m1, 0.0), m2)
-    lab_a, lab_b = _boosted_pair(p_par, placed, q, m1, m2, u[:, 1], u[:, 2], u[:, 3])
+    lab_a, lab_b = _boosted_pair(p_par, placed, q, m1, m2, u[1], u[2], u[3])
     out = dict(st)
     if record:
         # Each decaying hadron becomes a record row; daughter 1 (in its slot) and
