@@ -77,7 +77,7 @@ def _octant_cos_sin(octant: Array, dtype) -> tuple[Array, Array]:
 
     Built from comparisons and selects rather than read from the tables: XLA's CPU backend
     emits an indexed load per element for a table lookup, which keeps the surrounding loop
-    from being vectorised (the selects halve the cost of :func:`cos_sin_2pi` in float32).
+    from being vectorised.
     """
     odd = (octant & 1) == 1
     half = (octant & 2) != 0
