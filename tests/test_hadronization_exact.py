@@ -128,6 +128,19 @@ def test_decay_lists_and_working_capacity_give_the_same_decays(primaries, monkey
         np.testing.assert_allclose(other[4]["decayed_p"], default[4]["decayed_p"], rtol=0, atol=1e-9)
 
 
+def test_empty_slots_are_ignored_on_input_and_zero_on_output(primaries):
+    """Whatever the empty input slots hold, the decays are the same and the empty output slots are zero."""
+    ev, labels = primaries
+    want = _decay(ev, labels)
+    junk = ev.replace(p=jnp.where(ev.mask[..., None], ev.p, 7.0), pid=jnp.where(ev.mask, ev.pid, 213))
+    got = _decay(junk, labels)
+    for g, w in zip(got[:4], want[:4], strict=True):
+        np.testing.assert_array_equal(g, w)
+    empty = ~got[2]
+    assert empty.any() and got[2].any()
+    assert np.all(got[0][empty] == 0.0) and np.all(got[1][empty] == 0)
+
+
 def test_output_capacity_is_that_of_padded_inputs(primaries):
     """``capacity=C`` on the occupied input slots gives the decays of the inputs padded to C."""
     ev, labels = primaries

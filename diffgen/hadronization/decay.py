@@ -506,15 +506,15 @@ def decay_unstable(
     (channel, cos θ, φ in the parent's rest frame); only the entries used are hashed.
 
     Returns:
-      ``(p, pid, mask, overflow)`` with C slots ([N, C, 4], [N, C], [N, C]) and overflow
-      [N] bool; with ``history_labels`` also a dict: ``label`` [N, C] (the labels, inherited by decay
-      products), ``parent`` [N, C] int32 (row in the record of the hadron whose decay made
-      the particle, −1 for none), the record of decayed hadrons ``decayed_p`` [N, U, 4]
-      (momentum before the decay, GeV), ``decayed_pid``, ``decayed_parent``,
-      ``decayed_label`` [N, U] int32, ``decayed_mask`` [N, U] bool, and
-      ``record_overflow`` [N] bool (more than U decays; the later ones are not recorded).
-      A decay with one daughter (a relabelling such as K⁰ → K_S) is recorded like a
-      two-body decay.
+      ``(p, pid, mask, overflow)`` with C slots ([N, C, 4], [N, C], [N, C]; p and pid are
+      zero in the empty slots) and overflow [N] bool; with ``history_labels`` also a dict:
+      ``label`` [N, C] (the labels, inherited by decay products), ``parent`` [N, C] int32
+      (row in the record of the hadron whose decay made the particle, −1 for none), the
+      record of decayed hadrons ``decayed_p`` [N, U, 4] (momentum before the decay, GeV),
+      ``decayed_pid``, ``decayed_parent``, ``decayed_label`` [N, U] int32, ``decayed_mask``
+      [N, U] bool, and ``record_overflow`` [N] bool (more than U decays; the later ones are
+      not recorded). A decay with one daughter (a relabelling such as K⁰ → K_S) is recorded
+      like a two-body decay.
     """
     n, n_in = mask.shape
     if not isinstance(n_rounds, int) or n_rounds < 0:
@@ -660,9 +660,11 @@ def decay_unstable(
         state, _ = jax.lax.scan(one_round, state, jnp.arange(n_rounds, dtype=jnp.int32))
         pad = cap - w
         out_mask = jnp.arange(cap, dtype=jnp.int32)[None, :] < state["n"][:, None]
+        # Zeros in the empty slots, written by the pass that pads to C: a caller's own masking
+        # would be a second pass over the [N, C, 4] output.
         out = (
-            jnp.pad(state["p"], ((0, 0), (0, pad), (0, 0))),
-            jnp.pad(state["pid"], ((0, 0), (0, pad))),
+            jnp.where(out_mask[..., None], jnp.pad(state["p"], ((0, 0), (0, pad), (0, 0))), 0.0),
+            jnp.where(out_mask, jnp.pad(state["pid"], ((0, 0), (0, pad))), 0),
             out_mask,
             state["overflow"],
         )

@@ -235,8 +235,9 @@ def hadronize(
         else:
             overflow = jnp.zeros(mask.shape[:1], bool)
             pad = cap - p.shape[1]
-            p = jnp.pad(p, ((0, 0), (0, pad), (0, 0)))
-            pid = jnp.pad(pid, ((0, 0), (0, pad)))
+            # decay_unstable leaves zeros in the empty slots; here the primary hadrons are masked.
+            p = jnp.pad(jnp.where(mask[..., None], p, 0.0), ((0, 0), (0, pad), (0, 0)))
+            pid = jnp.pad(jnp.where(mask, pid, 0), ((0, 0), (0, pad)))
             mask = jnp.pad(mask, ((0, 0), (0, pad)))
             if record_history:
                 n = mask.shape[0]
@@ -250,8 +251,6 @@ def hadronize(
                     decayed_mask=jnp.zeros((n, 1), bool),
                     record_overflow=jnp.zeros((n,), bool),
                 )
-        p = jnp.where(mask[..., None], p, 0.0)
-        pid = jnp.where(mask, pid, 0).astype(jnp.int32)
         extra = dict(events.extra)
         extra.update(
             hadronization_logp=finfo["logp"] + dinfo["logp"],
