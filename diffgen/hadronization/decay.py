@@ -602,7 +602,7 @@ def decay_unstable(
             def fn(r, st, counts):
                 del counts
                 d = directions(r, events, m)
-                return jax.vmap(lambda d, st: _unstable_round(d, st, cap_u, m))(d, st)
+                return jax.vmap(lambda d, st: _unstable_round(d, st, cap_u, m, r))(d, st)
 
             return fn
 
@@ -610,7 +610,7 @@ def decay_unstable(
             def fn(r, st, active):
                 def rows(s, e):
                     d = directions(r, e, m)
-                    return jax.vmap(lambda d, s: _unstable_round(d, s, cap_u, m))(d, s)
+                    return jax.vmap(lambda d, s: _unstable_round(d, s, cap_u, m, r))(d, s)
 
                 return on_active_rows(rows, st, events, active, size)
 
@@ -628,7 +628,7 @@ def decay_unstable(
             def fn(r, st, counts):
                 big = counts > sizes[0]
                 d = directions(r, events, sizes[0])
-                st = jax.vmap(lambda d, s, h: _unstable_round(d, s, cap_u, sizes[0], hold=h))(d, st, big)
+                st = jax.vmap(lambda d, s, h: _unstable_round(d, s, cap_u, sizes[0], r, hold=h))(d, st, big)
                 return few(sizes[1], size)(r, st, big)
 
             return fn
@@ -699,23 +699,28 @@ def _channel_and_direction(u0: Array, u1: Array, u2: Array) -> tuple[Array, Arra
     return u0, sin * cos_phi, sin * sin_phi, cos
 
 
-def _boosted_pair(p, placed, q, m1, m2, nx, ny, nz):
+def _boosted_pair(e_par, px, py, pz, m, placed, q, e1, e2, nx, ny, nz):
     """Daughters of two-body decays at rest (momentum ±q n̂), boosted with their parents.
 
     The boost of :func:`diffgen.kinematics.boost` (PDG Kinematics eq. 49.14) written on the
-    components: p [W, 4] parents, the rest [W]; returns two [W, 4] (daughter 2 along −n̂).
-    Component arrays keep XLA's loops elementwise instead of recomputing the angles for
-    every component of the stacked vectors. Parents not ``placed`` get β = 0.
+    components: the parents' (E, p_x, p_y, p_z) and table mass m, the momentum q and the
+    daughters' energies e1, e2 = √(q² + m²) in the rest frame, and the direction
+    (n_x, n_y, n_z), all [W]; returns two [W, 4] (daughter 2 along −n̂). Component arrays keep
+    XLA's loops elementwise instead of recomputing the angles for every component of the
+    stacked vectors. Parents not ``placed`` get β = 0.
+
+    γ = E/m, not 1/√(1 − β²): for a fast light parent (a 45 GeV π⁰ has γ ≈ 330) 1 − β² loses
+    all but a few bits in float32, and γ would be off by a few per mille; with E/m the
+    daughters' momenta add up to the parent's (e1 + e2 = m) to rounding.
     """
-    e_par = jnp.where(placed, p[:, 0], 1.0)
-    bx, by, bz = (kin.safe_div(jnp.where(placed, p[:, i], 0.0), e_par) for i in (1, 2, 3))
-    b2 = bx * bx + by * by + bz * bz
-    gamma = 1.0 / jnp.sqrt(1.0 - b2)
+    e_par = jnp.where(placed, e_par, 1.0)
+    bx, by, bz = (kin.safe_div(jnp.where(placed, x, 0.0), e_par) for x in (px, py, pz))
+    gamma = jnp.where(placed, e_par / jnp.where(placed, m, 1.0), 1.0)
     kx, ky, kz = q * nx, q * ny, q * nz
     bp = bx * kx + by * ky + bz * kz
     g2 = gamma * gamma / (1.0 + gamma)
     out = []
-    for e, sign in ((kin.safe_sqrt(q**2 + m1**2), 1.0), (kin.safe_sqrt(q**2 + m2**2), -1.0)):
+    for e, sign in ((e1, 1.0), (e2, -1.0)):
         bps = sign * bp
         coef = g2 * bps + gamma * e
         out.append(
@@ -724,11 +729,12 @@ def _boosted_pair(p, placed, q, m1, m2, nx, ny, nz):
     return out[0], out[1]
 
 
-def _unstable_round(u, st, cap_u: int, size: int, hold=False):
+def _unstable_round(u, st, cap_u: int, size: int, r, hold=False):
     """One decay round of one event: u four [size], the channel uniform and decay direction of its list
     entries (:func:`_channel_and_direction`), ``st`` the state (the ``n`` particles in the
     first n slots, and ``n_unstable``, their number of unstable ones, both updated for the next
-    round); with ``hold`` (bool) the event is left as it is.
+    round), r the round (int32 scalar ≥ 0, the same for every event of a ``vmap``); with
+    ``hold`` (bool) the event is left as it is.
 
     The unstable particles are gathered into a list of ``size`` entries in slot order (the
     caller makes sure it holds them all), decayed, and written back: the k-th two-body decay
@@ -760,12 +766,21 @@ def _unstable_round(u, st, cap_u: int, size: int, hold=False):
     # parent if its daughter found no slot; a held event keeps its count.
     left = [(placed | relabel) & ~H.is_stable(d1), placed & ~H.is_stable(d2), two & ~placed]
     n_unstable = jnp.where(hold, st["n_unstable"], sum(jnp.sum(x, dtype=jnp.int32) for x in left))
-    m = H.hadron_mass(pid_par, dtype)
-    m1 = H.hadron_mass(d1, dtype)
-    m2 = H.hadron_mass(jnp.where(placed, d2, 0), dtype)
-    # The parent's table mass (not E² − p²) sets |p*|: exact on shell, robust in float32.
-    q = kin.two_body_momentum(jnp.where(placed, m, 1.0), jnp.where(placed, m1, 0.0), m2)
-    lab_a, lab_b = _boosted_pair(p_par, placed, q, m1, m2, u[1], u[2], u[3])
+
+    def rest_frame():
+        m = H.hadron_mass(pid_par, dtype)
+        m1 = H.hadron_mass(d1, dtype)
+        m2 = H.hadron_mass(jnp.where(placed, d2, 0), dtype)
+        # The parent's table mass (not E² − p²) sets |p*|: exact on shell, robust in float32.
+        q = kin.two_body_momentum(jnp.where(placed, m, 1.0), jnp.where(placed, m1, 0.0), m2)
+        e1, e2 = kin.safe_sqrt(q**2 + m1**2), kin.safe_sqrt(q**2 + m2**2)
+        return (*(p_par[:, i] for i in range(4)), m, q, e1, e2)
+
+    # Through a cond (r is never negative), so that the parents' components and the table
+    # lookups reach the boost as arrays of their own: XLA's CPU loops over a slice of the
+    # gathered [size, 4] parents, or over a table gather, are not vectorised.
+    rest = jax.lax.cond(r >= 0, rest_frame, lambda: (jnp.zeros((size,), dtype),) * 8)
+    lab_a, lab_b = _boosted_pair(*rest[:5], placed, *rest[5:], u[1], u[2], u[3])
     out = dict(st)
     if record:
         # Each decaying hadron becomes a record row; daughter 1 (in its slot) and
