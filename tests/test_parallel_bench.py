@@ -212,6 +212,14 @@ def test_hadronization_capacity_script_rejects_bad_sizes(capsys):
         assert "must be >= 1" in capsys.readouterr().err
 
 
+def test_conservation_script_rejects_bad_sizes(capsys):
+    from benchmarks.conservation import main
+
+    with pytest.raises(SystemExit):
+        main(["--n", "0"])
+    assert "must be >= 1" in capsys.readouterr().err
+
+
 def test_compare_revisions_exports_a_revision_and_rejects_bad_input(tmp_path, capsys):
     import subprocess
 
