@@ -6,6 +6,7 @@ hold on a noisy machine, and prints events/s plus the ratio to the baseline it n
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -27,6 +28,7 @@ __all__ = [
     "machine_info",
     "print_table",
     "write_json",
+    "positive_int",
 ]
 
 
@@ -134,3 +136,11 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
     with open(tmp, "w") as fh:
         json.dump(payload, fh, indent=2, default=float)
     os.replace(tmp, path)
+
+
+def positive_int(text: str) -> int:
+    """``argparse`` type of a count ≥ 1 (events, calls, rounds); the error names the value given."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value

@@ -34,7 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import machine_info, print_table
+from benchmarks.common import machine_info, positive_int, print_table
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("shower", "hadronization", "chain")
@@ -185,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("after", help="git revision to compare (e.g. HEAD)")
     parser.add_argument("--stage", choices=STAGES, default="hadronization")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--n", type=int, default=10_000, help="events per call (default 10^4)")
-    parser.add_argument("--rounds", type=int, default=3, help="processes per revision, alternating (default 3)")
-    parser.add_argument("--repeat", type=int, default=5, help="timed calls per process (best is kept)")
+    parser.add_argument("--n", type=positive_int, default=10_000, help="events per call (default 10^4)")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="processes per revision, alternated (default 3)")
+    parser.add_argument("--repeat", type=positive_int, default=5, help="timed calls per process (best is kept)")
     parser.add_argument(
         "--same-process",
         type=int,
@@ -198,9 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.same_process < 0:
         parser.error(f"--same-process must be >= 1 calls (0: off), got {args.same_process}")
-    for name in ("n", "rounds", "repeat"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     print(machine_info())
     with tempfile.TemporaryDirectory() as tmp:
         roots = {}

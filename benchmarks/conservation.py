@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import machine_info, print_table
+from benchmarks.common import machine_info, positive_int, print_table
 from diffgen.core import chain, jit
 
 #: √s of the events, GeV (the Z pole, ``ee_to_qqbar``'s default).
@@ -38,16 +38,9 @@ def deviations(n: int, dtype, seed: int, hadrons: bool) -> np.ndarray:
     return np.max(np.abs(total - np.array([SQRT_S, 0.0, 0.0, 0.0])), axis=1) / SQRT_S
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=_positive, default=2000, help="events per stage and dtype (default 2000)")
+    parser.add_argument("--n", type=positive_int, default=2000, help="events per stage and dtype (default 2000)")
     parser.add_argument("--seed", type=int, default=1, help="PRNG seed of the events (default 1)")
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)

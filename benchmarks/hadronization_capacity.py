@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import best_time, machine_info, print_table
+from benchmarks.common import best_time, machine_info, positive_int, print_table
 from diffgen.core import jit
 
 
@@ -183,14 +183,11 @@ def rates(n: int, dtype, repeat: int) -> list[dict[str, object]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=1_000_000, help="events for the tails (default 10^6)")
-    parser.add_argument("--chunk", type=int, default=20_000, help="events per batch for the tails")
-    parser.add_argument("--n", type=int, default=10_000, help="events for activity and timing (default 10^4)")
-    parser.add_argument("--repeat", type=int, default=5, help="timed repetitions (best is kept)")
+    parser.add_argument("--events", type=positive_int, default=1_000_000, help="events for the tails (default 10^6)")
+    parser.add_argument("--chunk", type=positive_int, default=20_000, help="events per batch for the tails")
+    parser.add_argument("--n", type=positive_int, default=10_000, help="events for activity and timing (default 10^4)")
+    parser.add_argument("--repeat", type=positive_int, default=5, help="timed repetitions (best is kept)")
     args = parser.parse_args(argv)
-    for name in ("events", "chunk", "n", "repeat"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     jax.config.update("jax_enable_x64", True)
     print(machine_info())
     rows = []
