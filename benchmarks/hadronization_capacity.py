@@ -6,12 +6,15 @@ Prints, for e⁺e⁻ → q q̄ → shower → ``hadronize()`` at its default cap
   after fission and hadrons after the decays over all events, the overflow flags, and how
   many events exceed a few hadron counts (the working slots W of the unstable decays);
 - per fission round and per decay round, the share of events that still have work (a cluster
-  above the fission threshold, an unstable hadron) and the most unstable hadrons of one
-  event: the rounds that ``formation.on_active_rows`` and the mixed decay lists shorten;
+  above the fission threshold, an unstable hadron), and the mean and most unstable hadrons of
+  one event: the rounds that ``formation.on_active_rows`` and the mixed decay lists shorten;
 - events/s of the layer's three steps and of the whole layer, float32 and float64, with the
-  active-event shortcut and without it (``formation.ACTIVE_ROW_FRACTION = 0``), same run.
+  active-event shortcut and without it (``formation.ACTIVE_ROW_FRACTION = 0``), same run;
+- the cost of one unstable-decay round against the length M of the events' lists (float32),
+  split by a straight line into the part every round pays and the part per list entry.
 
     .venv/bin/python -m benchmarks.hadronization_capacity [--events 1000000] [--chunk 20000]
+        [--parts rates,activity,rounds,tails]
 """
 
 from __future__ import annotations
@@ -114,7 +117,14 @@ def activity(n: int) -> list[dict[str, object]]:
         split = jax.vmap(lambda *a: _fission_split(params, *a)[1])(cl.p_q, cl.p_qbar, cl.flav_q, cl.flav_qbar, cl.mask)
         share = float(jnp.mean(jnp.any(split, -1)))
         rows.append(
-            {"loop": "fission", "before round": r + 1, "active share": share, "share > 16": "", "most in an event": ""}
+            {
+                "loop": "fission",
+                "before round": r + 1,
+                "active share": share,
+                "share > 16": "",
+                "mean in an event": "",
+                "most in an event": "",
+            }
         )
     (p, pid, mask), _ = _primaries(params, cl)
     for r in range(8):
@@ -128,6 +138,7 @@ def activity(n: int) -> list[dict[str, object]]:
                 "before round": r + 1,
                 "active share": float(np.mean(count > 0)),
                 "share > 16": float(np.mean(count > 16)),
+                "mean in an event": float(count.mean()),
                 "most in an event": int(count.max()),
             }
         )
@@ -181,22 +192,137 @@ def rates(n: int, dtype, repeat: int) -> list[dict[str, object]]:
     return rows
 
 
+#: List lengths M of the timed single rounds (:func:`round_costs`).
+ROUND_COST_LISTS = (16, 32, 64)
+
+#: The parts of the report, in the order printed.
+PARTS = ("rates", "activity", "rounds", "tails")
+
+
+def round_costs(n: int, repeat: int, lists: tuple[int, ...] = ROUND_COST_LISTS) -> tuple[list[dict[str, object]], dict]:
+    """Cost of one unstable-decay round with every event on a list of M entries (float32, n events).
+
+    The primary hadrons of n events are decayed, round by round, until no event has more
+    unstable hadrons than the shortest list. One more round is then timed with every event on
+    an M-entry list (``decay.DECAY_LIST_SIZES = (M, M)``: the smallest list that holds every
+    event), less the same call with no round (sorting the particles to the front, padding to
+    C). A least-squares line through (M, µs per event) splits a round's cost into the part it
+    pays whatever its list (the intercept: the W-slot passes, the branch choice) and the part
+    per list entry (the slope: hashing, table lookups, boosts, writes); the mean number of
+    unstable hadrons per event is the share of the list that does work.
+
+    Args:
+      n: events.
+      repeat: timed calls per program (the best is kept).
+      lists: the list lengths M, each ≥ 1.
+
+    Returns:
+      ``(rows, fit)``: one row per M (µs per event of the round, events/s) and the fit
+      (``fixed_us_per_event``, ``us_per_list_entry``, the round's ``unstable_mean`` and
+      ``unstable_max`` per event, and ``rounds_before``).
+
+    Raises:
+      ValueError: an M < 1, or fewer than two list lengths.
+    """
+    from diffgen.hadronization import decay as D
+    from diffgen.hadronization import hadrons as H
+    from diffgen.hadronization.formation import form_clusters
+    from diffgen.hadronization.layer import capacities
+
+    if len(lists) < 2 or any(not isinstance(m, int) or m < 1 for m in lists):
+        raise ValueError(f"round_costs: need two or more list lengths >= 1, got {lists!r}")
+    dtype = jnp.float32
+    partons = _showered(n, dtype, 1)
+    params = _params(dtype)
+    _, cap, width = capacities(partons.capacity)
+    cl, _ = jit(lambda p, key, e: form_clusters(p, key, e))(params, jax.random.key(2), partons)
+    (p, pid, mask), _ = _primaries(params, cl)
+    one_round = jit(lambda key, a, b, c: D.decay_unstable(key, a, b, c, n_rounds=1, capacity=width)[:3])
+    count = jnp.sum(mask & ~H.is_stable(pid), axis=-1)
+    before = 0
+    while int(count.max()) > min(lists):
+        p, pid, mask = one_round(jax.random.fold_in(jax.random.key(5), before), p, pid, mask)
+        count = jnp.sum(mask & ~H.is_stable(pid), axis=-1)
+        before += 1
+    args = (jax.random.key(6), p, pid, mask)
+
+    def timed(rounds: int) -> float:
+        fn = jit(
+            lambda key, a, b, c: D.decay_unstable(key, a, b, c, n_rounds=rounds, working_capacity=width, capacity=cap)
+        )
+        jax.block_until_ready(fn(*args))
+        return best_time(fn, *args, repeat=repeat) / n * 1e6
+
+    saved = D.DECAY_LIST_SIZES
+    try:
+        base = timed(0)
+        us = []
+        for m in lists:
+            # Read when the function is traced: every event on the M-entry list.
+            D.DECAY_LIST_SIZES = (m, m)
+            us.append(timed(1) - base)
+    finally:
+        D.DECAY_LIST_SIZES = saved
+    slope, intercept = np.polyfit(np.asarray(lists, float), np.asarray(us), 1)
+    rows = [
+        {"list entries M": m, "us_per_event (one round)": u, "events_per_s": 1e6 / u}
+        for m, u in zip(lists, us, strict=True)
+    ]
+    fit = {
+        "fixed_us_per_event": float(intercept),
+        "us_per_list_entry": float(slope),
+        "unstable_mean": float(jnp.mean(count)),
+        "unstable_max": int(count.max()),
+        "rounds_before": before,
+        "no_round_us_per_event": base,
+    }
+    return rows, fit
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    """argparse type: a comma-separated subset of :data:`PARTS`."""
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = [p for p in parts if p not in PARTS]
+    if not parts or unknown:
+        raise argparse.ArgumentTypeError(f"need a comma-separated subset of {','.join(PARTS)}, got {text!r}")
+    return parts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=positive_int, default=1_000_000, help="events for the tails (default 10^6)")
     parser.add_argument("--chunk", type=positive_int, default=20_000, help="events per batch for the tails")
     parser.add_argument("--n", type=positive_int, default=10_000, help="events for activity and timing (default 10^4)")
     parser.add_argument("--repeat", type=positive_int, default=5, help="timed repetitions (best is kept)")
+    parser.add_argument(
+        "--parts", type=_parts, default=PARTS, help=f"comma-separated parts to run (default {','.join(PARTS)})"
+    )
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     print(machine_info())
-    rows = []
-    for dtype in (jnp.float32, jnp.float64):
-        rows += rates(args.n, dtype, args.repeat)
-    print_table(f"hadronize steps at 91.2 GeV, N = {args.n} (with and without the active-event rounds)", rows)
-    print_table(f"work left before each round (N = {args.n}, float32)", activity(args.n))
-    t = tails(args.events, args.chunk)
-    print_table("tails at 91.2 GeV (float32, default capacities)", [t])
+    if "rates" in args.parts:
+        rows = []
+        for dtype in (jnp.float32, jnp.float64):
+            rows += rates(args.n, dtype, args.repeat)
+        print_table(f"hadronize steps at 91.2 GeV, N = {args.n} (with and without the active-event rounds)", rows)
+    if "activity" in args.parts:
+        print_table(f"work left before each round (N = {args.n}, float32)", activity(args.n))
+    if "rounds" in args.parts:
+        rows, fit = round_costs(args.n, args.repeat)
+        print_table(
+            f"one unstable-decay round, every event on an M-entry list (N = {args.n}, float32, "
+            f"after {fit['rounds_before']} rounds: {fit['unstable_mean']:.2f} unstable hadrons per event, "
+            f"at most {fit['unstable_max']})",
+            rows,
+        )
+        print(
+            f"line through the rows: {fit['fixed_us_per_event']:.2f} us per event per round whatever M, "
+            f"+ {fit['us_per_list_entry']:.3f} us per list entry; "
+            f"the call without rounds: {fit['no_round_us_per_event']:.2f} us per event"
+        )
+    if "tails" in args.parts:
+        t = tails(args.events, args.chunk)
+        print_table("tails at 91.2 GeV (float32, default capacities)", [t])
     return 0
 
 

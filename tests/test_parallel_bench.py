@@ -210,6 +210,18 @@ def test_hadronization_capacity_script_rejects_bad_sizes(capsys):
         with pytest.raises(SystemExit):
             main(bad)
         assert "must be >= 1" in capsys.readouterr().err
+    for bad in ("", "rates,speed"):
+        with pytest.raises(SystemExit):
+            main(["--parts", bad])
+        assert "need a comma-separated subset of rates,activity,rounds,tails" in capsys.readouterr().err
+
+
+def test_round_costs_rejects_bad_list_lengths():
+    from benchmarks.hadronization_capacity import round_costs
+
+    for bad in ((16,), (16, 0), (16, 32.0)):
+        with pytest.raises(ValueError, match="two or more list lengths >= 1"):
+            round_costs(100, 1, bad)
 
 
 def test_conservation_script_rejects_bad_sizes(capsys):
