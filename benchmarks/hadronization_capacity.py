@@ -223,6 +223,8 @@ def round_costs(n: int, repeat: int, lists: tuple[int, ...] = ROUND_COST_LISTS) 
 
     Raises:
       ValueError: an M < 1, or fewer than two list lengths.
+      RuntimeError: some event holds more unstable hadrons than the shortest list after 8
+        rounds (its daughters found no free slot).
     """
     from diffgen.hadronization import decay as D
     from diffgen.hadronization import hadrons as H
@@ -241,6 +243,8 @@ def round_costs(n: int, repeat: int, lists: tuple[int, ...] = ROUND_COST_LISTS) 
     count = jnp.sum(mask & ~H.is_stable(pid), axis=-1)
     before = 0
     while int(count.max()) > min(lists):
+        if before == 8:
+            raise RuntimeError(f"round_costs: an event still holds {int(count.max())} unstable hadrons after 8 rounds")
         p, pid, mask = one_round(jax.random.fold_in(jax.random.key(5), before), p, pid, mask)
         count = jnp.sum(mask & ~H.is_stable(pid), axis=-1)
         before += 1
