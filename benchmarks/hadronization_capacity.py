@@ -98,9 +98,15 @@ def tails(n_events: int, chunk: int) -> dict[str, object]:
     return out
 
 
+def _unstable_count(pid, mask) -> np.ndarray:
+    """[N] number of unstable hadrons of every event (``pid``, ``mask`` [N, S])."""
+    from diffgen.hadronization import hadrons as H
+
+    return np.asarray(jnp.sum(mask & ~H.is_stable(pid), axis=-1))
+
+
 def activity(n: int) -> list[dict[str, object]]:
     """Share of events with work left before every fission and decay round (float32, n events)."""
-    from diffgen.hadronization import hadrons as H
     from diffgen.hadronization.decay import decay_unstable
     from diffgen.hadronization.formation import _fission_split, form_clusters
     from diffgen.hadronization.layer import capacities
@@ -131,7 +137,7 @@ def activity(n: int) -> list[dict[str, object]]:
         out = jit(
             lambda key, a, b, c, r=r: decay_unstable(key, a, b, c, n_rounds=r, working_capacity=width, capacity=cap)
         )(jax.random.key(4), p, pid, mask)
-        count = np.asarray(jnp.sum(out[2] & ~H.is_stable(out[1]), axis=-1))
+        count = _unstable_count(out[1], out[2])
         rows.append(
             {
                 "loop": "decays",
@@ -227,7 +233,6 @@ def round_costs(n: int, repeat: int, lists: tuple[int, ...] = ROUND_COST_LISTS) 
         rounds (its daughters found no free slot).
     """
     from diffgen.hadronization import decay as D
-    from diffgen.hadronization import hadrons as H
     from diffgen.hadronization.formation import form_clusters
     from diffgen.hadronization.layer import capacities
 
@@ -240,13 +245,13 @@ def round_costs(n: int, repeat: int, lists: tuple[int, ...] = ROUND_COST_LISTS) 
     cl, _ = jit(lambda p, key, e: form_clusters(p, key, e))(params, jax.random.key(2), partons)
     (p, pid, mask), _ = _primaries(params, cl)
     one_round = jit(lambda key, a, b, c: D.decay_unstable(key, a, b, c, n_rounds=1, capacity=width)[:3])
-    count = jnp.sum(mask & ~H.is_stable(pid), axis=-1)
+    count = _unstable_count(pid, mask)
     before = 0
     while int(count.max()) > min(lists):
         if before == 8:
             raise RuntimeError(f"round_costs: an event still holds {int(count.max())} unstable hadrons after 8 rounds")
         p, pid, mask = one_round(jax.random.fold_in(jax.random.key(5), before), p, pid, mask)
-        count = jnp.sum(mask & ~H.is_stable(pid), axis=-1)
+        count = _unstable_count(pid, mask)
         before += 1
     args = (jax.random.key(6), p, pid, mask)
 
@@ -275,7 +280,7 @@ def round_costs(n: int, repeat: int, lists: tuple[int, ...] = ROUND_COST_LISTS) 
     fit = {
         "fixed_us_per_event": float(intercept),
         "us_per_list_entry": float(slope),
-        "unstable_mean": float(jnp.mean(count)),
+        "unstable_mean": float(count.mean()),
         "unstable_max": int(count.max()),
         "rounds_before": before,
         "no_round_us_per_event": base,
