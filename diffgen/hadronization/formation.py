@@ -218,28 +218,71 @@ def uniform_block(
             else:
                 idx = jax.lax.broadcasted_iota(udt, out_size, out_axis) + starts[axis].astype(udt)
             count = count + idx * udt(int(strides[axis]))
-        if x64:
-            hi = jax.lax.shift_right_logical(count, np.uint64(32)).astype(jnp.uint32)
-            lo = (count & np.uint64(0xFFFFFFFF)).astype(jnp.uint32)
-        else:
-            hi, lo = jnp.zeros(out_size, jnp.uint32), count
-        b1, b2 = threefry2x32(data[0], data[1], hi, lo)
-        # jax.random.uniform: the leading mantissa bits of the random word with exponent 0 give
-        # a float in [1, 2); minus 1.
-        if dtype == jnp.dtype(jnp.float64):
-            bits = jax.lax.shift_left(b1.astype(jnp.uint64), np.uint64(32)) | b2.astype(jnp.uint64)
-            bits = jax.lax.shift_right_logical(bits, np.uint64(12)) | np.uint64(0x3FF0000000000000)
-            u = jax.lax.bitcast_convert_type(bits, jnp.float64) - 1.0
-        else:
-            bits = jax.lax.shift_right_logical(b1 ^ b2, np.uint32(9)) | np.uint32(0x3F800000)
-            u = jax.lax.bitcast_convert_type(bits, jnp.float32) - 1.0
-        return u
+        return _uniform_of_counter(data, count, dtype)
 
     # Through a lax.cond (both branches the same): XLA keeps the numbers in memory. Fused
     # into their consumers it would hash every element again for each use (several per
     # element where the components of one draw are read apart).
     starts = tuple(jnp.asarray(s_) for s_ in start)
     return jax.lax.cond((data[0] & 1) == 1, draw, draw, data, starts, rows)
+
+
+def _uniform_of_counter(data: Array, count: Array, dtype) -> Array:
+    """Element ``count`` (uint32, or uint64 with x64) of a partitionable ``jax.random.uniform``."""
+    if jax.config.jax_enable_x64:
+        hi = jax.lax.shift_right_logical(count, np.uint64(32)).astype(jnp.uint32)
+        lo = (count & np.uint64(0xFFFFFFFF)).astype(jnp.uint32)
+    else:
+        hi, lo = jnp.zeros(count.shape, jnp.uint32), count
+    b1, b2 = threefry2x32(data[0], data[1], hi, lo)
+    # jax.random.uniform: the leading mantissa bits of the random word with exponent 0 give
+    # a float in [1, 2); minus 1.
+    if dtype == jnp.dtype(jnp.float64):
+        bits = jax.lax.shift_left(b1.astype(jnp.uint64), np.uint64(32)) | b2.astype(jnp.uint64)
+        bits = jax.lax.shift_right_logical(bits, np.uint64(12)) | np.uint64(0x3FF0000000000000)
+        return jax.lax.bitcast_convert_type(bits, jnp.float64) - 1.0
+    bits = jax.lax.shift_right_logical(b1 ^ b2, np.uint32(9)) | np.uint32(0x3F800000)
+    return jax.lax.bitcast_convert_type(bits, jnp.float32) - 1.0
+
+
+def uniform_at(key: Key, shape: tuple[int, ...], index: tuple, dtype) -> Array:
+    """Chosen elements of ``jax.random.uniform(key, shape, dtype)`` without drawing the rest.
+
+    Returns exactly ``jax.random.uniform(key, shape, dtype)[index]`` for integer index arrays
+    (one per axis, broadcast together): only the counters of those elements are hashed
+    (:func:`uniform_block`; other generators, dtypes or settings take the full draw).
+
+    Args:
+      key: PRNG key.
+      shape: static shape of the full draw.
+      index: ``len(shape)`` int arrays (or ints) of in-range indices, broadcastable together.
+      dtype: float32 or float64.
+
+    Returns:
+      The uniform numbers in [0, 1) of ``dtype``, with the broadcast shape of ``index``.
+    """
+    if len(index) != len(shape):
+        raise ValueError(f"uniform_at: need one index per axis of shape {shape}, got {len(index)}")
+    dtype = jnp.dtype(dtype)
+    data = _threefry_key_data(key)
+    x64 = jax.config.jax_enable_x64
+    if (
+        data is None
+        or not jax.config.jax_threefry_partitionable
+        or dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
+        or int(np.prod(shape)) >= (2**64 if x64 else 2**32)
+    ):
+        return jax.random.uniform(key, shape, dtype)[tuple(jnp.asarray(i) for i in index)]
+    udt = jnp.uint64 if x64 else jnp.uint32
+    strides = np.cumprod((1, *shape[::-1]))[:-1][::-1]
+
+    def draw(data, index):
+        count = sum(jnp.asarray(i).astype(udt) * udt(int(s)) for i, s in zip(index, strides, strict=True))
+        return _uniform_of_counter(data, jnp.asarray(count, udt), dtype)
+
+    # Through a lax.cond as in uniform_block: kept in memory, not hashed again by each consumer.
+    index = tuple(jnp.asarray(i) for i in index)
+    return jax.lax.cond((data[0] & 1) == 1, draw, draw, data, index)
 
 
 def uniform(key: Key, shape: tuple[int, ...], dtype) -> Array:
@@ -349,10 +392,13 @@ def append_after(n: Array, flags: Array, cap: int) -> tuple[Array, Array]:
     return jnp.where(placed, target, cap).astype(jnp.int32), placed
 
 
-def _row_blocks(n: int) -> int:
-    # Blocks of whole rows, so that with the batch sharded over devices (diffgen.parallel)
-    # the gather of a block's rows stays on its device; at least 256 rows per block keep
-    # the count of active rows per block close to its mean.
+def row_blocks(n: int) -> int:
+    """The number of equal blocks of whole rows a batch of n rows is worked on in (16, 8, 4, 2 or 1).
+
+    With the batch sharded over devices (:mod:`diffgen.parallel`) the gathers within a block
+    stay on its device; at least 256 rows per block keep a block's share of the work close
+    to the mean.
+    """
     for b in (16, 8, 4, 2):
         if n % b == 0 and n // b >= 256:
             return b
@@ -375,7 +421,7 @@ def active_row_capacity(n: int, fraction: float | None = None, min_rows: int | N
     fraction = ACTIVE_ROW_FRACTION if fraction is None else fraction
     if n < (ACTIVE_ROW_MIN_EVENTS if min_rows is None else min_rows):
         return 0
-    m = n // _row_blocks(n)
+    m = n // row_blocks(n)
     size = int(np.ceil(m * fraction))
     return size if 0 < size < m else 0
 
@@ -410,7 +456,7 @@ def active_rows_tier(active: Array, sizes: tuple[int, ...]) -> Array:
       0-d int32 in 0 … len(sizes) − 1, or −1 when no set holds them.
     """
     n = active.shape[0]
-    b = _row_blocks(n)
+    b = row_blocks(n)
     most = jnp.max(jnp.sum(active.reshape(b, n // b), axis=1, dtype=jnp.int32))
     return sum((most <= s).astype(jnp.int32) for s in sizes) - 1
 
@@ -450,7 +496,7 @@ def on_active_rows(fn, base, inputs, active: Array, size: int):
       A pytree like ``base``.
     """
     n = active.shape[0]
-    b = _row_blocks(n)
+    b = row_blocks(n)
     m = n // b
 
     def blocked(x):
