@@ -210,10 +210,11 @@ def round_costs(n: int, repeat: int, lists: tuple[int, ...] = ROUND_COST_LISTS) 
 
     The primary hadrons of n events are decayed, round by round, until no event has more
     unstable hadrons than the shortest list. One more round is then timed with every event on
-    an M-entry list (``decay.DECAY_LIST_SIZES = (M, M)``: the smallest list that holds every
+    an M-entry list (each block's list of unstable particles M entries per event long:
+    ``decay.decay_list_lengths`` patched to give M · rows first, the shortest that holds every
     event), less the same call with no round (sorting the particles to the front, padding to
     C). A least-squares line through (M, µs per event) splits a round's cost into the part it
-    pays whatever its list (the intercept: the W-slot passes, the branch choice) and the part
+    pays whatever its list (the intercept: the per-event bounds of the list, the branch choice) and the part
     per list entry (the slope: hashing, table lookups, boosts, writes); the mean number of
     unstable hadrons per event is the share of the list that does work.
 
@@ -262,16 +263,16 @@ def round_costs(n: int, repeat: int, lists: tuple[int, ...] = ROUND_COST_LISTS) 
         jax.block_until_ready(fn(*args))
         return best_time(fn, *args, repeat=repeat) / n * 1e6
 
-    saved = D.DECAY_LIST_SIZES
+    saved = D.decay_list_lengths
     try:
         base = timed(0)
         us = []
         for m in lists:
             # Read when the function is traced: every event on the M-entry list.
-            D.DECAY_LIST_SIZES = (m, m)
+            D.decay_list_lengths = lambda rows, slots, factor=2, m=m: (m * rows, rows * slots)
             us.append(timed(1) - base)
     finally:
-        D.DECAY_LIST_SIZES = saved
+        D.decay_list_lengths = saved
     slope, intercept = np.polyfit(np.asarray(lists, float), np.asarray(us), 1)
     rows = [
         {"list entries M": m, "us_per_event (one round)": u, "events_per_s": 1e6 / u}

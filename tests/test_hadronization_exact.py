@@ -9,7 +9,7 @@ import pytest
 from diffgen.hadronization import decay as D
 from diffgen.hadronization import formation as F
 from diffgen.hadronization import hadronize
-from diffgen.hadronization.formation import uniform, uniform_block
+from diffgen.hadronization.formation import uniform, uniform_at, uniform_block
 from diffgen.hadronization.samples import parton_chains
 
 pytestmark = pytest.mark.filterwarnings("ignore:jax.core.pytype_aval_mappings is deprecated:DeprecationWarning")
@@ -47,6 +47,22 @@ def test_uniform_block_is_a_slice_of_jax_random_uniform(dtype):
         np.testing.assert_array_equal(np.asarray(moved), np.transpose(full[:, 1:3], (1, 0, 2, 3)))
     with pytest.raises(ValueError, match="rows must have shape"):
         uniform_block(keys[0], shape, (0, 0, 0, 0), (3, 1, 1, 1), dtype, rows=rows)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_uniform_at_gives_the_chosen_elements_of_jax_random_uniform(dtype):
+    shape = (13, 5, 11, 3)
+    rng = np.random.default_rng(1)
+    index = tuple(rng.integers(0, d, 40).astype(np.int32) for d in shape[:3])
+    for key in (jax.random.key(7), jax.random.PRNGKey(3), jax.random.key(5, impl="rbg")):
+        full = np.asarray(jax.random.uniform(key, shape, dtype))
+        got = jax.jit(lambda k, e, r, s: uniform_at(k, shape, (e[None], r, s[None], jnp.arange(3)[:, None]), dtype))(
+            key, index[0], jnp.int32(2), index[2]
+        )
+        assert got.shape == (3, 40) and got.dtype == jnp.dtype(dtype)
+        np.testing.assert_array_equal(np.asarray(got), full[index[0], 2, index[2]].T)
+    with pytest.raises(ValueError, match="one index per axis"):
+        uniform_at(jax.random.key(0), shape, index, dtype)
 
 
 @pytest.mark.parametrize("n", [40, 1024])
@@ -112,8 +128,8 @@ def test_decay_lists_and_working_capacity_give_the_same_decays(primaries, monkey
     default = _decay(ev, labels)
     # A working capacity below the primaries' slots forces the all-capacity repetition.
     small = _decay(ev, labels, working_capacity=most // 2)
-    # Reference: every round over every slot (no lists of unstable particles).
-    monkeypatch.setattr(D, "DECAY_LIST_SIZES", ())
+    # Reference: every round on the longest list (as long as the block's slots).
+    monkeypatch.setattr(D, "decay_list_lengths", lambda rows, slots, factor=2: (rows * slots,))
     every_slot = _decay(ev, labels)
     n_final = default[2].sum(axis=1)
     assert n_final.min() > most // 2 and np.all(~default[3])
@@ -193,39 +209,73 @@ def test_output_capacity_is_that_of_padded_inputs(primaries):
         D.decay_unstable(jax.random.key(0), cut.p, cut.pid, cut.mask, capacity=40)
 
 
-def test_decay_rounds_keep_count_of_the_unstable_particles(primaries):
-    """The count a round returns is that of the unstable particles it leaves, round after round."""
+def test_decay_list_lengths_rise_by_the_factor_up_to_every_slot():
+    assert D.decay_list_lengths(625, 112) == (156, 312, 625, 1250, 2500, 5000, 10000, 20000, 40000, 70000)
+    assert D.decay_list_lengths(40, 10, 4) == (2, 10, 40, 160, 400)
+    assert D.decay_list_lengths(1, 1) == (1,)
+    with pytest.raises(ValueError, match="factor must be an int >= 2"):
+        D.decay_list_lengths(8, 8, 1)
+
+
+def _round_by_hand(key, shape, r, p, pid, n):
+    """One decay round of every event by a plain loop over the events and their slots (numpy)."""
+    table = {k: np.asarray(v) for k, v in D.H.TABLE.items()}
+    p, pid, n = p.copy(), pid.copy(), n.copy()
+    w = pid.shape[1]
+    for e in range(pid.shape[0]):
+        slots = [s for s in range(n[e]) if not table["stable"][min(abs(pid[e, s]), D.H.MAX_ABS_PID - 1)]]
+        appended = 0
+        for k, s in enumerate(slots):
+            u0 = float(uniform_at(key, shape, (e, r, k, 0), p.dtype))
+            a = min(abs(pid[e, s]), D.H.MAX_ABS_PID - 1)
+            ch = int(u0 >= table["br"][a, 0])
+            d1, d2 = (int(table[d][a, ch]) for d in ("d1", "d2"))
+            if pid[e, s] < 0:
+                d1, d2 = (int(D.H.conjugate_pid(jnp.int32(d))) if d else 0 for d in (d1, d2))
+            if d2 == 0:
+                pid[e, s] = d1
+            elif n[e] + appended < w:
+                pid[e, s], pid[e, n[e] + appended] = d1, d2
+                appended += 1
+        n[e] += appended
+    return pid, n
+
+
+def test_decay_rounds_keep_the_list_of_the_unstable_particles(primaries):
+    """Round after round, the list a round builds from its decays is the one built from the slots,
+    and the hadrons are those of a plain loop over the events' unstable particles in slot order
+    with the uniforms (event, round, k) of the documented draw."""
     ev, _ = primaries
     front = F.to_front(ev.mask)
+    w = ev.mask.shape[1]
     st = {
         "p": jnp.take_along_axis(ev.p, front[..., None], axis=1),
         "pid": jnp.take_along_axis(ev.pid, front, axis=1),
         "n": jnp.sum(ev.mask, axis=-1, dtype=jnp.int32),
         "overflow": jnp.zeros(ev.n_events, bool),
     }
-
-    def recount(st):
-        mask = jnp.arange(st["pid"].shape[1], dtype=jnp.int32)[None, :] < st["n"][:, None]
-        return jnp.sum(mask & ~D.H.is_stable(st["pid"]), axis=-1, dtype=jnp.int32)
-
-    st["n_unstable"] = recount(st)
-    size = 48
-    hold = jnp.arange(ev.n_events) % 5 == 0  # some events sit out the second round
-    one_round = jax.jit(
-        jax.vmap(
-            lambda u, s, h: D._unstable_round(
-                D._channel_and_direction(u[:, 0], u[:, 1], u[:, 2]), s, 0, size, 0, hold=h
-            )
+    key, n_rounds = jax.random.key(2), 8
+    shape = (ev.n_events, n_rounds, w, 3)
+    ls = D._first_unstable_list(st["pid"], st["n"])
+    longest = ev.n_events * w
+    one_round = jax.jit(lambda st, ls, r: D._unstable_round(key, shape, jnp.int32(0), st, ls, r, longest, 0))
+    totals = []
+    for r in range(n_rounds):
+        want_pid, want_n = _round_by_hand(key, shape, r, *(np.asarray(st[k]) for k in ("p", "pid", "n")))
+        st, ls = one_round(st, ls, jnp.int32(r))
+        np.testing.assert_array_equal(np.asarray(st["n"]), want_n)
+        np.testing.assert_array_equal(
+            np.asarray(st["pid"])[np.arange(w)[None] < want_n[:, None]], want_pid[np.arange(w)[None] < want_n[:, None]]
         )
-    )
-    seen = []
-    for r in range(8):
-        assert int(jnp.max(st["n_unstable"])) <= size
-        u = jax.random.uniform(jax.random.fold_in(jax.random.key(2), r), (ev.n_events, size, 3))
-        st = one_round(u, st, hold & (r == 1))
-        np.testing.assert_array_equal(np.asarray(st["n_unstable"]), np.asarray(recount(st)))
-        seen.append(np.asarray(st["n_unstable"]))
-    assert seen[0].sum() > 0 and seen[-1].sum() == 0  # counts that change and reach zero
+        fresh = D._first_unstable_list(st["pid"], st["n"])
+        total = int(fresh["total"])
+        assert int(ls["total"]) == total
+        for name in ("off", "count"):
+            np.testing.assert_array_equal(np.asarray(ls[name]), np.asarray(fresh[name]))
+        for name in ("slot", "event"):
+            np.testing.assert_array_equal(np.asarray(ls[name])[:total], np.asarray(fresh[name])[:total])
+        totals.append(total)
+    assert totals[0] > 0 and totals[-1] == 0 and not np.asarray(st["overflow"]).any()
 
 
 def _count_row_sets(monkeypatch, *modules):
@@ -245,7 +295,7 @@ def _count_row_sets(monkeypatch, *modules):
 
 
 def test_rounds_on_the_active_events_give_the_same_hadrons(monkeypatch):
-    """Fission and decay rounds on the few events with work (and the mixed lists) change nothing.
+    """Fission and cluster-decay rounds on the few events with work change nothing.
 
     The reference turns the shortcut off (``ACTIVE_ROW_FRACTION = 0``: every round on every
     event). A callback counts the rounds that took the shortcut, so the test cannot pass by
@@ -258,8 +308,9 @@ def test_rounds_on_the_active_events_give_the_same_hadrons(monkeypatch):
     params = layer.init(jax.random.key(0))
     taken = _count_row_sets(monkeypatch, F, D)
     fast = jax.tree.map(np.asarray, jax.jit(lambda *a: layer.apply(*a))(params, jax.random.key(3), partons))
-    assert len(taken) >= 4  # late fission rounds, late decay rounds, the mixed first decay round
-    assert len(set(taken)) >= 2  # and not only the largest set of rows (formation.ACTIVE_ROW_TIERS)
+    # Late fission rounds (the unstable decays work on lists of their own; the smaller row sets
+    # of formation.ACTIVE_ROW_TIERS are tested in test_on_active_rows_is_the_row_function_on_the_active_rows).
+    assert len(taken) >= 4
     monkeypatch.setattr(F, "ACTIVE_ROW_FRACTION", 0.0)
     taken.clear()
     # A new function: a new trace, which reads the fraction again.
@@ -270,8 +321,8 @@ def test_rounds_on_the_active_events_give_the_same_hadrons(monkeypatch):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-9, err_msg=str(path))
         else:
             np.testing.assert_array_equal(a, b, err_msg=str(path))
-    # The rounds keep count of the unstable particles instead of recounting the slots: a
-    # wrong count would skip decays, and unstable hadrons would be left.
+    # The decay rounds build each round's list of unstable particles from their own decays
+    # instead of from the slots: a wrong list would skip decays, and unstable hadrons would be left.
     final = np.abs(fast.pid[fast.mask])
     assert final.size > 0 and set(final.tolist()) <= {22, 211, 321, 130}
     assert not fast.extra["hadron_overflow"].any()

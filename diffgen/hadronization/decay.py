@@ -43,38 +43,31 @@ from diffgen.hadronization.formation import (
     Clusters,
     active_row_capacities,
     active_rows_tier,
-    append_after,
     constituent_axis,
     on_active_rows,
     popped_flavour_logits,
+    row_blocks,
     sample_flavour,
     slot_sum,
     to_front,
     uniform,
+    uniform_at,
     uniform_block,
 )
 from diffgen.phasespace.maps import cos_sin_2pi
 from diffgen.typing import Array, Key, Params
-from diffgen.xla_ops import flagged_slots, prefix_sum
+from diffgen.xla_ops import prefix_sum
 
 __all__ = [
-    "DECAY_LIST_SIZES",
     "AngleModel",
     "decay_clusters",
+    "decay_list_lengths",
     "decay_unstable",
     "reference_angles",
     "smeared_cos_theta",
     "smeared_cos_theta_log_prob",
     "two_body_decay",
 ]
-
-
-#: (short, long) sizes of the per-event list of unstable particles a decay round works on:
-#: the short list for every event when it holds them all; the long one for the few events
-#: that need more (``formation.ACTIVE_ROW_FRACTION``), the short for the others; else all
-#: working slots. At 91.2 GeV an event has at most 34, 24, 11, 10, 5 unstable particles in
-#: rounds 1–5, more than 16 in 11 % of the events in round 1 and 0.14 % in round 2 (10⁴ events).
-DECAY_LIST_SIZES = (16, 48)
 
 
 class AngleModel(NamedTuple):
@@ -482,7 +475,9 @@ def decay_unstable(
     The particles are first moved to the front of the slots (in slot order, so the free slots
     are the last ones). Each round then decays every unstable particle at once: daughter 1
     replaces the parent and the second daughters are appended after the last particle, in
-    slot order of their parents (overflow is flagged, the parent then stays).
+    slot order of their parents (overflow is flagged, the parent then stays). A round works on
+    a list of the unstable particles of a block of events (:func:`decay_list_lengths`), which
+    the round before built from its decays, not on the slots of the events.
 
     Args:
       key: PRNG key.
@@ -536,7 +531,7 @@ def decay_unstable(
     pid = jnp.asarray(pid, jnp.int32)
     shape = (n, n_rounds, cap, 3)
 
-    def run(w: int, list_sizes: tuple[int, ...]):
+    def run(w: int, all_slots: bool = False):
         # Particles to the front (the caller checks that none is beyond W): the free slots of
         # an event are then the ones after its n particles, and no round has to search for them.
         # Only the input slots are sorted; the empty slots up to W follow them.
@@ -555,9 +550,6 @@ def decay_unstable(
             # The particles of an event are its first n slots: the count stands for the mask.
             "n": jnp.sum(mask[:, :s], axis=-1, dtype=jnp.int32),
             "overflow": jnp.zeros((n,), bool),
-            # Unstable particles per event, kept up to date by the rounds from their short lists
-            # (counting them over all W slots in every round cost more than a round's decays).
-            "n_unstable": jnp.sum(mask[:, :s] & ~H.is_stable(pid[:, :s]), axis=-1, dtype=jnp.int32),
         }
         if record:
             state.update(
@@ -571,93 +563,35 @@ def decay_unstable(
                 n_rec=jnp.zeros((n,), jnp.int32),
                 record_overflow=jnp.zeros((n,), bool),
             )
-        # A round handles the unstable particles of an event as a list of M entries (in slot
-        # order): in a large batch, the shorter of ``list_sizes`` for every event when it holds
-        # them all, the longer for the few events that need it (mixed), else all W slots, and
-        # rounds in which few events still decay something run on those events only (from the
-        # fifth round on at 91.2 GeV); in a small batch, the smallest list that holds every
-        # event. A round without unstable particles changes nothing and is skipped.
-        sizes = sorted({min(m, w) for m in list_sizes[:2]} | {w})
-        row_sizes = active_row_capacities(n) if len(sizes) > 2 else ()
-        events = jnp.arange(n, dtype=jnp.int32)
+        # The events in blocks (formation.row_blocks), each with one list of the unstable
+        # particles of all its events, built once from the slots and then by every round from
+        # its own decays: a round works on the block's unstable particles only, never on the
+        # W slots of its events. A round runs on the shortest list length (decay_list_lengths)
+        # that holds the particles of every block; one without unstable particles is skipped.
+        b = row_blocks(n)
+        rows = n // b
+        state = jax.tree.map(lambda x: x.reshape(b, rows, *x.shape[1:]), state)
+        first = jnp.arange(b, dtype=jnp.int32) * rows
+        lists = jax.vmap(_first_unstable_list)(state["pid"], state["n"])
+        lengths = (rows * w,) if all_slots else decay_list_lengths(rows, w)
 
-        def directions(r, rows, m):
-            # Channel uniforms and decay directions of the first m list entries of the given
-            # events in round r, hashed only for them. Returned through a lax.cond, so that
-            # XLA keeps them in memory: fused into the round, the hash and the trigonometry
-            # would be evaluated again for every momentum component written. The uniforms
-            # pass through a cond of their own, as one array per component: XLA's CPU loops
-            # over a slice of a larger array are not vectorised (10× slower trigonometry).
-            def zeros(k):
-                return lambda: (jnp.zeros((rows.shape[0], m), p.dtype),) * k
-
-            def draw():
-                u = uniform_block(key, shape, (0, r, 0, 0), (rows.shape[0], 1, m, 3), p.dtype, rows=rows)
-                return tuple(u[:, 0, :, c] for c in range(3))
-
-            u = jax.lax.cond(r >= 0, draw, zeros(3))
-            return jax.lax.cond(r >= 0, lambda: _channel_and_direction(*u), zeros(4))
-
-        def branch(m: int):
-            def fn(r, st, counts):
-                del counts
-                d = directions(r, events, m)
-                return jax.vmap(lambda d, st: _unstable_round(d, st, cap_u, m, r))(d, st)
+        def branch(length: int):
+            def fn(r, st, ls):
+                return jax.vmap(
+                    lambda f, s_, l_: _unstable_round(key, shape, f, s_, l_, r, length, cap_u),
+                )(first, st, ls)
 
             return fn
 
-        def few(m: int, size: int):
-            def fn(r, st, active):
-                def rows(s, e):
-                    d = directions(r, e, m)
-                    return jax.vmap(lambda d, s: _unstable_round(d, s, cap_u, m, r))(d, s)
+        def one_round(carry, r):
+            st, ls = carry
+            most = jnp.max(ls["total"])
+            index = sum((most > m).astype(jnp.int32) for m in [0, *lengths[:-1]])
+            branches = [lambda r, st, ls: (st, ls)] + [branch(m) for m in lengths]
+            return jax.lax.switch(index, branches, r, st, ls), None
 
-                return on_active_rows(rows, st, events, active, size)
-
-            return fn
-
-        def few_unstable(size: int):
-            def fn(r, st, counts):
-                return few(sizes[0], size)(r, st, counts > 0)
-
-            return fn
-
-        def mixed(size: int):
-            # Every event with the shortest list, except the few with more unstable particles:
-            # they are held, then decayed with the next list on their own.
-            def fn(r, st, counts):
-                big = counts > sizes[0]
-                d = directions(r, events, sizes[0])
-                st = jax.vmap(lambda d, s, h: _unstable_round(d, s, cap_u, sizes[0], r, hold=h))(d, st, big)
-                return few(sizes[1], size)(r, st, big)
-
-            return fn
-
-        def one_round(st, r):
-            counts = st["n_unstable"]
-            count = jnp.max(counts)
-            if not row_sizes:
-                # Every event with the smallest list that holds them all (or all W slots).
-                index = sum((count > m).astype(jnp.int32) for m in [0, *sizes[:-1]])
-                branches = [lambda r, st, counts: st] + [branch(m) for m in sizes]
-                return jax.lax.switch(index, branches, r, st, counts), None
-            # 0: nothing to decay; 1: every event with the shortest list; 2: all W slots.
-            index = (count > 0).astype(jnp.int32) + (count > sizes[0]).astype(jnp.int32)
-            # Few events with something to decay: those alone (shortest list). Few events with
-            # more than the shortest list holds, none more than the next (the first rounds): mixed.
-            # Either runs on the smallest set of rows that holds those events
-            # (formation.active_row_capacities).
-            branches = [lambda r, st, counts: st, branch(sizes[0]), branch(w)]
-            branches += [few_unstable(s) for s in row_sizes] + [mixed(s) for s in row_sizes]
-            few_tier = active_rows_tier(counts > 0, row_sizes)
-            mixed_tier = active_rows_tier(counts > sizes[0], row_sizes)
-            few_fit = (index == 1) & (few_tier >= 0)
-            mixed_fit = (index == 2) & (count <= sizes[1]) & (mixed_tier >= 0)
-            k = len(row_sizes)
-            index = jnp.where(few_fit, 3 + few_tier, jnp.where(mixed_fit, 3 + k + mixed_tier, index))
-            return jax.lax.switch(index, branches, r, st, counts), None
-
-        state, _ = jax.lax.scan(one_round, state, jnp.arange(n_rounds, dtype=jnp.int32))
+        (state, _), _ = jax.lax.scan(one_round, (state, lists), jnp.arange(n_rounds, dtype=jnp.int32))
+        state = jax.tree.map(lambda x: x.reshape(n, *x.shape[2:]), state)
         pad = cap - w
         out_mask = jnp.arange(cap, dtype=jnp.int32)[None, :] < state["n"][:, None]
         # Zeros in the empty slots, written by the pass that pads to C: a caller's own masking
@@ -679,14 +613,71 @@ def decay_unstable(
         return (*out, hist)
 
     if width == cap:
-        return run(cap, DECAY_LIST_SIZES)
-    small = run(width, DECAY_LIST_SIZES)
+        return run(cap)
+    small = run(width)
     # small[3] is the overflow at W: some daughter found no free slot among the first W. The
-    # rare repetition on all C slots uses whole-capacity rounds only (a third of the compile).
+    # rare repetition on all C slots runs every round on the longest list (less to compile).
     redo = jnp.any(small[3])
     if n_in > width:
         redo = redo | jnp.any(mask[:, width:])
-    return jax.lax.cond(redo, lambda: run(cap, ()), lambda: small)
+    return jax.lax.cond(redo, lambda: run(cap, all_slots=True), lambda: small)
+
+
+def decay_list_lengths(rows: int, slots: int, factor: int = 2) -> tuple[int, ...]:
+    """The static lengths of a block's list of unstable particles that a decay round can run on.
+
+    Lengths ``rows · factor^k`` (k = −2 … ; at least 1) up to the longest possible list,
+    ``rows · slots`` (every particle unstable): a round runs on the shortest that holds the
+    unstable particles of every block, so that at most a factor of the list is empty work.
+    At 91.2 GeV an event holds about 11, 5.5, 1.9 and 0.8 unstable hadrons before rounds 1–4.
+
+    Args:
+      rows: events per block (:func:`~diffgen.hadronization.formation.row_blocks`).
+      slots: working slots per event W.
+      factor: ratio of successive lengths (an int ≥ 2).
+
+    Returns:
+      The increasing lengths; the last is ``rows · slots``.
+    """
+    if not isinstance(factor, int) or factor < 2:
+        raise ValueError(f"decay_list_lengths: factor must be an int >= 2, got {factor!r}")
+    big = rows * slots
+    lengths = {max(1, rows // factor**2), max(1, rows // factor)}
+    m = rows
+    while m < big:
+        lengths.add(m)
+        m *= factor
+    return (*sorted(x for x in lengths if x < big), big)
+
+
+def _first_unstable_list(pid: Array, n: Array) -> dict[str, Array]:
+    """The list of unstable particles of a block of events, in event order and slot order within each.
+
+    Args:
+      pid: [R, W] int32, the particles of an event in its first n slots.
+      n: [R] int32 particles per event.
+
+    Returns:
+      A dict: ``slot`` [R·W] int32 (the particle's index in the block's [R·W] slots) and
+      ``event`` [R·W] int32 (its event in the block) of entry j < ``total`` (0-d int32);
+      ``off`` [R] the entry of an event's first particle and ``count`` [R] its number of
+      particles on the list.
+    """
+    rows, w = pid.shape
+    unstable = (jnp.arange(w, dtype=jnp.int32)[None, :] < n[:, None]) & ~H.is_stable(pid)
+    before = prefix_sum(unstable.astype(jnp.int32))
+    count = before[:, -1]
+    off = prefix_sum(count) - count
+    at = jnp.where(unstable, off[:, None] + before - 1, rows * w).reshape(-1)
+    events = jnp.broadcast_to(jnp.arange(rows, dtype=jnp.int32)[:, None], (rows, w)).reshape(-1)
+    zeros = jnp.zeros((rows * w,), jnp.int32)
+    return {
+        "slot": zeros.at[at].set(jnp.arange(rows * w, dtype=jnp.int32), mode="drop"),
+        "event": zeros.at[at].set(events, mode="drop"),
+        "off": off,
+        "count": count,
+        "total": jnp.sum(count, dtype=jnp.int32),
+    }
 
 
 def _channel_and_direction(u0: Array, u1: Array, u2: Array) -> tuple[Array, Array, Array, Array]:
@@ -729,27 +720,64 @@ def _boosted_pair(e_par, px, py, pz, m, placed, q, e1, e2, nx, ny, nz):
     return out[0], out[1]
 
 
-def _unstable_round(u, st, cap_u: int, size: int, r, hold=False):
-    """One decay round of one event: u four [size], the channel uniform and decay direction of its list
-    entries (:func:`_channel_and_direction`), ``st`` the state (the ``n`` particles in the
-    first n slots, and ``n_unstable``, their number of unstable ones, both updated for the next
-    round), r the round (int32 scalar ≥ 0, the same for every event of a ``vmap``); with
-    ``hold`` (bool) the event is left as it is.
+def _unstable_round(key, shape, first, st, ls, r, size: int, cap_u: int):
+    """One decay round of a block of events: every particle on the block's list decays.
 
-    The unstable particles are gathered into a list of ``size`` entries in slot order (the
-    caller makes sure it holds them all), decayed, and written back: the k-th two-body decay
-    appends its second daughter as particle n + k; the record rows follow the list order.
+    The particle on entry j < ``size`` of the list (:func:`_first_unstable_list`) is the k-th
+    unstable particle of its event in slot order; its channel uniform and decay angles are
+    element (first + event, r, k) of the draw of shape ``shape`` (:func:`decay_unstable`).
+    Daughter 1 replaces the parent; the i-th two-body decay of an event appends its second
+    daughter as particle n + i (if there is room: else the event's overflow is set and the
+    parent stays); the record rows follow the list order. The list of the next round holds
+    the unstable daughters (and the parents that stayed), again in slot order per event.
+
+    Args:
+      key: PRNG key of the decays.
+      shape: (N, n_rounds, C, 3), the shape of the draw.
+      first: 0-d int32, the batch index of the block's first event.
+      st: the block's state ([R, W, 4] ``p``, [R, W] ``pid``, [R] ``n`` and ``overflow``, and
+        the history record when kept).
+      ls: the block's list (:func:`_first_unstable_list`); its ``total`` must be ≤ size.
+      r: 0-d int32 round (≥ 0).
+      size: static entries of the list worked on.
+      cap_u: the record's rows per event U.
+
+    Returns:
+      ``(st, ls)`` after the round.
     """
     p, pid, n = st["p"], st["pid"], st["n"]
-    w = pid.shape[0]
-    mask = jnp.arange(w, dtype=jnp.int32) < n
+    rows, w = pid.shape
+    slots = rows * w
     dtype = p.dtype
     record = "labels" in st
-    unstable = mask & ~H.is_stable(pid) & ~jnp.asarray(hold, bool)
-    order = flagged_slots(unstable, size)
-    valid = order < w
-    idx = jnp.minimum(order, w - 1)
-    p_par, pid_par = p[idx], pid[idx]
+    j = jnp.arange(size, dtype=jnp.int32)
+    valid = j < ls["total"]
+    ev = jnp.where(valid, ls["event"][:size], 0)
+    flat = jnp.where(valid, ls["slot"][:size], 0)
+    off, count = ls["off"], ls["count"]
+    start = off[ev]
+
+    def per_event(flags):
+        # Rank of each flagged entry among those of its event before it, and the flagged
+        # entries per event: prefix sums over the list, read at the events' bounds.
+        ext = jnp.concatenate([jnp.zeros((1,), jnp.int32), prefix_sum(flags.astype(jnp.int32))])
+        return ext[:size] - ext[start], ext[off + count] - ext[off]
+
+    k = jnp.where(valid, j - start, 0)
+
+    def zeros(m):
+        return lambda: (jnp.zeros((size,), dtype),) * m
+
+    # Uniforms and directions through lax.conds (r is never negative), one array per
+    # component, so that XLA keeps them in memory instead of hashing again for every use,
+    # and its loops over them stay vectorised (as in decay_clusters).
+    u = jax.lax.cond(
+        r >= 0, lambda: tuple(uniform_at(key, shape, (first + ev, r, k, c), dtype) for c in range(3)), zeros(3)
+    )
+    u = jax.lax.cond(r >= 0, lambda: _channel_and_direction(*u), zeros(4))
+    flat_p = p.reshape(slots, 4)
+    flat_pid = pid.reshape(slots)
+    p_par, pid_par = flat_p[flat], flat_pid[flat]
     br = jnp.asarray(H.TABLE["br"], dtype)
     a = jnp.clip(jnp.abs(pid_par), 0, H.MAX_ABS_PID - 1)
     ch = (u[0] >= br[a, 0]).astype(jnp.int32)
@@ -759,13 +787,11 @@ def _unstable_round(u, st, cap_u: int, size: int, r, hold=False):
     d2 = jnp.where(pid_par < 0, H.conjugate_pid(d2), d2)
     relabel = valid & (d2 == 0)
     two = valid & (d2 != 0)
-    # The k-th two-body decay (in slot order) appends its second daughter, if there is room.
-    target, placed = append_after(n, two, w)
-    overflow = st["overflow"] | jnp.any(two & ~placed)
-    # Unstable after the round: daughter 1 in the parent's slot, daughter 2 if placed, the
-    # parent if its daughter found no slot; a held event keeps its count.
-    left = [(placed | relabel) & ~H.is_stable(d1), placed & ~H.is_stable(d2), two & ~placed]
-    n_unstable = jnp.where(hold, st["n_unstable"], sum(jnp.sum(x, dtype=jnp.int32) for x in left))
+    # The i-th two-body decay of an event appends its second daughter, if there is room.
+    rank, n_two = per_event(two)
+    slot2 = n[ev] + rank
+    placed = two & (slot2 < w)
+    target = jnp.where(placed, ev * w + slot2, slots)
 
     def rest_frame():
         m = H.hadron_mass(pid_par, dtype)
@@ -776,36 +802,62 @@ def _unstable_round(u, st, cap_u: int, size: int, r, hold=False):
         e1, e2 = kin.safe_sqrt(q**2 + m1**2), kin.safe_sqrt(q**2 + m2**2)
         return (*(p_par[:, i] for i in range(4)), m, q, e1, e2)
 
-    # Through a cond (r is never negative), so that the parents' components and the table
-    # lookups reach the boost as arrays of their own: XLA's CPU loops over a slice of the
-    # gathered [size, 4] parents, or over a table gather, are not vectorised.
-    rest = jax.lax.cond(r >= 0, rest_frame, lambda: (jnp.zeros((size,), dtype),) * 8)
+    # Through a cond, so that the parents' components and the table lookups reach the boost
+    # as arrays of their own: XLA's CPU loops over a slice of the gathered [size, 4] parents,
+    # or over a table gather, are not vectorised.
+    rest = jax.lax.cond(r >= 0, rest_frame, zeros(8))
     lab_a, lab_b = _boosted_pair(*rest[:5], placed, *rest[5:], u[1], u[2], u[3])
     out = dict(st)
     if record:
         # Each decaying hadron becomes a record row; daughter 1 (in its slot) and
         # daughter 2 (in ``target``) point to that row.
-        labels, parent_of, n_rec = st["labels"], st["parent_of"], st["n_rec"]
+        labels = st["labels"].reshape(slots)
+        parent_of = st["parent_of"].reshape(slots)
+        n_rec = st["n_rec"]
         decays = placed | relabel
-        row = n_rec + prefix_sum(decays.astype(jnp.int32)) - 1
+        rank_d, n_decays = per_event(decays)
+        row = n_rec[ev] + rank_d
         kept = decays & (row < cap_u)
-        out["record_overflow"] = st["record_overflow"] | jnp.any(decays & ~kept)
-        at = jnp.where(kept, row, cap_u)
-        out["decayed_p"] = st["decayed_p"].at[at].set(jax.lax.stop_gradient(p_par), mode="drop")
-        out["decayed_pid"] = st["decayed_pid"].at[at].set(pid_par, mode="drop")
-        out["decayed_parent"] = st["decayed_parent"].at[at].set(parent_of[idx], mode="drop")
-        out["decayed_label"] = st["decayed_label"].at[at].set(labels[idx], mode="drop")
-        out["decayed_mask"] = st["decayed_mask"].at[at].set(True, mode="drop")
-        out["n_rec"] = n_rec + jnp.sum(kept, dtype=jnp.int32)
+        out["record_overflow"] = st["record_overflow"] | (n_rec + n_decays > cap_u)
+        out["n_rec"] = n_rec + jnp.minimum(n_decays, jnp.maximum(cap_u - n_rec, 0))
+        at = jnp.where(kept, ev * cap_u + row, rows * cap_u)
+
+        def recorded(name, x):
+            old = st[name]
+            return old.reshape(rows * cap_u, *old.shape[2:]).at[at].set(x, mode="drop").reshape(old.shape)
+
+        out["decayed_p"] = recorded("decayed_p", jax.lax.stop_gradient(p_par))
+        out["decayed_pid"] = recorded("decayed_pid", pid_par)
+        out["decayed_parent"] = recorded("decayed_parent", parent_of[flat])
+        out["decayed_label"] = recorded("decayed_label", labels[flat])
+        out["decayed_mask"] = recorded("decayed_mask", True)
         mine = jnp.where(kept, row, -1).astype(jnp.int32)
-        parent_of = parent_of.at[jnp.where(decays, idx, w)].set(mine, mode="drop")
-        out["parent_of"] = parent_of.at[target].set(mine, mode="drop")
-        out["labels"] = labels.at[target].set(labels[idx], mode="drop")
-    p = p.at[jnp.where(placed, idx, w)].set(lab_a, mode="drop")
-    pid = pid.at[jnp.where(placed | relabel, idx, w)].set(d1, mode="drop")
-    out["p"] = p.at[target].set(lab_b, mode="drop")
-    out["pid"] = pid.at[target].set(d2, mode="drop").astype(jnp.int32)
-    out["n"] = n + jnp.sum(placed, dtype=jnp.int32)
-    out["overflow"] = overflow
-    out["n_unstable"] = n_unstable
-    return out
+        parent_of = parent_of.at[jnp.where(decays, flat, slots)].set(mine, mode="drop")
+        out["parent_of"] = parent_of.at[target].set(mine, mode="drop").reshape(rows, w)
+        out["labels"] = labels.at[target].set(labels[flat], mode="drop").reshape(rows, w)
+    flat_p = flat_p.at[jnp.where(placed, flat, slots)].set(lab_a, mode="drop")
+    flat_pid = flat_pid.at[jnp.where(placed | relabel, flat, slots)].set(d1, mode="drop")
+    out["p"] = flat_p.at[target].set(lab_b, mode="drop").reshape(rows, w, 4)
+    out["pid"] = flat_pid.at[target].set(d2, mode="drop").astype(jnp.int32).reshape(rows, w)
+    out["n"] = n + jnp.minimum(n_two, jnp.maximum(w - n, 0))
+    out["overflow"] = st["overflow"] | (n + n_two > w)
+    # The next list: per event the unstable first daughters (and the parents whose second
+    # daughter found no slot) in their slots, then the unstable second daughters, which
+    # follow all of them: slot order again.
+    stay = ((placed | relabel) & ~H.is_stable(d1)) | (two & ~placed)
+    new = placed & ~H.is_stable(d2)
+    rank_s, n_stay = per_event(stay)
+    rank_n, n_new = per_event(new)
+    count = n_stay + n_new
+    off = prefix_sum(count) - count
+    big = ls["slot"].shape[0]
+    at_s = jnp.where(stay, off[ev] + rank_s, big)
+    at_n = jnp.where(new, off[ev] + n_stay[ev] + rank_n, big)
+    lists = {
+        "slot": ls["slot"].at[at_s].set(flat, mode="drop").at[at_n].set(target, mode="drop"),
+        "event": ls["event"].at[at_s].set(ev, mode="drop").at[at_n].set(ev, mode="drop"),
+        "off": off,
+        "count": count,
+        "total": jnp.sum(count, dtype=jnp.int32),
+    }
+    return out, lists
