@@ -13,7 +13,16 @@ import numpy as np
 
 from diffgen.typing import Array
 
-__all__ = ["PREFIX_BLOCK", "SELECT_MAX_WORDS", "flagged_slots", "prefix_sum", "threefry2x32"]
+__all__ = [
+    "PREFIX_BLOCK",
+    "SELECT_MAX_WORDS",
+    "flagged_slots",
+    "packed_flags",
+    "prefix_sum",
+    "select_bit",
+    "select_flagged",
+    "threefry2x32",
+]
 
 #: Block length of XLA's rewrite of a cumulative sum on CPU (see :func:`prefix_sum`).
 PREFIX_BLOCK = 16
@@ -86,34 +95,84 @@ def flagged_slots(flags: Array, size: int) -> Array:
     if n_words > SELECT_MAX_WORDS:
         rows = jax.vmap(lambda f: jnp.nonzero(f, size=size, fill_value=n)[0])(flags.reshape(-1, n))
         return rows.reshape(batch + (size,)).astype(jnp.int32)
+    words, counts = packed_flags(flags)
+    k = jnp.arange(size, dtype=jnp.int32).reshape((1,) * len(batch) + (size,))
+    pos, total = select_flagged(words[..., None, :], counts[..., None, :], k)
+    return jnp.where(k < total, pos, n).astype(jnp.int32)
+
+
+def packed_flags(flags: Array) -> tuple[Array, Array]:
+    """Flags packed into 32-bit words (slot 32j + i is bit i of word j), with their set-bit counts.
+
+    Args:
+      flags: [..., n] bool.
+
+    Returns:
+      ``(words, counts)``: uint32 [..., ⌈n/32⌉] and int32 [..., ⌈n/32⌉].
+    """
+    n = flags.shape[-1]
+    n_words = -(-n // 32)
+    batch = flags.shape[:-1]
     bits = jnp.pad(flags.astype(bool), [(0, 0)] * len(batch) + [(0, 32 * n_words - n)])
     bits = bits.reshape(batch + (n_words, 32))
     shifts = jnp.arange(32, dtype=jnp.uint32)
     words = jnp.sum(jnp.where(bits, jnp.uint32(1) << shifts, jnp.uint32(0)), axis=-1, dtype=jnp.uint32)
-    counts = jax.lax.population_count(words).astype(jnp.int32)
-    k = jnp.arange(size, dtype=jnp.int32).reshape((1,) * len(batch) + (size,))
-    zeros = jnp.zeros(batch + (size,), jnp.int32)
+    return words, jax.lax.population_count(words).astype(jnp.int32)
+
+
+def select_flagged(words: Array, counts: Array, k: Array) -> tuple[Array, Array]:
+    """The slot of the k-th set flag (k ≥ 0) of packed flags (:func:`packed_flags`).
+
+    The word from the counts of the words before it (one step per word), the bit within it by
+    :func:`select_bit`; element-wise.
+
+    Args:
+      words: uint32 [..., n_words], broadcastable against k along the leading axes.
+      counts: int32 [..., n_words], their set bits.
+      k: int32 [...] ranks.
+
+    Returns:
+      ``(slot, total)``: int32 [...] the slot (meaningless where k ≥ total) and the set flags
+      in all the words.
+    """
+    n_words = words.shape[-1]
+    zeros = jnp.zeros(jnp.broadcast_shapes(words.shape[:-1], k.shape), jnp.int32)
     # The word that holds the k-th set bit, and k's rank within it.
-    word = words[..., :1] + jnp.zeros(batch + (size,), jnp.uint32)
+    word = words[..., 0] + jnp.zeros(zeros.shape, jnp.uint32)
     rank = k + zeros
     first = zeros
-    before = jnp.zeros(batch + (1,), jnp.int32)
+    before = jnp.zeros(counts.shape[:-1], jnp.int32)
     for j in range(1, n_words):
-        before = before + counts[..., j - 1 : j]
+        before = before + counts[..., j - 1]
         later = k >= before
-        word = jnp.where(later, words[..., j : j + 1], word)
+        word = jnp.where(later, words[..., j], word)
         rank = jnp.where(later, k - before, rank)
         first = jnp.where(later, 32 * j, first)
-    total = before + counts[..., n_words - 1 :]
-    # The rank-th set bit of the word: keep the low half if it holds enough set bits.
-    pos = zeros
+    return first + select_bit(word, rank), before + counts[..., n_words - 1]
+
+
+def select_bit(word: Array, rank: Array) -> Array:
+    """The position (0–31) of the set bit of rank ``rank`` (from bit 0 up) in each uint32 word.
+
+    By halving: keep the low half if it holds more than ``rank`` set bits, else go to the high
+    half (the broadword *select* of S. Vigna, "Broadword implementation of rank/select
+    queries", WEA 2008, LNCS 5038, p. 154); element-wise.
+
+    Args:
+      word: uint32 [...].
+      rank: int32 [...], 0 ≤ rank < population count of the word (else meaningless).
+
+    Returns:
+      int32 [...] bit positions.
+    """
+    pos = jnp.zeros(jnp.broadcast_shapes(jnp.shape(word), jnp.shape(rank)), jnp.int32)
     for half in (16, 8, 4, 2, 1):
         low = jax.lax.population_count(word & jnp.uint32((1 << half) - 1)).astype(jnp.int32)
         up = rank >= low
         rank = jnp.where(up, rank - low, rank)
         word = jnp.where(up, word >> jnp.uint32(half), word)
         pos = jnp.where(up, pos + half, pos)
-    return jnp.where(k < total, first + pos, n).astype(jnp.int32)
+    return pos
 
 
 def threefry2x32(k1: Array, k2: Array, x1: Array, x2: Array) -> tuple[Array, Array]:

@@ -217,18 +217,18 @@ def test_decay_list_lengths_rise_by_the_factor_up_to_every_slot():
         D.decay_list_lengths(8, 8, 1)
 
 
-def _round_by_hand(key, shape, r, p, pid, n):
-    """One decay round of every event by a plain loop over the events and their slots (numpy)."""
+def _round_by_hand(u0, pid, n):
+    """One decay round of every event by a plain loop over the events and their slots (numpy);
+    u0 [N, C] the channel uniforms of the round (the k-th unstable particle of event e takes u0[e, k])."""
     table = {k: np.asarray(v) for k, v in D.H.TABLE.items()}
-    p, pid, n = p.copy(), pid.copy(), n.copy()
+    pid, n = pid.copy(), n.copy()
     w = pid.shape[1]
     for e in range(pid.shape[0]):
         slots = [s for s in range(n[e]) if not table["stable"][min(abs(pid[e, s]), D.H.MAX_ABS_PID - 1)]]
         appended = 0
         for k, s in enumerate(slots):
-            u0 = float(uniform_at(key, shape, (e, r, k, 0), p.dtype))
             a = min(abs(pid[e, s]), D.H.MAX_ABS_PID - 1)
-            ch = int(u0 >= table["br"][a, 0])
+            ch = int(u0[e, k] >= table["br"][a, 0])
             d1, d2 = (int(table[d][a, ch]) for d in ("d1", "d2"))
             if pid[e, s] < 0:
                 d1, d2 = (int(D.H.conjugate_pid(jnp.int32(d))) if d else 0 for d in (d1, d2))
@@ -256,20 +256,27 @@ def test_decay_rounds_keep_the_list_of_the_unstable_particles(primaries):
     }
     key, n_rounds = jax.random.key(2), 8
     shape = (ev.n_events, n_rounds, w, 3)
-    ls = D._first_unstable_list(st["pid"], st["n"])
     longest = ev.n_events * w
+    first_list = jax.jit(D._first_unstable_list, static_argnums=2)
+    ls = first_list(st["pid"], st["n"], longest)
+    # The documented draw: the k-th unstable particle of event e takes element (e, r, k).
+    u0 = np.asarray(jax.random.uniform(key, shape, ev.p.dtype))[..., 0]
     one_round = jax.jit(lambda st, ls, r: D._unstable_round(key, shape, jnp.int32(0), st, ls, r, longest, 0))
     totals = []
     for r in range(n_rounds):
-        want_pid, want_n = _round_by_hand(key, shape, r, *(np.asarray(st[k]) for k in ("p", "pid", "n")))
+        want_pid, want_n = _round_by_hand(u0[:, r], np.asarray(st["pid"]), np.asarray(st["n"]))
         st, ls = one_round(st, ls, jnp.int32(r))
         np.testing.assert_array_equal(np.asarray(st["n"]), want_n)
         np.testing.assert_array_equal(
             np.asarray(st["pid"])[np.arange(w)[None] < want_n[:, None]], want_pid[np.arange(w)[None] < want_n[:, None]]
         )
-        fresh = D._first_unstable_list(st["pid"], st["n"])
+        fresh = first_list(st["pid"], st["n"], longest)
         total = int(fresh["total"])
         assert int(ls["total"]) == total
+        # Computed on the first entries only (padded to the longest list): the same list.
+        short = first_list(st["pid"], st["n"], max(total, 1))
+        for name in fresh:
+            np.testing.assert_array_equal(np.asarray(short[name]), np.asarray(fresh[name]))
         for name in ("off", "count"):
             np.testing.assert_array_equal(np.asarray(ls[name]), np.asarray(fresh[name]))
         for name in ("slot", "event"):

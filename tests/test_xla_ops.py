@@ -71,3 +71,18 @@ def test_flagged_slots_is_nonzero(n):
         np.testing.assert_array_equal(np.asarray(rows), np.asarray(expected), err_msg=f"vmap, n = {n}, size = {size}")
     with pytest.raises(ValueError, match="size must be an int >= 0"):
         xla_ops.flagged_slots(jnp.asarray(flags), -1)
+
+
+def test_packed_flags_and_select_bit_find_every_set_flag():
+    rng = np.random.default_rng(3)
+    flags = rng.random((6, 75)) < 0.3
+    flags[0] = False
+    flags[1] = True
+    words, counts = xla_ops.packed_flags(jnp.asarray(flags))
+    assert words.shape == counts.shape == (6, 3) and words.dtype == jnp.uint32
+    bits = (np.asarray(words)[..., None] >> np.arange(32, dtype=np.uint32)) & 1
+    np.testing.assert_array_equal(bits.reshape(6, 96)[:, :75], flags)
+    np.testing.assert_array_equal(np.asarray(counts), bits.sum(-1))
+    for w, c in zip(np.asarray(words).ravel(), np.asarray(counts).ravel(), strict=True):
+        got = xla_ops.select_bit(jnp.full((c,), w, jnp.uint32), jnp.arange(c, dtype=jnp.int32))
+        np.testing.assert_array_equal(np.asarray(got), np.flatnonzero((int(w) >> np.arange(32)) & 1))

@@ -56,7 +56,7 @@ from diffgen.hadronization.formation import (
 )
 from diffgen.phasespace.maps import cos_sin_2pi
 from diffgen.typing import Array, Key, Params
-from diffgen.xla_ops import prefix_sum
+from diffgen.xla_ops import packed_flags, prefix_sum, select_bit
 
 __all__ = [
     "AngleModel",
@@ -572,8 +572,16 @@ def decay_unstable(
         rows = n // b
         state = jax.tree.map(lambda x: x.reshape(b, rows, *x.shape[1:]), state)
         first = jnp.arange(b, dtype=jnp.int32) * rows
-        lists = jax.vmap(_first_unstable_list)(state["pid"], state["n"])
         lengths = (rows * w,) if all_slots else decay_list_lengths(rows, w)
+
+        def first_list(size):
+            return lambda pid, n_: jax.vmap(lambda a, b_: _first_unstable_list(a, b_, size))(pid, n_)
+
+        # The first list is computed on the shortest length that holds every block, too.
+        live = jnp.arange(w, dtype=jnp.int32)[None, None, :] < state["n"][..., None]
+        most = jnp.max(jnp.sum(live & ~H.is_stable(state["pid"]), axis=(1, 2), dtype=jnp.int32))
+        index = sum((most > m).astype(jnp.int32) for m in lengths[:-1])
+        lists = jax.lax.switch(index, [first_list(m) for m in lengths], state["pid"], state["n"])
 
         def branch(length: int):
             def fn(r, st, ls):
@@ -650,12 +658,18 @@ def decay_list_lengths(rows: int, slots: int, factor: int = 2) -> tuple[int, ...
     return (*sorted(x for x in lengths if x < big), big)
 
 
-def _first_unstable_list(pid: Array, n: Array) -> dict[str, Array]:
+def _first_unstable_list(pid: Array, n: Array, size: int) -> dict[str, Array]:
     """The list of unstable particles of a block of events, in event order and slot order within each.
+
+    Entry j is found, not scattered: it is the j-th set bit of the block's flags packed into
+    32-bit words (:func:`~diffgen.xla_ops.select_bit` within its word), so only the ``size``
+    entries are computed.
 
     Args:
       pid: [R, W] int32, the particles of an event in its first n slots.
       n: [R] int32 particles per event.
+      size: static entries computed (≥ the block's unstable particles; the rest up to R·W
+        are padding).
 
     Returns:
       A dict: ``slot`` [R·W] int32 (the particle's index in the block's [R·W] slots) and
@@ -665,18 +679,27 @@ def _first_unstable_list(pid: Array, n: Array) -> dict[str, Array]:
     """
     rows, w = pid.shape
     unstable = (jnp.arange(w, dtype=jnp.int32)[None, :] < n[:, None]) & ~H.is_stable(pid)
-    before = prefix_sum(unstable.astype(jnp.int32))
-    count = before[:, -1]
+    count = jnp.sum(unstable, axis=-1, dtype=jnp.int32)
     off = prefix_sum(count) - count
-    at = jnp.where(unstable, off[:, None] + before - 1, rows * w).reshape(-1)
-    events = jnp.broadcast_to(jnp.arange(rows, dtype=jnp.int32)[:, None], (rows, w)).reshape(-1)
-    zeros = jnp.zeros((rows * w,), jnp.int32)
+    # The block's R·W flags as one bit string: entry j is its j-th set bit. Its word is the
+    # number of words after the first that start at or before j (a prefix sum over the list
+    # of a histogram of the words' starts, instead of a binary search per entry).
+    words, counts = packed_flags(unstable.reshape(-1))
+    end = prefix_sum(counts)
+    start = end - counts
+    j = jnp.arange(size, dtype=jnp.int32)
+    starts = jnp.zeros((size,), jnp.int32).at[start[1:]].add(1, mode="drop")
+    word = jnp.minimum(prefix_sum(starts), words.shape[0] - 1)
+    flat = 32 * word + select_bit(words[word], j - start[word])
+    total = end[-1]
+    valid = j < total
+    pad = (0, rows * w - size)
     return {
-        "slot": zeros.at[at].set(jnp.arange(rows * w, dtype=jnp.int32), mode="drop"),
-        "event": zeros.at[at].set(events, mode="drop"),
+        "slot": jnp.pad(jnp.where(valid, flat, 0), pad),
+        "event": jnp.pad(jnp.where(valid, flat // w, 0), pad),
         "off": off,
         "count": count,
-        "total": jnp.sum(count, dtype=jnp.int32),
+        "total": total,
     }
 
 
