@@ -319,6 +319,8 @@ def test_rounds_on_the_active_events_give_the_same_hadrons(monkeypatch):
     # of formation.ACTIVE_ROW_TIERS are tested in test_on_active_rows_is_the_row_function_on_the_active_rows).
     assert len(taken) >= 4
     monkeypatch.setattr(F, "ACTIVE_ROW_FRACTION", 0.0)
+    # The reference decays as a small batch (three list lengths instead of decay_list_lengths).
+    monkeypatch.setattr(F, "ACTIVE_ROW_MIN_EVENTS", 4096)
     taken.clear()
     # A new function: a new trace, which reads the fraction again.
     every = jax.tree.map(np.asarray, jax.jit(lambda *a: layer.apply(*a))(params, jax.random.key(3), partons))

@@ -38,6 +38,7 @@ import numpy as np
 
 from diffgen import kinematics as kin
 from diffgen.core import is_traced
+from diffgen.hadronization import formation
 from diffgen.hadronization import hadrons as H
 from diffgen.hadronization.formation import (
     Clusters,
@@ -477,7 +478,9 @@ def decay_unstable(
     replaces the parent and the second daughters are appended after the last particle, in
     slot order of their parents (overflow is flagged, the parent then stays). A round works on
     a list of the unstable particles of a block of events (:func:`decay_list_lengths`), which
-    the round before built from its decays, not on the slots of the events.
+    the round before built from its decays, not on the slots of the events. Batches of fewer
+    than ``formation.ACTIVE_ROW_MIN_EVENTS`` events (read when traced) use three list lengths
+    instead of those of :func:`decay_list_lengths`, for a shorter compile.
 
     Args:
       key: PRNG key.
@@ -572,7 +575,14 @@ def decay_unstable(
         rows = n // b
         state = jax.tree.map(lambda x: x.reshape(b, rows, *x.shape[1:]), state)
         first = jnp.arange(b, dtype=jnp.int32) * rows
-        lengths = (rows * w,) if all_slots else decay_list_lengths(rows, w)
+        if all_slots:
+            lengths = (rows * w,)
+        elif n < formation.ACTIVE_ROW_MIN_EVENTS:
+            # A small batch takes less time to run than to compile the rounds for every
+            # length: three lengths, 2 and 16 entries per event, and every slot.
+            lengths = tuple(sorted({min(2 * rows, rows * w), min(16 * rows, rows * w), rows * w}))
+        else:
+            lengths = decay_list_lengths(rows, w)
 
         def first_list(size):
             return lambda pid, n_: jax.vmap(lambda a, b_: _first_unstable_list(a, b_, size))(pid, n_)
