@@ -1,6 +1,8 @@
 """Hadronization shortcuts that must not change the result: block draws, decay lists, working capacity,
 rounds on the active events only."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,10 +124,23 @@ def _decay(ev, labels, **kw):
     return jax.tree.map(np.asarray, fn(jax.random.key(9), ev.p, ev.pid, ev.mask, labels))
 
 
+def _coarse_lengths(rows, slots, factor=2):
+    """Three list lengths (2 and 16 entries per event, and every slot): a shorter compile than
+    :func:`decay.decay_list_lengths`, with the choice among lengths still exercised."""
+    return tuple(sorted({min(2 * rows, rows * slots), min(16 * rows, rows * slots), rows * slots}))
+
+
 def test_decay_lists_and_working_capacity_give_the_same_decays(primaries, monkeypatch):
     ev, labels = primaries
     most = int(np.max(np.sum(np.asarray(ev.mask), axis=1)))
+    # A small batch: two list lengths on all C slots.
     default = _decay(ev, labels)
+    # The lists (decay_list_lengths) and the working capacity of large batches, on these 24
+    # events: W = 120 between the occupied slots and C = 160.
+    monkeypatch.setattr(F, "ACTIVE_ROW_MIN_EVENTS", 1)
+    assert most < 120 < ev.capacity
+    lists = _decay(ev, labels, working_capacity=120)
+    monkeypatch.setattr(D, "decay_list_lengths", _coarse_lengths)
     # A working capacity below the primaries' slots forces the all-capacity repetition.
     small = _decay(ev, labels, working_capacity=most // 2)
     # Reference: every round on the longest list (as long as the block's slots).
@@ -133,7 +148,7 @@ def test_decay_lists_and_working_capacity_give_the_same_decays(primaries, monkey
     every_slot = _decay(ev, labels)
     n_final = default[2].sum(axis=1)
     assert n_final.min() > most // 2 and np.all(~default[3])
-    for other in (small, every_slot):
+    for other in (lists, small, every_slot):
         np.testing.assert_array_equal(other[1], default[1])  # pid
         np.testing.assert_array_equal(other[2], default[2])  # mask
         np.testing.assert_array_equal(other[3], default[3])  # overflow
@@ -188,14 +203,19 @@ def test_fast_light_hadrons_decay_with_energy_and_momentum_conserved_in_float32(
     assert error.max() < 8 * eps, error.max() / eps
 
 
-def test_output_capacity_is_that_of_padded_inputs(primaries):
+def test_output_capacity_is_that_of_padded_inputs(primaries, monkeypatch):
     """``capacity=C`` on the occupied input slots gives the decays of the inputs padded to C."""
     ev, labels = primaries
     s = 80  # the 2K primary-hadron slots (max_clusters = 40); the rest is padding
     assert not np.asarray(ev.mask)[:, s:].any()
     most = int(np.max(np.sum(np.asarray(ev.mask), axis=1)))
     cut = ev.replace(p=ev.p[:, :s], pid=ev.pid[:, :s], mask=ev.mask[:, :s])
-    for width in (None, 120, most // 2):  # all C slots, W between S and C, W below S (repetition)
+    # All C slots (a small batch), then the working capacity of large batches on these 24
+    # events: W between S and C, W below S (the repetition on all C slots).
+    for width in (None, 120, most // 2):
+        if width is not None:
+            monkeypatch.setattr(F, "ACTIVE_ROW_MIN_EVENTS", 1)
+            monkeypatch.setattr(D, "decay_list_lengths", _coarse_lengths)
         want = _decay(ev, labels, working_capacity=width)
         got = _decay(cut, labels[:, :s], working_capacity=width, capacity=ev.capacity)
         assert got[0].shape == want[0].shape == ev.p.shape
@@ -257,7 +277,12 @@ def test_decay_rounds_keep_the_list_of_the_unstable_particles(primaries):
     key, n_rounds = jax.random.key(2), 8
     shape = (ev.n_events, n_rounds, w, 3)
     longest = ev.n_events * w
-    first_list = jax.jit(D._first_unstable_list, static_argnums=2)
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def first_list(pid, n, size):
+        live = jnp.arange(w, dtype=jnp.int32)[None, :] < n[:, None]
+        return D._first_unstable_list(live & ~D.H.is_stable(pid), size)
+
     ls = first_list(st["pid"], st["n"], longest)
     # The documented draw: the k-th unstable particle of event e takes element (e, r, k).
     u0 = np.asarray(jax.random.uniform(key, shape, ev.p.dtype))[..., 0]
@@ -310,6 +335,7 @@ def test_rounds_on_the_active_events_give_the_same_hadrons(monkeypatch):
     """
     # The shortcut is compiled for large batches only; 600 events exercise it as well.
     monkeypatch.setattr(F, "ACTIVE_ROW_MIN_EVENTS", 512)
+    monkeypatch.setattr(D, "decay_list_lengths", _coarse_lengths)
     partons = parton_chains(jax.random.key(5), 600, n_gluons=4, sqrt_s=91.2, capacity=8)
     layer = hadronize(record_history=True)
     params = layer.init(jax.random.key(0))
@@ -319,7 +345,8 @@ def test_rounds_on_the_active_events_give_the_same_hadrons(monkeypatch):
     # of formation.ACTIVE_ROW_TIERS are tested in test_on_active_rows_is_the_row_function_on_the_active_rows).
     assert len(taken) >= 4
     monkeypatch.setattr(F, "ACTIVE_ROW_FRACTION", 0.0)
-    # The reference decays as a small batch (three list lengths instead of decay_list_lengths).
+    # The reference decays as a small batch (two list lengths on all C slots, instead of three
+    # and the working capacity).
     monkeypatch.setattr(F, "ACTIVE_ROW_MIN_EVENTS", 4096)
     taken.clear()
     # A new function: a new trace, which reads the fraction again.

@@ -60,6 +60,7 @@ from diffgen.typing import Array, Key, Params
 from diffgen.xla_ops import packed_flags, prefix_sum, select_bit
 
 __all__ = [
+    "SMALL_BATCH_ENTRIES",
     "AngleModel",
     "decay_clusters",
     "decay_list_lengths",
@@ -69,6 +70,12 @@ __all__ = [
     "smeared_cos_theta_log_prob",
     "two_body_decay",
 ]
+
+#: Entries per event of the shorter of the two list lengths that :func:`decay_unstable` uses
+#: for batches of fewer than ``formation.ACTIVE_ROW_MIN_EVENTS`` events (the other holds every
+#: slot). About 11, 5.5, 1.9 and 0.8 hadrons per event are unstable before rounds 1–4 at
+#: 91.2 GeV: after the first round or two every round fits.
+SMALL_BATCH_ENTRIES = 8
 
 
 class AngleModel(NamedTuple):
@@ -479,8 +486,9 @@ def decay_unstable(
     slot order of their parents (overflow is flagged, the parent then stays). A round works on
     a list of the unstable particles of a block of events (:func:`decay_list_lengths`), which
     the round before built from its decays, not on the slots of the events. Batches of fewer
-    than ``formation.ACTIVE_ROW_MIN_EVENTS`` events (read when traced) use three list lengths
-    instead of those of :func:`decay_list_lengths`, for a shorter compile.
+    than ``formation.ACTIVE_ROW_MIN_EVENTS`` events (read when traced) have a shorter compile:
+    two list lengths (:data:`SMALL_BATCH_ENTRIES` per event, and every slot) instead of those
+    of :func:`decay_list_lengths`, on all C slots (``working_capacity`` is not used).
 
     Args:
       key: PRNG key.
@@ -495,7 +503,8 @@ def decay_unstable(
       working_capacity: static W ≤ C (default C): the decays run on the first W slots and
         are repeated on all C slots only when some event of the batch does not fit into W
         (then both are computed). The result is the same for every W; a W that holds the
-        particles of nearly every event saves the work on the empty slots.
+        particles of nearly every event saves the work on the empty slots. Batches below
+        ``formation.ACTIVE_ROW_MIN_EVENTS`` events run on all C slots.
       capacity: static C ≥ S, the slots of the output (default S). The result is that of
         inputs padded with empty slots to C, without writing and sorting those slots first.
 
@@ -533,6 +542,10 @@ def decay_unstable(
         history_labels = jnp.asarray(history_labels, jnp.int32)
     pid = jnp.asarray(pid, jnp.int32)
     shape = (n, n_rounds, cap, 3)
+    # A small batch takes less time to run than to compile the rounds for every list length
+    # and the repetition on all C slots: two lengths (SMALL_BATCH_ENTRIES per event, and every
+    # slot) on all C slots, no working capacity.
+    small_batch = n < formation.ACTIVE_ROW_MIN_EVENTS
 
     def run(w: int, all_slots: bool = False):
         # Particles to the front (the caller checks that none is beyond W): the free slots of
@@ -577,21 +590,19 @@ def decay_unstable(
         first = jnp.arange(b, dtype=jnp.int32) * rows
         if all_slots:
             lengths = (rows * w,)
-        elif n < formation.ACTIVE_ROW_MIN_EVENTS:
-            # A small batch takes less time to run than to compile the rounds for every
-            # length: three lengths, 2 and 16 entries per event, and every slot.
-            lengths = tuple(sorted({min(2 * rows, rows * w), min(16 * rows, rows * w), rows * w}))
+        elif small_batch:
+            lengths = tuple(sorted({min(SMALL_BATCH_ENTRIES * rows, rows * w), rows * w}))
         else:
             lengths = decay_list_lengths(rows, w)
 
         def first_list(size):
-            return lambda pid, n_: jax.vmap(lambda a, b_: _first_unstable_list(a, b_, size))(pid, n_)
+            return lambda flags: jax.vmap(lambda f: _first_unstable_list(f, size))(flags)
 
         # The first list is computed on the shortest length that holds every block, too.
         live = jnp.arange(w, dtype=jnp.int32)[None, None, :] < state["n"][..., None]
-        most = jnp.max(jnp.sum(live & ~H.is_stable(state["pid"]), axis=(1, 2), dtype=jnp.int32))
-        index = sum((most > m).astype(jnp.int32) for m in lengths[:-1])
-        lists = jax.lax.switch(index, [first_list(m) for m in lengths], state["pid"], state["n"])
+        unstable = live & ~H.is_stable(state["pid"])
+        most = jnp.max(jnp.sum(unstable, axis=(1, 2), dtype=jnp.int32))
+        lists = jax.lax.switch(_shortest_holding(most, lengths), [first_list(m) for m in lengths], unstable)
 
         def branch(length: int):
             def fn(r, st, ls):
@@ -604,7 +615,8 @@ def decay_unstable(
         def one_round(carry, r):
             st, ls = carry
             most = jnp.max(ls["total"])
-            index = sum((most > m).astype(jnp.int32) for m in [0, *lengths[:-1]])
+            # Branch 0 skips a round in which no block has an unstable particle.
+            index = (most > 0).astype(jnp.int32) + _shortest_holding(most, lengths)
             branches = [lambda r, st, ls: (st, ls)] + [branch(m) for m in lengths]
             return jax.lax.switch(index, branches, r, st, ls), None
 
@@ -630,7 +642,7 @@ def decay_unstable(
         }
         return (*out, hist)
 
-    if width == cap:
+    if width == cap or small_batch:
         return run(cap)
     small = run(width)
     # small[3] is the overflow at W: some daughter found no free slot among the first W. The
@@ -668,7 +680,13 @@ def decay_list_lengths(rows: int, slots: int, factor: int = 2) -> tuple[int, ...
     return (*sorted(x for x in lengths if x < big), big)
 
 
-def _first_unstable_list(pid: Array, n: Array, size: int) -> dict[str, Array]:
+def _shortest_holding(most: Array, lengths: tuple[int, ...]) -> Array:
+    """Index (0-d int32) of the shortest of the increasing static ``lengths`` that is ≥ ``most``
+    (the last one when none is)."""
+    return sum((most > m).astype(jnp.int32) for m in lengths[:-1]) + jnp.int32(0)
+
+
+def _first_unstable_list(unstable: Array, size: int) -> dict[str, Array]:
     """The list of unstable particles of a block of events, in event order and slot order within each.
 
     Entry j is found, not scattered: it is the j-th set bit of the block's flags packed into
@@ -676,8 +694,8 @@ def _first_unstable_list(pid: Array, n: Array, size: int) -> dict[str, Array]:
     entries are computed.
 
     Args:
-      pid: [R, W] int32, the particles of an event in its first n slots.
-      n: [R] int32 particles per event.
+      unstable: [R, W] bool, the unstable particles among the first n slots of each event
+        (the particles of an event are its first n slots).
       size: static entries computed (≥ the block's unstable particles; the rest up to R·W
         are padding).
 
@@ -687,8 +705,7 @@ def _first_unstable_list(pid: Array, n: Array, size: int) -> dict[str, Array]:
       ``off`` [R] the entry of an event's first particle and ``count`` [R] its number of
       particles on the list.
     """
-    rows, w = pid.shape
-    unstable = (jnp.arange(w, dtype=jnp.int32)[None, :] < n[:, None]) & ~H.is_stable(pid)
+    rows, w = unstable.shape
     count = jnp.sum(unstable, axis=-1, dtype=jnp.int32)
     off = prefix_sum(count) - count
     # The block's R·W flags as one bit string: entry j is its j-th set bit. Its word is the
