@@ -261,7 +261,8 @@ def test_chain_rejects_bad_stages():
         sim.sample({"source": {"sqrt_s": jnp.asarray(91.0)}}, jax.random.key(0), 4)
 
 
-def test_jit_gives_the_events_of_jax_jit(key):
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64], ids=["float32", "float64"])
+def test_jit_gives_the_events_of_jax_jit(key, dtype):
     # The copy-insertion option of COMPILER_OPTIONS changes which buffers XLA copies, never a
     # value: the shower's and the hadronization's loops (the programs it speeds up) give the
     # same events bit for bit, float32 and float64. Both programs use XLA's fusion emitters
@@ -274,20 +275,19 @@ def test_jit_gives_the_events_of_jax_jit(key):
 
     assert COMPILER_OPTIONS == {"xla_cpu_copy_insertion_use_region_analysis": True}
     emitters = {"xla_cpu_use_fusion_emitters": True}
-    for dtype in (jnp.float32, jnp.float64):
-        sim = chain(ee_to_qqbar(dtype=dtype), ("shower", final_state_shower()), ("hadronization", hadronize()))
-        params = sim.init(key)
+    sim = chain(ee_to_qqbar(dtype=dtype), ("shower", final_state_shower()), ("hadronization", hadronize()))
+    params = sim.init(key)
 
-        def run(p, k, sim=sim):
-            return sim.sample(p, k, 64)
+    def run(p, k):
+        return sim.sample(p, k, 64)
 
-        plain = jax.jit(run, compiler_options=emitters).lower(params, key).compile()
-        tuned = jit(run, compiler_options=emitters).lower(params, key).compile()
-        assert tuned.as_text() != plain.as_text()
-        a, b = plain(params, key), tuned(params, key)
-        assert int(a.mask.sum()) > 64 * 10  # hadrons in every event, not empty slots
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    plain = jax.jit(run, compiler_options=emitters).lower(params, key).compile()
+    tuned = jit(run, compiler_options=emitters).lower(params, key).compile()
+    assert tuned.as_text() != plain.as_text()
+    a, b = plain(params, key), tuned(params, key)
+    assert int(a.mask.sum()) > 64 * 10  # hadrons in every event, not empty slots
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_jit_merges_compiler_options():
