@@ -18,7 +18,9 @@ resolves changes of a few per cent. The table gives the median and the best call
 revision and the ratios of both.
 
 Stages: ``shower`` (on e⁺e⁻ → q q̄), ``hadronization`` (on showered partons, the default),
-``chain`` (e⁺e⁻ → q q̄ → shower → hadronization). The inputs of a stage are generated with
+``chain`` (e⁺e⁻ → q q̄ → shower → hadronization), ``chunks`` (the chain as concurrent chunks,
+``diffgen.parallel.sample_chunks``, one chunk of N / cores events per core; N a multiple of
+the cores; each call includes the assembly of the N events). The inputs of a stage are generated with
 the revision under test, with the same keys. Each revision compiles them as it does
 itself: with ``diffgen.core.jit`` (and its XLA options) where it has one, else ``jax.jit``.
 """
@@ -37,7 +39,7 @@ from pathlib import Path
 from benchmarks.common import machine_info, positive_int, print_table
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("shower", "hadronization", "chain")
+STAGES = ("shower", "hadronization", "chain", "chunks")
 
 # The stage as a function and its arguments, built with whichever ``diffgen`` is imported
 # when it is called (the imports are inside). Shared by both child scripts.
@@ -55,8 +57,19 @@ def stage_fn(stage, dtype, n):
 
     key = jax.random.key
     src = ee_to_qqbar(dtype=dtype)
-    if stage == "chain":
+    if stage in ("chain", "chunks"):
         sim = chain(src, ("shower", final_state_shower()), ("hadronization", hadronize()))
+        if stage == "chunks":
+            from diffgen.parallel import default_workers, sample_chunks
+
+            workers = default_workers()
+            if n % workers:
+                raise ValueError(f"--stage chunks needs N a multiple of the {workers} cores, got {n}")
+            # A host-level driver that compiles its chunk program itself (not jitted here).
+            return (lambda p, k: sample_chunks(sim, p, k, n, chunk_size=n // workers, workers=workers)), (
+                sim.init(key(0)),
+                key(1),
+            )
         return (lambda p, k: sim.sample(p, k, n)), (sim.init(key(0)), key(1))
     events = jax.jit(lambda p, k: src.sample(p, k, n))(src.init(key(0)), key(1))
     shower = final_state_shower()
@@ -80,7 +93,8 @@ _CHILD = (
     + r"""
 stage, dtype, n, repeat = sys.argv[1], jnp.dtype(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 fn, args = stage_fn(stage, dtype, n)
-fn = revision_jit()(fn)
+if stage != "chunks":
+    fn = revision_jit()(fn)
 t0 = time.perf_counter()
 jax.block_until_ready(fn(*args))
 compile_s = time.perf_counter() - t0
@@ -110,7 +124,7 @@ for root in roots:
     sys.path.insert(0, root)
     import diffgen
     fn, args = stage_fn(stage, dtype, n)
-    exe = revision_jit()(fn).lower(*args).compile()
+    exe = fn if stage == "chunks" else revision_jit()(fn).lower(*args).compile()
     jax.block_until_ready(exe(*args))
     compiled.append((exe, args, diffgen.__file__))
     sys.path.remove(root)
