@@ -505,42 +505,8 @@ def sample_chunks(
         # thread would queue the calls one after the other.
         return jax.block_until_ready(compiled(params, key, jnp.asarray(i, jnp.int32)))
 
-    shardings = jax.tree.leaves(compiled.output_shardings)
-    on_host = all(d.platform == "cpu" for s in shardings for d in s.device_set)
-    if n_chunks == 1 or not on_host:
-        chunks = list(ordered_map(one, n_chunks, workers=workers))
-        return chunks[0] if n_chunks == 1 else Events.concatenate(chunks)
-    # On the CPU each chunk is copied into its rows of the output on its own thread, while
-    # other chunks still run, and the output becomes JAX arrays without a copy: a
-    # concatenation afterwards would copy all N events once more, on one thread, after the
-    # last chunk had finished.
-    out = jax.tree.map(lambda info: _aligned_host((n, *info.shape[1:]), info.dtype), compiled.out_info)
-
-    def one_into_rows(i: int) -> None:
-        rows = slice(i * chunk_size, (i + 1) * chunk_size)
-        for buffer, x in zip(jax.tree.leaves(out), jax.tree.leaves(one(i)), strict=True):
-            buffer[rows] = np.asarray(x)
-
-    for _ in ordered_map(one_into_rows, n_chunks, workers=workers):
-        pass
-    return jax.tree.map(jax.device_put, out, compiled.output_shardings)
-
-
-#: Alignment (bytes) of host memory that ``jax.device_put`` on the CPU uses without copying.
-HOST_ALIGNMENT = 64
-
-
-def _aligned_host(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """An uninitialised C-contiguous NumPy array whose data start on a :data:`HOST_ALIGNMENT` boundary.
-
-    NumPy aligns to 16 bytes only; from memory aligned like XLA's own buffers, the CPU client
-    makes a JAX array that shares the memory (``jax.device_put``) instead of copying it.
-    """
-    dtype = np.dtype(dtype)
-    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.empty(size + HOST_ALIGNMENT, np.uint8)
-    start = -raw.ctypes.data % HOST_ALIGNMENT
-    return raw[start : start + size].view(dtype).reshape(shape)
+    chunks = list(ordered_map(one, n_chunks, workers=workers))
+    return chunks[0] if n_chunks == 1 else Events.concatenate(chunks)
 
 
 def stream_sum(
