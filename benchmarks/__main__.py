@@ -329,6 +329,10 @@ def section_chains(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool) -
     from diffgen.shower import final_state_shower
 
     rows, rep = [], max(2, cfg["repeat"] - 2)
+    # Calls alternating with Pythia: the machine's speed changes within minutes, and with 3
+    # pairs one slow window often held the best call of one program (docs/performance.md);
+    # more pairs steady both best calls and the median of the pairs, at a few seconds a row.
+    pairs = cfg["repeat"] + 2
     pythia, generator = None, None
     n_py = cfg["pythia"]["hadrons"]
     if use_pythia:
@@ -366,10 +370,10 @@ def section_chains(cfg: dict[str, Any], out: dict[str, Any], use_pythia: bool) -
             sim = _hadron_chain(dtype, with_det)
             label = "chain: ee->hadrons" + (" + detector" if with_det else "")
             args = (_sampler(sim, n), sim.init(_key(0)), _key(1))
-            rows.append(_pythia_row(label, dtype, n, _measure(*args, repeat=rep, against=against), n_py))
+            rows.append(_pythia_row(label, dtype, n, _measure(*args, repeat=pairs, against=against), n_py))
         # The same chain as concurrent chunks, one per core (diffgen.parallel.sample_chunks).
         sim = _hadron_chain(dtype, False)
-        m = _measure_chunks(sim, sim.init(_key(0)), _key(1), n, _chunk_workers(n), repeat=rep, against=against)
+        m = _measure_chunks(sim, sim.init(_key(0)), _key(1), n, _chunk_workers(n), repeat=pairs, against=against)
         rows.append(_pythia_row(f"{CHUNKED_CHAIN}, {m['workers']} chunks at once", dtype, m["n"], m, n_py))
     if pythia is not None:
         rows.append(
