@@ -63,8 +63,6 @@ def stage_fn(stage, dtype, n):
             from diffgen.parallel import default_workers, sample_chunks
 
             workers = default_workers()
-            if n % workers:
-                raise ValueError(f"--stage chunks needs N a multiple of the {workers} cores, got {n}")
             # A host-level driver that compiles its chunk program itself (not jitted here).
             return (lambda p, k: sample_chunks(sim, p, k, n, chunk_size=n // workers, workers=workers)), (
                 sim.init(key(0)),
@@ -212,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.same_process < 0:
         parser.error(f"--same-process must be >= 1 calls (0: off), got {args.same_process}")
+    if args.stage == "chunks":
+        from diffgen.parallel import default_workers
+
+        if args.n % default_workers():
+            parser.error(f"--stage chunks: --n must be a multiple of the {default_workers()} cores, got {args.n}")
     print(machine_info())
     with tempfile.TemporaryDirectory() as tmp:
         roots = {}

@@ -236,6 +236,7 @@ def test_compare_revisions_exports_a_revision_and_rejects_bad_input(tmp_path, ca
     import subprocess
 
     from benchmarks.compare_revisions import export, main
+    from diffgen.parallel import default_workers
 
     if subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
         pytest.skip("not a git checkout")
@@ -243,11 +244,15 @@ def test_compare_revisions_exports_a_revision_and_rejects_bad_input(tmp_path, ca
     assert (root / "diffgen" / "__init__.py").is_file() and (root / "diffgen" / "hadronization").is_dir()
     with pytest.raises(ValueError, match="is not a commit"):
         export("no-such-revision", tmp_path / "x")
+    # N = cores + 1 is not a multiple of the cores (on a machine with more than one)
+    w = default_workers()
+    cores_bad = [(["HEAD", "HEAD", "--stage", "chunks", "--n", str(w + 1)], "multiple of the")] if w > 1 else []
     for bad, message in (
         (["no-such-revision", "HEAD"], "is not a commit"),
         (["HEAD", "HEAD", "--rounds", "0"], "must be >= 1"),
         (["HEAD", "HEAD", "--stage", "detector"], "invalid choice"),
         (["HEAD", "HEAD", "--same-process", "-1"], "must be >= 1 calls"),
+        *cores_bad,
     ):
         with pytest.raises(SystemExit):
             main(bad)
