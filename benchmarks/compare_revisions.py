@@ -83,6 +83,13 @@ def revision_jit():
     import diffgen.core
 
     return getattr(diffgen.core, "jit", jax.jit)
+
+
+def stage_call(stage, dtype, n):
+    # The stage as the revision runs it; its first call compiles. sample_chunks (stage
+    # chunks) is a host-level driver that compiles its chunk program itself.
+    fn, args = stage_fn(stage, dtype, n)
+    return (fn if stage == "chunks" else revision_jit()(fn)), args
 """
 
 # Run in a child process with the exported revision first on sys.path. Prints one JSON line.
@@ -90,9 +97,7 @@ _CHILD = (
     _STAGE
     + r"""
 stage, dtype, n, repeat = sys.argv[1], jnp.dtype(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-fn, args = stage_fn(stage, dtype, n)
-if stage != "chunks":
-    fn = revision_jit()(fn)
+fn, args = stage_call(stage, dtype, n)
 t0 = time.perf_counter()
 jax.block_until_ready(fn(*args))
 compile_s = time.perf_counter() - t0
@@ -108,7 +113,7 @@ print(json.dumps({"events_per_s": n / best, "compile_s": compile_s, "package": d
 
 # One child process for both revisions (``--same-process``): each revision's package is
 # imported, its stage traced and compiled, then its modules are dropped from sys.modules so
-# the next revision imports its own; the compiled executables need no Python module to run.
+# the next revision imports its own; the jitted stages keep the functions they call, cached.
 # The timed calls then alternate between the two executables. Prints one JSON line.
 _CHILD_PAIR = (
     _STAGE
@@ -121,9 +126,8 @@ for root in roots:
         del sys.modules[name]
     sys.path.insert(0, root)
     import diffgen
-    fn, args = stage_fn(stage, dtype, n)
-    exe = fn if stage == "chunks" else revision_jit()(fn).lower(*args).compile()
-    jax.block_until_ready(exe(*args))
+    exe, args = stage_call(stage, dtype, n)
+    jax.block_until_ready(exe(*args))  # compiles
     compiled.append((exe, args, diffgen.__file__))
     sys.path.remove(root)
 times = [[] for _ in roots]
@@ -213,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "chunks":
         from diffgen.parallel import default_workers
 
-        if args.n % default_workers():
-            parser.error(f"--stage chunks: --n must be a multiple of the {default_workers()} cores, got {args.n}")
+        cores = default_workers()
+        if args.n % cores:
+            parser.error(f"--stage chunks: --n must be a multiple of the {cores} cores, got {args.n}")
     print(machine_info())
     with tempfile.TemporaryDirectory() as tmp:
         roots = {}
