@@ -286,3 +286,17 @@ def test_chunk_workers_keep_chunks_large_enough():
     assert _chunk_workers(1000) == 1
     w = _chunk_workers(10_000)
     assert 1 <= w <= default_workers() and 10_000 // w >= ACTIVE_ROW_MIN_EVENTS
+
+
+def test_core_scaling_rates_and_bad_sizes(capsys):
+    """A mode's events/s: all timed events over the time from the common start to the last
+    process's end, and one call of every process over the slowest of their best calls."""
+    from benchmarks.core_scaling import main, rates
+
+    results = [{"n": 10, "times": [1.0, 2.0], "end": 103.0}, {"n": 10, "times": [2.0, 1.5], "end": 104.0}]
+    got = rates(results, 100.0)
+    expected = {"processes": 2, "events_per_call": 20, "events_per_s_all_calls": 10.0}
+    assert got == {**expected, "events_per_s_best_call": 20 / 1.5}
+    with pytest.raises(SystemExit):
+        main(["--chunk", "0"])
+    assert "must be >= 1" in capsys.readouterr().err
