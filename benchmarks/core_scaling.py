@@ -97,12 +97,13 @@ def _run_mode(mode: str, args: argparse.Namespace, cores: list[int], env: dict[s
             p.stdin.write("go\n")
             p.stdin.flush()
         results = [json.loads(p.stdout.readline()) for p in procs]
+    except BaseException:
+        for p in procs:  # the others would wait for the start forever
+            p.kill()
+        raise
     finally:
         for p in procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            p.wait()
     return {"mode": mode, **rates(results, start)}
 
 
