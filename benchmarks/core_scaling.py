@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import machine_info, positive_int, print_table, write_json
+from benchmarks.common import machine_info, positive_int, print_table, timed_call, write_json
 
 MODES = ("one core", "threads", "processes")
 
@@ -69,11 +69,7 @@ def _child(mode: str, chunk: int, calls: int, dtype_name: str, rank: int) -> Non
     jax.block_until_ready(call())
     print("ready", flush=True)
     sys.stdin.readline()
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        jax.block_until_ready(call())
-        times.append(time.perf_counter() - t0)
+    times = [timed_call(call)[0] for _ in range(calls)]
     print(json.dumps({"n": n, "times": times, "end": time.time()}), flush=True)
 
 
